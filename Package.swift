@@ -1,0 +1,41 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+  name: "vae-dist",
+  platforms: [.macOS(.v13)],
+  products: [
+    .executable(name: "vae-dist", targets: ["vae-dist"]),
+    .library(name: "VAE", targets: ["VAE"]),
+    .library(name: "VAEData", targets: ["VAEData"]),
+    .library(name: "VAEDist", targets: ["VAEDist"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+  ],
+  targets: [
+    // OpenBLAS through pkg-config `openblas` (only it exports openblas_set_num_threads/get_corename).
+    .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                   providers: [.apt(["libopenblas-dev"])]),
+    // zlib: gzip IDX files, PNG compression, CRC-32 checksums.
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                   providers: [.apt(["zlib1g-dev"])]),
+    // Small C helpers Swift cannot express portably: MXCSR flush-to-zero, CPU feature checks, stdio.
+    .target(name: "CSupport", path: "Sources/CSupport"),
+    .target(name: "VAE", dependencies: ["CBLAS", "CSupport"]),
+    .target(name: "VAEData", dependencies: ["VAE", "CZlib"]),
+    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "CZlib", "CSupport"]),
+    .executableTarget(
+      name: "vae-dist",
+      dependencies: [
+        "VAE", "VAEData", "VAEDist",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Yams", package: "Yams"),
+      ]),
+    .testTarget(name: "VAETests", dependencies: ["VAE"]),
+    .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE"]),
+    .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE"]),
+    .testTarget(name: "CLITests", dependencies: []),
+  ]
+)

@@ -1,0 +1,53 @@
+#include "csupport.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#include <pmmintrin.h>
+#endif
+
+void vae_enable_flush_to_zero(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ (bit 15) | DAZ (bit 6) */
+#elif defined(__aarch64__)
+  unsigned long fpcr;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+  fpcr |= (1UL << 24);
+  __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+#endif
+}
+
+int vae_flush_to_zero_enabled(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return (_mm_getcsr() & 0x8040) == 0x8040;
+#elif defined(__aarch64__)
+  unsigned long fpcr;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+  return (fpcr >> 24) & 1;
+#else
+  return 0;
+#endif
+}
+
+int vae_cpu_has_avx2_fma(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return 0;
+#endif
+}
+
+void vae_write_stdout(const char *s, size_t n) { fwrite(s, 1, n, stdout); fflush(stdout); }
+void vae_write_stderr(const char *s, size_t n) { fwrite(s, 1, n, stderr); fflush(stderr); }
+int vae_stdout_isatty(void) { return isatty(STDOUT_FILENO); }
+
+int vae_fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return errno;
+  int rc = fsync(fd) == 0 ? 0 : errno;
+  close(fd);
+  return rc;
+}

@@ -1,0 +1,22 @@
+#ifndef VAE_CSUPPORT_H
+#define VAE_CSUPPORT_H
+#include <stddef.h>
+
+/// Sets flush-to-zero and denormals-are-zero (MXCSR FTZ|DAZ on x86-64, FZ on AArch64) for the
+/// calling thread. Adam's first moments decay into subnormal floats after ~700 steps; without
+/// this every arithmetic operation on them takes a slow microcode path.
+void vae_enable_flush_to_zero(void);
+/// 1 when the calling thread has FTZ and DAZ set, else 0.
+int vae_flush_to_zero_enabled(void);
+/// 1 when the CPU supports AVX2 and FMA (the OpenBLAS "Haswell" kernel's requirements).
+int vae_cpu_has_avx2_fma(void);
+/// Writes bytes to stdout / stderr unbuffered-ish and flushes (C globals are not
+/// concurrency-safe from Swift 6).
+void vae_write_stdout(const char *s, size_t n);
+void vae_write_stderr(const char *s, size_t n);
+/// 1 when stdout is a terminal.
+int vae_stdout_isatty(void);
+/// fsync a directory (after a rename) so the new entry survives a crash. Returns 0 or errno.
+int vae_fsync_path(const char *path);
+
+#endif

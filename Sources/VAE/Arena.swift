@@ -1,0 +1,93 @@
+/// One named tensor of the model, as PyTorch would name it (`encoder.0.weight`, shape [500, 784]).
+public struct TensorSpec: Sendable, Hashable {
+  public let name: String
+  public let shape: [Int]
+  public var count: Int { shape.reduce(1, *) }
+  public init(name: String, shape: [Int]) {
+    self.name = name
+    self.shape = shape
+  }
+}
+
+/// The one order list: every arena (parameters, gradients, Adam moments) uses this layout, so a
+/// tensor is the same `Range<Int>` in each of them.
+public struct ParameterLayout: Sendable, Hashable {
+  public let specs: [TensorSpec]
+  public let offsets: [Int]
+  public let total: Int
+
+  public init(specs: [TensorSpec]) {
+    var offsets: [Int] = []
+    var at = 0
+    for s in specs {
+      offsets.append(at)
+      at += s.count
+    }
+    self.specs = specs
+    self.offsets = offsets
+    self.total = at
+  }
+
+  public func range(of index: Int) -> Range<Int> { offsets[index]..<(offsets[index] + specs[index].count) }
+
+  public func index(of name: String) -> Int? { specs.firstIndex { $0.name == name } }
+
+  public func range(named name: String) -> Range<Int>? { index(of: name).map(range(of:)) }
+}
+
+/// One contiguous, zero-initialised `Float` buffer laid out by a `ParameterLayout`.
+public final class Arena: @unchecked Sendable {
+  public let layout: ParameterLayout
+  public let data: UnsafeMutableBufferPointer<Float>
+
+  public init(layout: ParameterLayout) {
+    self.layout = layout
+    data = .allocate(capacity: max(layout.total, 1))
+    data.initialize(repeating: 0)
+  }
+
+  deinit { data.deallocate() }
+
+  public var base: UnsafeMutablePointer<Float> { data.baseAddress! }
+  public var count: Int { layout.total }
+
+  public func zero() { data.update(repeating: 0) }
+
+  public func copy(from other: Arena) {
+    precondition(other.layout.total == layout.total)
+    base.update(from: other.base, count: layout.total)
+  }
+
+  /// The values of one tensor, copied out.
+  public func values(named name: String) -> [Float]? {
+    guard let r = layout.range(named: name) else { return nil }
+    return Array(UnsafeBufferPointer(rebasing: data[r]))
+  }
+
+  /// Overwrites one tensor. Returns false when the name is unknown or the count differs.
+  @discardableResult
+  public func setValues(named name: String, _ values: [Float]) -> Bool {
+    guard let r = layout.range(named: name), r.count == values.count else { return false }
+    values.withUnsafeBufferPointer { (base + r.lowerBound).update(from: $0.baseAddress!, count: r.count) }
+    return true
+  }
+
+  public func toArray() -> [Float] { Array(UnsafeBufferPointer(data)) }
+}
+
+/// A caller-owned scratch buffer (activations). Allocated once, freed on deinit.
+public final class Buffer: @unchecked Sendable {
+  public let capacity: Int
+  public let ptr: UnsafeMutablePointer<Float>
+  public init(_ capacity: Int) {
+    self.capacity = capacity
+    ptr = .allocate(capacity: max(capacity, 1))
+    ptr.initialize(repeating: 0, count: max(capacity, 1))
+  }
+  deinit { ptr.deallocate() }
+  public func toArray(_ n: Int? = nil) -> [Float] { Array(UnsafeBufferPointer(start: ptr, count: n ?? capacity)) }
+  public func set(_ values: [Float]) {
+    precondition(values.count <= capacity)
+    values.withUnsafeBufferPointer { ptr.update(from: $0.baseAddress!, count: values.count) }
+  }
+}

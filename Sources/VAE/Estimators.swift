@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// How the evaluation noise ε is chosen.
+public enum EvalNoise: Sendable, Hashable {
+  /// ε from the counter RNG: sample `s` of example `g` uses stream (evalNoise, epoch s, index g).
+  case sampled(CounterRNG)
+  /// ε = 0: z is the posterior mean (a deterministic check, not a bound).
+  case zero
+}
+
+/// Held-out estimators over a model's parameters: the ELBO (one or more samples) and the
+/// importance-weighted bound of Burda et al. (2016), computed in chunks of at most `maxRows`
+/// decoder rows so that thousands of samples per image fit in memory.
+public final class Estimator: @unchecked Sendable {
+  public let model: VAEModel
+  let eps: Buffer
+  let xRows: Buffer
+  let zRows: Buffer
+  let correction: UnsafeMutablePointer<Double>
+  let recon: Buffer
+  let rowExample: UnsafeMutablePointer<Int>
+  let muSave: Buffer
+  let lvSave: Buffer
+
+  public init(config: ModelConfig, params: Arena, maxRows: Int = 500) {
+    model = VAEModel(config: config, maxBatch: maxRows, params: params)
+    let d = config.zdim, n = config.inputSize
+    eps = Buffer(maxRows * d)
+    xRows = Buffer(maxRows * n)
+    zRows = Buffer(maxRows * d)
+    recon = Buffer(maxRows)
+    correction = .allocate(capacity: maxRows)
+    rowExample = .allocate(capacity: maxRows)
+    muSave = Buffer(maxRows * d)
+    lvSave = Buffer(maxRows * d)
+  }
+
+  deinit {
+    correction.deallocate()
+    rowExample.deallocate()
+  }
+
+  public var maxRows: Int { model.maxBatch }
+
+  func fillNoise(_ noise: EvalNoise, sample: Int, firstIndex: Int, count: Int) {
+    let d = model.config.zdim
+    switch noise {
+    case .zero:
+      eps.ptr.update(repeating: 0, count: count * d)
+    case .sampled(let rng):
+      for r in 0..<count {
+        var s = rng.stream(.evalNoise, epoch: UInt64(sample), index: UInt64(firstIndex + r))
+        for j in 0..<d { eps.ptr[r * d + j] = s.nextNormal() }
+      }
+    }
+  }
+
+  /// Σ over `count` examples (rows of `x`, global indices from `firstIndex`) of the ELBO terms,
+  /// averaged over `samples` draws of ε per example. Accumulated in Double.
+  public func elbo(
+    x: UnsafePointer<Float>, count: Int, firstIndex: Int, samples: Int = 1, noise: EvalNoise
+  ) -> LossTerms {
+    var total = LossTerms()
+    let n = model.config.inputSize
+    var start = 0
+    while start < count {
+      let b = min(maxRows, count - start)
+      for s in 0..<samples {
+        fillNoise(noise, sample: s, firstIndex: firstIndex + start, count: b)
+        total = total + model.loss(x: x + start * n, eps: UnsafePointer(eps.ptr), batch: b)
+      }
+      start += b
+    }
+    return LossTerms(recon: total.recon / Double(samples), kl: total.kl / Double(samples))
+  }
+
+  /// log p(x) ≥ log (1/K) Σ_k p(x, z_k) / q(z_k|x), per example, into `out[0..<count]`.
+  public func importanceWeighted(
+    x: UnsafePointer<Float>, count: Int, firstIndex: Int, samples K: Int, rng: CounterRNG,
+    out: UnsafeMutablePointer<Double>
+  ) {
+    precondition(K >= 1)
+    let n = model.config.inputSize, d = model.config.zdim
+    var start = 0
+    while start < count {
+      let g = min(maxRows, count - start)
+      model.encode(x + start * n, batch: g)
+      muSave.ptr.update(from: model.mu.ptr, count: g * d)
+      lvSave.ptr.update(from: model.logvar.ptr, count: g * d)
+      var maxLW = [Double](repeating: -.infinity, count: g)
+      var sumExp = [Double](repeating: 0, count: g)
+      // Rows are (example, sample) pairs, filled until a chunk is full.
+      var rows = 0
+      func flush() {
+        guard rows > 0 else { return }
+        model.decode(UnsafePointer(zRows.ptr), batch: rows)
+        _ = model.reconstruction(
+          x: UnsafePointer(xRows.ptr), logits: UnsafePointer(model.logits.ptr), batch: rows,
+          perExample: recon.ptr, gradient: nil)
+        for r in 0..<rows {
+          let i = rowExample[r]
+          let lw = Double(recon.ptr[r]) + correction[r]
+          if lw > maxLW[i] {
+            sumExp[i] = sumExp[i] * exp(maxLW[i] - lw) + 1
+            maxLW[i] = lw
+          } else {
+            sumExp[i] += exp(lw - maxLW[i])
+          }
+        }
+        rows = 0
+      }
+      for i in 0..<g {
+        let xi = x + (start + i) * n
+        for k in 0..<K {
+          var s = rng.stream(.evalNoise, epoch: UInt64(k), index: UInt64(firstIndex + start + i))
+          // log p(z) − log q(z|x) = −½Σz² + ½Σε² + ½Σ logvar  (the 2π terms cancel)
+          var c = 0.0
+          for j in 0..<d {
+            let e = s.nextNormal()
+            let lv = lvSave.ptr[i * d + j]
+            let zj = muSave.ptr[i * d + j] + expf(0.5 * lv) * e
+            zRows.ptr[rows * d + j] = zj
+            c += 0.5 * (Double(e) * Double(e) + Double(lv) - Double(zj) * Double(zj))
+          }
+          correction[rows] = c
+          rowExample[rows] = i
+          (xRows.ptr + rows * n).update(from: xi, count: n)
+          rows += 1
+          if rows == maxRows { flush() }
+        }
+      }
+      flush()
+      for i in 0..<g { out[start + i] = maxLW[i] + log(sumExp[i]) - log(Double(K)) }
+      start += g
+    }
+  }
+}

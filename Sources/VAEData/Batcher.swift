@@ -1,0 +1,147 @@
+import VAE
+
+/// How pixel intensities in [0, 255] become model inputs.
+public enum Binarization: String, Sendable, CaseIterable, Codable {
+  /// x = intensity / 255 (for the Gaussian likelihood, or Bernoulli on grey levels).
+  case none
+  /// x ~ Bernoulli(intensity / 255), drawn once per example from the seed.
+  case `static`
+  /// x ~ Bernoulli(intensity / 255), drawn anew per epoch and example (a strong regulariser).
+  case dynamic
+}
+
+/// The fixed seed that binarises every held-out set, so every evaluation of every run sees the
+/// same bits and ELBOs are comparable across runs and seeds.
+public let heldOutBinarizationSeed: UInt64 = 20_140_101
+
+/// Turns a `Dataset` into Float batches. Every draw is a function of (seed, purpose, epoch,
+/// example index), so a rank's rows of a global batch are the same whatever the world size.
+public final class Batcher: @unchecked Sendable {
+  public let dataset: Dataset
+  public let binarization: Binarization
+  public let rng: CounterRNG
+  public let globalBatch: Int
+  private var staticBits: [UInt8] = []
+  private var permutationEpoch = -1
+  private var permutation: [Int32] = []
+
+  public init(dataset: Dataset, binarization: Binarization, rng: CounterRNG, globalBatch: Int) {
+    precondition(globalBatch > 0 && globalBatch <= dataset.count)
+    self.dataset = dataset
+    self.binarization = binarization
+    self.rng = rng
+    self.globalBatch = globalBatch
+    if binarization == .static {
+      staticBits = Batcher.binarize(dataset: dataset, rng: rng, purpose: .binarizeStatic)
+    }
+  }
+
+  /// Full global batches per epoch; the remainder of an epoch is dropped (each epoch reshuffles).
+  public var stepsPerEpoch: Int { dataset.count / globalBatch }
+
+  /// The shuffle of `epoch`: a Fisher–Yates permutation from stream (shuffle, epoch).
+  public func order(epoch: Int) -> [Int32] {
+    if epoch != permutationEpoch {
+      permutation = Batcher.permutation(count: dataset.count, rng: rng, epoch: epoch)
+      permutationEpoch = epoch
+    }
+    return permutation
+  }
+
+  public static func permutation(count: Int, rng: CounterRNG, epoch: Int) -> [Int32] {
+    var p = (0..<count).map { Int32($0) }
+    var s = rng.stream(.shuffle, epoch: UInt64(epoch))
+    var i = count - 1
+    while i > 0 {
+      let j = s.nextInt(below: i + 1)
+      p.swapAt(i, j)
+      i -= 1
+    }
+    return p
+  }
+
+  /// Fills `x` with rows `rows` (a slice of global batch `batchInEpoch` of `epoch`) and
+  /// `indices` with their dataset indices.
+  public func fill(
+    epoch: Int, batchInEpoch: Int, rows: Range<Int>, x: UnsafeMutablePointer<Float>,
+    indices: UnsafeMutablePointer<Int>
+  ) {
+    let perm = order(epoch: epoch)
+    let n = dataset.pixelsPerImage
+    let base = batchInEpoch * globalBatch
+    dataset.images.withUnsafeBufferPointer { img in
+      for (r, row) in rows.enumerated() {
+        let idx = Int(perm[base + row])
+        indices[r] = idx
+        let src = img.baseAddress! + idx * n
+        let dst = x + r * n
+        switch binarization {
+        case .none:
+          for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
+        case .static:
+          staticBits.withUnsafeBufferPointer { bits in
+            let b = bits.baseAddress! + idx * n
+            for j in 0..<n { dst[j] = Float(b[j]) }
+          }
+        case .dynamic:
+          var s = rng.stream(.binarizeDynamic, epoch: UInt64(epoch), index: UInt64(idx))
+          Batcher.bernoulliRow(src, dst, n, &s)
+        }
+      }
+    }
+  }
+
+  @inline(__always)
+  static func bernoulliRow(
+    _ src: UnsafePointer<UInt8>, _ dst: UnsafeMutablePointer<Float>, _ n: Int,
+    _ s: inout RandomStream
+  ) {
+    // u < p with u uniform on 24 bits and p = intensity / 255: compare integers exactly.
+    for j in 0..<n {
+      let u = s.next() >> 40  // [0, 2^24)
+      dst[j] = u * 255 < UInt64(src[j]) << 24 ? 1 : 0
+    }
+  }
+
+  static func binarize(dataset: Dataset, rng: CounterRNG, purpose: CounterRNG.Purpose) -> [UInt8] {
+    let n = dataset.pixelsPerImage
+    var out = [UInt8](repeating: 0, count: dataset.count * n)
+    var row = [Float](repeating: 0, count: n)
+    dataset.images.withUnsafeBufferPointer { img in
+      row.withUnsafeMutableBufferPointer { r in
+        for i in 0..<dataset.count {
+          var s = rng.stream(purpose, index: UInt64(i))
+          bernoulliRow(img.baseAddress! + i * n, r.baseAddress!, n, &s)
+          for j in 0..<n { out[i * n + j] = UInt8(r[j]) }
+        }
+      }
+    }
+    return out
+  }
+
+  /// The whole held-out set as Float rows: binarised once with `heldOutBinarizationSeed`
+  /// (for `static` and `dynamic`), or scaled to [0, 1] (for `none`).
+  public static func heldOut(_ dataset: Dataset, binarization: Binarization, limit: Int? = nil)
+    -> [Float]
+  {
+    let count = min(limit ?? dataset.count, dataset.count)
+    let n = dataset.pixelsPerImage
+    var out = [Float](repeating: 0, count: count * n)
+    let rng = CounterRNG(seed: heldOutBinarizationSeed)
+    dataset.images.withUnsafeBufferPointer { img in
+      out.withUnsafeMutableBufferPointer { o in
+        for i in 0..<count {
+          let src = img.baseAddress! + i * n
+          let dst = o.baseAddress! + i * n
+          if binarization == .none {
+            for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
+          } else {
+            var s = rng.stream(.testBinarize, index: UInt64(i))
+            bernoulliRow(src, dst, n, &s)
+          }
+        }
+      }
+    }
+    return out
+  }
+}

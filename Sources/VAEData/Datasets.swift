@@ -1,0 +1,368 @@
+import Foundation
+import VAE
+
+/// One split of an image data set, held in memory as unsigned bytes.
+public struct Dataset: Sendable {
+  /// Registry name of the data set ("mnist", "fashion-mnist", "synthetic").
+  public let name: String
+  /// Number of examples.
+  public let count: Int
+  /// Image height in pixels.
+  public let rows: Int
+  /// Image width in pixels.
+  public let cols: Int
+  /// Pixels of one image (`rows * cols`).
+  public var pixelsPerImage: Int { rows * cols }
+  /// `count * rows * cols` pixel values 0...255, row-major, image after image.
+  public let images: [UInt8]
+  /// `count` class labels.
+  public let labels: [UInt8]
+
+  /// Creates a data set. The sizes must agree (`images.count == count * rows * cols`,
+  /// `labels.count == count`); this is a programming error, not an input check.
+  public init(name: String, count: Int, rows: Int, cols: Int, images: [UInt8], labels: [UInt8]) {
+    precondition(count >= 0 && rows > 0 && cols > 0, "Dataset: bad shape \(count)x\(rows)x\(cols)")
+    precondition(images.count == count * rows * cols, "Dataset: \(images.count) pixels for \(count)x\(rows)x\(cols)")
+    precondition(labels.count == count, "Dataset: \(labels.count) labels for \(count) images")
+    self.name = name
+    self.count = count
+    self.rows = rows
+    self.cols = cols
+    self.images = images
+    self.labels = labels
+  }
+
+  /// The pixels of image `index` (0 ..< count).
+  public func image(_ index: Int) -> ArraySlice<UInt8> {
+    precondition(index >= 0 && index < count, "Dataset.image: index \(index) out of 0..<\(count)")
+    return images[index * pixelsPerImage ..< (index + 1) * pixelsPerImage]
+  }
+
+  /// The first `n` examples (all of them if `n >= count`).
+  public func prefix(_ n: Int) -> Dataset {
+    let k = min(max(n, 0), count)
+    if k == count { return self }
+    return Dataset(
+      name: name, count: k, rows: rows, cols: cols,
+      images: Array(images[..<(k * pixelsPerImage)]), labels: Array(labels[..<k]))
+  }
+
+  /// CRC-32 (zlib) over the images, then the labels.
+  public func dataChecksum() -> UInt32 {
+    Gzip.crc32(labels, continuing: Gzip.crc32(images))
+  }
+}
+
+/// A training split and a held-out test split with the same image shape.
+public struct DataSplits: Sendable {
+  public let train: Dataset
+  public let test: Dataset
+
+  public init(train: Dataset, test: Dataset) {
+    self.train = train
+    self.test = test
+  }
+
+  /// CRC-32 (zlib) over train images, train labels, test images, test labels, in that order.
+  /// Recorded in checkpoints to detect a resume on different data.
+  public func dataChecksum() -> UInt32 {
+    var crc = Gzip.crc32(train.images)
+    crc = Gzip.crc32(train.labels, continuing: crc)
+    crc = Gzip.crc32(test.images, continuing: crc)
+    return Gzip.crc32(test.labels, continuing: crc)
+  }
+}
+
+/// Errors of the data set registry. Each `description` is one line saying what to do.
+public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
+  /// The name is not one of `DatasetRegistry.names`.
+  case unknownDataset(String, known: [String])
+  /// Some of the data set's files are absent; `hint` says how to get them.
+  case missingFiles(dataset: String, directory: String, missing: [String], hint: String)
+  /// `trainLimit` must be at least 1.
+  case badTrainLimit(Int)
+  /// The train and test images have different shapes.
+  case shapeMismatch(dataset: String, trainRows: Int, trainCols: Int, testRows: Int, testCols: Int)
+  /// A label byte (at `offset` in the decompressed labels file) is outside 0...`max`.
+  case labelOutOfRange(file: String, offset: Int, value: UInt8, max: UInt8)
+
+  public var description: String {
+    switch self {
+    case .unknownDataset(let name, let known):
+      return "unknown dataset '\(name)': expected one of \(known.joined(separator: ", "))"
+    case .missingFiles(let dataset, let directory, let missing, let hint):
+      return "\(dataset): missing \(missing.joined(separator: ", ")) in \(directory): \(hint)"
+    case .badTrainLimit(let n):
+      return "train limit \(n) is invalid: expected a positive number of training examples"
+    case .shapeMismatch(let dataset, let tr, let tc, let sr, let sc):
+      return "\(dataset): training images are \(tr)x\(tc) but test images are \(sr)x\(sc): expected the same shape"
+    case .labelOutOfRange(let file, let offset, let value, let max):
+      return "\(file): label \(value) at byte offset \(offset) is out of range: expected 0...\(max)"
+    }
+  }
+}
+
+/// The data sets vae-dist knows by name, and where their files live.
+public enum DatasetRegistry {
+  /// Names accepted by `load(name:dataDirectory:trainLimit:)`.
+  public static let names = ["mnist", "fashion-mnist", "synthetic"]
+
+  /// Environment variable naming the data directory.
+  public static let environmentVariable = "VAE_DIST_DATA"
+  /// Data directory used when neither the flag nor the environment names one.
+  public static let defaultDataDirectory = "./data"
+  /// Where Debian's `dataset-fashion-mnist` package installs Fashion-MNIST.
+  public static let systemFashionMNISTDirectory = "/usr/share/datasets/fashion-mnist"
+
+  /// File base names of the MNIST layout; each may also exist with a `.gz` suffix.
+  public static let trainImagesFile = "train-images-idx3-ubyte"
+  public static let trainLabelsFile = "train-labels-idx1-ubyte"
+  public static let testImagesFile = "t10k-images-idx3-ubyte"
+  public static let testLabelsFile = "t10k-labels-idx1-ubyte"
+
+  /// Size of the synthetic data set when loaded by name (seed 0).
+  public static let syntheticTrainCount = 10_000
+  public static let syntheticTestCount = 2_000
+
+  /// The data directory: the `--data` flag if given; else `$VAE_DIST_DATA` if set and
+  /// non-empty; else `./data`.
+  public static func resolveDataDirectory(
+    flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) -> String {
+    if let flag, !flag.isEmpty { return flag }
+    if let env = environment[environmentVariable], !env.isEmpty { return env }
+    return defaultDataDirectory
+  }
+
+  /// Loads a data set by name. `mnist` reads `<dataDirectory>/mnist/`; `fashion-mnist` reads
+  /// `<dataDirectory>/fashion-mnist/` and falls back to `/usr/share/datasets/fashion-mnist/`;
+  /// each file may be raw or `.gz`. `synthetic` is generated with seed 0 and ignores the
+  /// directory. `trainLimit` keeps the first N training examples; the test split is always whole.
+  /// Throws `DataError` or `IDXError`.
+  public static func load(name: String, dataDirectory: String, trainLimit: Int? = nil) throws -> DataSplits {
+    try load(
+      name: name, dataDirectory: dataDirectory, trainLimit: trainLimit,
+      fashionFallback: systemFashionMNISTDirectory)
+  }
+
+  /// `load` with the Fashion-MNIST system directory injectable (for tests).
+  static func load(
+    name: String, dataDirectory: String, trainLimit: Int?, fashionFallback: String?
+  ) throws -> DataSplits {
+    if let trainLimit, trainLimit < 1 { throw DataError.badTrainLimit(trainLimit) }
+    switch name {
+    case "mnist":
+      let dir = join(dataDirectory, "mnist")
+      let files = try locateFiles(
+        dataset: name, directories: [dir],
+        hint: "run scripts/get-data (it fills ${VAE_DIST_DATA:-./data}/mnist), or pass --data DIR")
+      return try loadIDX(name: name, files: files, trainLimit: trainLimit)
+    case "fashion-mnist":
+      var dirs = [join(dataDirectory, "fashion-mnist")]
+      if let fashionFallback { dirs.append(fashionFallback) }
+      let files = try locateFiles(
+        dataset: name, directories: dirs,
+        hint: "run apt-get install dataset-fashion-mnist (installs \(systemFashionMNISTDirectory)), "
+          + "or copy the four files there")
+      return try loadIDX(name: name, files: files, trainLimit: trainLimit)
+    case "synthetic":
+      return synthetic(seed: 0, trainCount: trainLimit ?? syntheticTrainCount, testCount: syntheticTestCount)
+    default:
+      throw DataError.unknownDataset(name, known: names)
+    }
+  }
+
+  /// Paths of the four files, in the order train images, train labels, test images, test labels.
+  struct Files {
+    var trainImages, trainLabels, testImages, testLabels: String
+  }
+
+  /// The first directory holding all four files (each raw or `.gz`; raw preferred when both
+  /// exist). When none does, reports what the first directory lacks.
+  static func locateFiles(dataset: String, directories: [String], hint: String) throws -> Files {
+    let bases = [trainImagesFile, trainLabelsFile, testImagesFile, testLabelsFile]
+    var firstMissing: [String]? = nil
+    for dir in directories {
+      var found: [String] = []
+      var missing: [String] = []
+      for base in bases {
+        let raw = join(dir, base)
+        let gz = raw + ".gz"
+        if isRegularFile(raw) {
+          found.append(raw)
+        } else if isRegularFile(gz) {
+          found.append(gz)
+        } else {
+          missing.append(base + "[.gz]")
+        }
+      }
+      if missing.isEmpty, found.count == 4 {
+        return Files(trainImages: found[0], trainLabels: found[1], testImages: found[2], testLabels: found[3])
+      }
+      if firstMissing == nil { firstMissing = missing }
+    }
+    var where_ = directories.first ?? "."
+    if directories.count > 1 { where_ += " (nor in " + directories.dropFirst().joined(separator: ", ") + ")" }
+    throw DataError.missingFiles(dataset: dataset, directory: where_, missing: firstMissing ?? bases, hint: hint)
+  }
+
+  static func loadIDX(name: String, files: Files, trainLimit: Int?) throws -> DataSplits {
+    let train = try loadSplit(name: name, imagesPath: files.trainImages, labelsPath: files.trainLabels)
+    let test = try loadSplit(name: name, imagesPath: files.testImages, labelsPath: files.testLabels)
+    guard train.rows == test.rows, train.cols == test.cols else {
+      throw DataError.shapeMismatch(
+        dataset: name, trainRows: train.rows, trainCols: train.cols, testRows: test.rows, testCols: test.cols)
+    }
+    return DataSplits(train: trainLimit.map { train.prefix($0) } ?? train, test: test)
+  }
+
+  /// Reads one images/labels pair and checks that they agree and labels are 0...9.
+  static func loadSplit(name: String, imagesPath: String, labelsPath: String) throws -> Dataset {
+    let images = try IDX.readImages(path: imagesPath)
+    let labels = try IDX.readLabels(path: labelsPath)
+    guard images.count == labels.count else {
+      throw IDXError.countMismatch(
+        imagesFile: imagesPath, images: images.count, labelsFile: labelsPath, labels: labels.count)
+    }
+    if let bad = labels.labels.firstIndex(where: { $0 > 9 }) {
+      throw DataError.labelOutOfRange(file: labelsPath, offset: 8 + bad, value: labels.labels[bad], max: 9)
+    }
+    return Dataset(
+      name: name, count: images.count, rows: images.rows, cols: images.cols,
+      images: images.pixels, labels: labels.labels)
+  }
+
+  private static func join(_ dir: String, _ name: String) -> String {
+    dir.hasSuffix("/") ? dir + name : dir + "/" + name
+  }
+
+  private static func isRegularFile(_ path: String) -> Bool {
+    var isDir: ObjCBool = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && !isDir.boolValue
+  }
+
+  // MARK: - Synthetic data
+
+  /// A seeded synthetic data set of simple shapes, deterministic for `seed`. Label `c` (0...9)
+  /// decides the shape: 0 filled rectangle, 1 hollow frame, 2 horizontal bar, 3 vertical bar,
+  /// 4 disc, 5 ring, 6 diagonal stroke, 7 anti-diagonal stroke, 8 plus, 9 cross; position, size
+  /// and intensity (160...255 on a 0 background) vary per image. Example `i` of a split depends
+  /// only on `(seed, split, i)`, so a smaller `trainCount` gives a prefix of a larger one.
+  /// `rows` and `cols` must be at least 8.
+  public static func synthetic(
+    seed: UInt64, trainCount: Int, testCount: Int, rows: Int = 28, cols: Int = 28
+  ) -> DataSplits {
+    precondition(trainCount >= 0 && testCount >= 0, "synthetic: negative count")
+    precondition(rows >= 8 && cols >= 8 && rows <= IDX.maxSide && cols <= IDX.maxSide,
+                 "synthetic: image side must be 8...\(IDX.maxSide)")
+    let rng = CounterRNG(seed: seed)
+    func split(_ epoch: UInt64, _ count: Int) -> Dataset {
+      let pixels = rows * cols
+      var images = [UInt8](repeating: 0, count: count * pixels)
+      var labels = [UInt8](repeating: 0, count: count)
+      images.withUnsafeMutableBufferPointer { buf in
+        for i in 0..<count {
+          var stream = rng.stream(.synthetic, epoch: epoch, index: UInt64(i))
+          let label = stream.nextInt(below: 10)
+          labels[i] = UInt8(label)
+          let canvas = Canvas(
+            buffer: UnsafeMutableBufferPointer(rebasing: buf[i * pixels ..< (i + 1) * pixels]),
+            rows: rows, cols: cols)
+          drawShape(label, on: canvas, rng: &stream)
+        }
+      }
+      return Dataset(name: "synthetic", count: count, rows: rows, cols: cols, images: images, labels: labels)
+    }
+    return DataSplits(train: split(0, trainCount), test: split(1, testCount))
+  }
+
+  private struct Canvas {
+    let buffer: UnsafeMutableBufferPointer<UInt8>
+    let rows: Int
+    let cols: Int
+
+    func set(_ r: Int, _ c: Int, _ v: UInt8) {
+      guard r >= 0, r < rows, c >= 0, c < cols else { return }
+      buffer[r * cols + c] = max(buffer[r * cols + c], v)
+    }
+
+    func fill(r0: Int, c0: Int, r1: Int, c1: Int, _ v: UInt8) {
+      guard r0 <= r1, c0 <= c1 else { return }
+      for r in r0...r1 { for c in c0...c1 { set(r, c, v) } }
+    }
+  }
+
+  /// Draws the shape of class `label` with integer arithmetic only (bit-identical everywhere).
+  private static func drawShape(_ label: Int, on canvas: Canvas, rng: inout RandomStream) {
+    let rows = canvas.rows, cols = canvas.cols
+    let side = min(rows, cols)
+    let v = UInt8(160 + rng.nextInt(below: 96))
+    // A box of size h x w placed at random inside a 2-pixel margin.
+    let margin = max(1, side / 14)
+    func box(minFrac: Int, maxFrac: Int) -> (r0: Int, c0: Int, r1: Int, c1: Int) {
+      // sizes between minFrac/8 and maxFrac/8 of the usable side
+      let usableR = rows - 2 * margin, usableC = cols - 2 * margin
+      let loH = max(3, usableR * minFrac / 8), hiH = max(loH, usableR * maxFrac / 8)
+      let loW = max(3, usableC * minFrac / 8), hiW = max(loW, usableC * maxFrac / 8)
+      let h = loH + rng.nextInt(below: hiH - loH + 1)
+      let w = loW + rng.nextInt(below: hiW - loW + 1)
+      let r0 = margin + rng.nextInt(below: max(1, usableR - h + 1))
+      let c0 = margin + rng.nextInt(below: max(1, usableC - w + 1))
+      return (r0, c0, r0 + h - 1, c0 + w - 1)
+    }
+    let thick = max(1, side / 14) + rng.nextInt(below: 2)
+    switch label {
+    case 0:  // filled rectangle
+      let b = box(minFrac: 3, maxFrac: 6)
+      canvas.fill(r0: b.r0, c0: b.c0, r1: b.r1, c1: b.c1, v)
+    case 1:  // hollow frame
+      let b = box(minFrac: 4, maxFrac: 8)
+      canvas.fill(r0: b.r0, c0: b.c0, r1: b.r0 + thick - 1, c1: b.c1, v)
+      canvas.fill(r0: b.r1 - thick + 1, c0: b.c0, r1: b.r1, c1: b.c1, v)
+      canvas.fill(r0: b.r0, c0: b.c0, r1: b.r1, c1: b.c0 + thick - 1, v)
+      canvas.fill(r0: b.r0, c0: b.c1 - thick + 1, r1: b.r1, c1: b.c1, v)
+    case 2:  // horizontal bar
+      let b = box(minFrac: 5, maxFrac: 8)
+      let r = b.r0 + (b.r1 - b.r0) / 2
+      canvas.fill(r0: r - thick, c0: b.c0, r1: r + thick, c1: b.c1, v)
+    case 3:  // vertical bar
+      let b = box(minFrac: 5, maxFrac: 8)
+      let c = b.c0 + (b.c1 - b.c0) / 2
+      canvas.fill(r0: b.r0, c0: c - thick, r1: b.r1, c1: c + thick, v)
+    case 4, 5:  // disc, ring
+      let b = box(minFrac: 4, maxFrac: 7)
+      let radius = max(2, min(b.r1 - b.r0, b.c1 - b.c0) / 2)
+      let cr = b.r0 + radius, cc = b.c0 + radius
+      let outer = radius * radius
+      let innerRadius = max(0, radius - thick - 1)
+      let inner = innerRadius * innerRadius
+      for r in (cr - radius)...(cr + radius) {
+        for c in (cc - radius)...(cc + radius) {
+          let d = (r - cr) * (r - cr) + (c - cc) * (c - cc)
+          if d <= outer && (label == 4 || d >= inner) { canvas.set(r, c, v) }
+        }
+      }
+    case 6, 7:  // diagonal strokes: "\" and "/"
+      let b = box(minFrac: 5, maxFrac: 8)
+      let n = min(b.r1 - b.r0, b.c1 - b.c0)
+      for t in 0...n {
+        let r = b.r0 + t
+        let c = label == 6 ? b.c0 + t : b.c0 + n - t
+        canvas.fill(r0: r, c0: c - thick / 2, r1: r, c1: c + thick / 2 + 1, v)
+      }
+    case 8:  // plus
+      let b = box(minFrac: 5, maxFrac: 8)
+      let r = b.r0 + (b.r1 - b.r0) / 2, c = b.c0 + (b.c1 - b.c0) / 2
+      canvas.fill(r0: r - thick / 2, c0: b.c0, r1: r + thick / 2, c1: b.c1, v)
+      canvas.fill(r0: b.r0, c0: c - thick / 2, r1: b.r1, c1: c + thick / 2, v)
+    default:  // 9: cross
+      let b = box(minFrac: 5, maxFrac: 8)
+      let n = min(b.r1 - b.r0, b.c1 - b.c0)
+      for t in 0...n {
+        let r = b.r0 + t
+        canvas.fill(r0: r, c0: b.c0 + t - thick / 2, r1: r, c1: b.c0 + t + thick / 2, v)
+        canvas.fill(r0: r, c0: b.c0 + n - t - thick / 2, r1: r, c1: b.c0 + n - t + thick / 2, v)
+      }
+    }
+  }
+}

@@ -1,0 +1,148 @@
+import CZlib
+
+/// Why a gzip stream could not be decompressed: the byte offset in the compressed input near
+/// which the problem was found and a one-line explanation.
+public struct GzipError: Error, CustomStringConvertible, Equatable, Sendable {
+  /// Offset into the compressed input (bytes consumed when the problem was found).
+  public let offset: Int
+  /// One line: what went wrong.
+  public let detail: String
+
+  public init(offset: Int, detail: String) {
+    self.offset = offset
+    self.detail = detail
+  }
+
+  public var description: String { "\(detail) (compressed byte offset \(offset))" }
+}
+
+/// In-memory gunzip over zlib. Reads whole files: MNIST's largest file is 47 MB decompressed.
+public enum Gzip {
+  /// Upper bound on the decompressed size of one input (4 GiB): a defence against
+  /// decompression bombs, far above any data set this package reads.
+  public static let defaultMaxOutput = 1 << 32
+
+  /// True when `bytes` starts with the gzip magic `1f 8b` (detection never looks at names).
+  public static func isGzip(_ bytes: [UInt8]) -> Bool {
+    bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B
+  }
+
+  /// Decompresses a complete gzip file. Concatenated members (multi-member gzip, as written by
+  /// `cat a.gz b.gz`) are decompressed one after another into one output. Corrupt data,
+  /// truncated input, a bad CRC or length trailer, or bytes after the last member that are not
+  /// another gzip member all throw `GzipError`; nothing traps on any input.
+  public static func decompress(
+    _ input: [UInt8], maxOutput: Int = defaultMaxOutput
+  ) throws(GzipError) -> [UInt8] {
+    guard isGzip(input) else {
+      throw GzipError(offset: 0, detail: "not a gzip stream (missing magic bytes 1f 8b)")
+    }
+    var stream = z_stream()
+    let initRC = inflateInit2_(
+      &stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+    guard initRC == Z_OK else {
+      throw GzipError(offset: 0, detail: "zlib inflateInit2 failed with code \(initRC)")
+    }
+    defer { inflateEnd(&stream) }
+
+    // Initial capacity: the ISIZE trailer of the last member (uncompressed size mod 2^32) is a
+    // good hint for single-member files; never trust it beyond the output limit.
+    var capacity = max(input.count &* 2, 1 << 16)
+    if input.count >= 18 {
+      let n = input.count
+      let isize =
+        Int(input[n - 4]) | Int(input[n - 3]) << 8 | Int(input[n - 2]) << 16
+        | Int(input[n - 1]) << 24
+      // Deflate cannot expand more than ~1032:1, so a larger claim is a lie: ignore it.
+      if isize > 0, isize / 1100 <= input.count { capacity = isize }
+    }
+    capacity = min(max(capacity, 1), max(maxOutput, 1))
+    var output = [UInt8](repeating: 0, count: capacity)
+    var inPos = 0
+    var outPos = 0
+    let chunkLimit = Int(UInt32.max)
+
+    while true {
+      if outPos == output.count {
+        guard output.count < maxOutput else {
+          throw GzipError(
+            offset: inPos, detail: "decompressed size exceeds the limit of \(maxOutput) bytes")
+        }
+        let grown = min(output.count > maxOutput / 2 ? maxOutput : output.count * 2, maxOutput)
+        output.append(contentsOf: repeatElement(0, count: grown - output.count))
+      }
+      let availIn = min(input.count - inPos, chunkLimit)
+      let availOut = min(output.count - outPos, chunkLimit)
+      let rc: Int32 = input.withUnsafeBufferPointer { inBuf in
+        output.withUnsafeMutableBufferPointer { outBuf in
+          // zlib never writes through next_in; the cast only satisfies its C signature.
+          stream.next_in = inBuf.baseAddress.map { UnsafeMutablePointer(mutating: $0 + inPos) }
+          stream.avail_in = UInt32(availIn)
+          stream.next_out = outBuf.baseAddress.map { $0 + outPos }
+          stream.avail_out = UInt32(availOut)
+          return inflate(&stream, Z_NO_FLUSH)
+        }
+      }
+      inPos += availIn - Int(stream.avail_in)
+      outPos += availOut - Int(stream.avail_out)
+
+      switch rc {
+      case Z_STREAM_END:
+        let rest = input.count - inPos
+        if rest == 0 {
+          output.removeSubrange(outPos...)
+          return output
+        }
+        guard rest >= 2, input[inPos] == 0x1F, input[inPos + 1] == 0x8B else {
+          throw GzipError(
+            offset: inPos,
+            detail: "\(rest) trailing byte(s) after the end of the gzip stream are not a gzip member")
+        }
+        guard inflateReset(&stream) == Z_OK else {
+          throw GzipError(offset: inPos, detail: "zlib inflateReset failed")
+        }
+      case Z_OK:
+        continue
+      case Z_BUF_ERROR:
+        if stream.avail_out == 0 { continue }  // output full: grown at the top of the loop
+        if inPos >= input.count {
+          throw GzipError(
+            offset: inPos, detail: "truncated gzip stream (input ended before the end of the member)")
+        }
+        throw GzipError(offset: inPos, detail: "zlib made no progress (Z_BUF_ERROR)")
+      case Z_DATA_ERROR:
+        throw GzipError(offset: inPos, detail: "corrupt gzip data: \(zlibMessage(stream))")
+      case Z_NEED_DICT:
+        throw GzipError(offset: inPos, detail: "gzip member needs a preset dictionary")
+      case Z_MEM_ERROR:
+        throw GzipError(offset: inPos, detail: "zlib ran out of memory")
+      default:
+        throw GzipError(offset: inPos, detail: "zlib inflate failed with code \(rc): \(zlibMessage(stream))")
+      }
+    }
+  }
+
+  private static func zlibMessage(_ stream: z_stream) -> String {
+    guard let msg = stream.msg else { return "no detail from zlib" }
+    return String(cString: msg)
+  }
+
+  /// CRC-32 (the zlib / gzip / PNG polynomial) of `bytes`, continuing from `crc`
+  /// (start with 0). Works on buffers larger than 4 GiB by feeding zlib in chunks.
+  public static func crc32(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 {
+    bytes.withUnsafeBufferPointer { crc32(UnsafeRawBufferPointer($0), continuing: crc) }
+  }
+
+  /// CRC-32 of raw memory, continuing from `crc` (start with 0).
+  public static func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+    var value = UInt(crc)
+    guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return crc }
+    var offset = 0
+    while offset < bytes.count {
+      let n = min(bytes.count - offset, 1 << 30)
+      value = CZlib.crc32(value, base + offset, UInt32(n))
+      offset += n
+    }
+    return UInt32(truncatingIfNeeded: value)
+  }
+}

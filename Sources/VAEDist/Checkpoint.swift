@@ -1,0 +1,246 @@
+import CZlib
+import Foundation
+import VAE
+
+/// Training state stored beside the tensors of a checkpoint (as safetensors string metadata).
+public struct TrainingState: Sendable, Hashable {
+  public var step: Int
+  public var epoch: Int
+  public var seed: UInt64
+  public var worldSize: Int
+  public var globalBatch: Int
+  public var adamStep: Int
+  public var dataChecksum: UInt32
+  public var elapsedSeconds: Double
+  /// Partial sums of the current metrics window, so a resumed run logs the same lines.
+  public var windowRecon: Double
+  public var windowKL: Double
+  public var windowCount: Int
+  public init(
+    step: Int, epoch: Int, seed: UInt64, worldSize: Int, globalBatch: Int, adamStep: Int,
+    dataChecksum: UInt32, elapsedSeconds: Double = 0, windowRecon: Double = 0,
+    windowKL: Double = 0, windowCount: Int = 0
+  ) {
+    self.step = step
+    self.epoch = epoch
+    self.seed = seed
+    self.worldSize = worldSize
+    self.globalBatch = globalBatch
+    self.adamStep = adamStep
+    self.dataChecksum = dataChecksum
+    self.elapsedSeconds = elapsedSeconds
+    self.windowRecon = windowRecon
+    self.windowKL = windowKL
+    self.windowCount = windowCount
+  }
+}
+
+/// A checkpoint read back: the model's shape, its parameters, Adam's moments when present, the
+/// training state and the resolved config.
+public struct LoadedCheckpoint {
+  public let path: String
+  public let model: ModelConfig
+  public let params: Arena
+  public let adamM: Arena?
+  public let adamV: Arena?
+  public let state: TrainingState
+  public let configYAML: String
+  public let file: SafeTensorsFile
+}
+
+public enum CheckpointError: Error, CustomStringConvertible {
+  case badMetadata(file: String, field: String, expected: String)
+  case mismatch(file: String, field: String, checkpoint: String, run: String)
+
+  public var description: String {
+    switch self {
+    case .badMetadata(let file, let field, let expected):
+      "\(file): metadata field '\(field)': expected \(expected)"
+    case .mismatch(let file, let field, let checkpoint, let run):
+      "\(file): cannot resume: \(field) is \(checkpoint) in the checkpoint but \(run) in this run"
+    }
+  }
+}
+
+/// safetensors checkpoints (DESIGN.md §4): tensors named like a PyTorch module, Adam moments
+/// as `adam.m.<name>` / `adam.v.<name>`, metadata `format: vae-dist/1`, atomic writes.
+public enum Checkpoint {
+  public static let format = "vae-dist/1"
+
+  public static func encode(
+    params: Arena, adam: Adam?, state: TrainingState, modelJSON: String, configYAML: String
+  ) -> [UInt8] {
+    var tensors: [SafeTensor] = []
+    func add(_ prefix: String, _ arena: Arena) {
+      for (i, spec) in arena.layout.specs.enumerated() {
+        let r = arena.layout.range(of: i)
+        let bytes = floatBytes(UnsafeBufferPointer(rebasing: arena.data[r]))
+        tensors.append(SafeTensor(name: prefix + spec.name, dtype: "F32", shape: spec.shape, bytes: bytes))
+      }
+    }
+    add("", params)
+    if let adam {
+      add("adam.m.", adam.m)
+      add("adam.v.", adam.v)
+    }
+    var crc: uLong = crc32(0, nil, 0)
+    for t in tensors {
+      crc = t.bytes.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt($0.count)) }
+    }
+    let meta: [String: String] = [
+      "format": format,
+      "model": modelJSON,
+      "config": configYAML,
+      "step": String(state.step),
+      "epoch": String(state.epoch),
+      "seed": String(state.seed),
+      "world_size": String(state.worldSize),
+      "global_batch": String(state.globalBatch),
+      "adam_step": String(state.adamStep),
+      "data_checksum": String(state.dataChecksum),
+      "tensor_crc32": String(crc),
+      "elapsed_s": String(state.elapsedSeconds),
+      "window_recon": String(state.windowRecon),
+      "window_kl": String(state.windowKL),
+      "window_count": String(state.windowCount),
+    ]
+    return SafeTensors.encode(tensors: tensors, metadata: meta)
+  }
+
+  public static func save(
+    path: String, params: Arena, adam: Adam?, state: TrainingState, modelJSON: String,
+    configYAML: String
+  ) throws {
+    let bytes = encode(
+      params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: configYAML)
+    try SafeTensors.writeAtomically(bytes, to: path)
+  }
+
+  /// Reads and validates a checkpoint: format, CRC of the tensor data, every parameter tensor
+  /// present with the shape the model config implies, F32 dtype.
+  public static func load(path: String) throws -> LoadedCheckpoint {
+    let file = try SafeTensors.read(path: path)
+    let meta = file.metadata
+    func field(_ k: String) throws -> String {
+      guard let v = meta[k] else { throw CheckpointError.badMetadata(file: path, field: k, expected: "present") }
+      return v
+    }
+    func int(_ k: String) throws -> Int {
+      guard let v = Int(try field(k)), v >= 0 else {
+        throw CheckpointError.badMetadata(file: path, field: k, expected: "a non-negative integer")
+      }
+      return v
+    }
+    func double(_ k: String) throws -> Double {
+      guard let v = Double(try field(k)) else {
+        throw CheckpointError.badMetadata(file: path, field: k, expected: "a number")
+      }
+      return v
+    }
+    guard try field("format") == format else {
+      throw CheckpointError.badMetadata(file: path, field: "format", expected: "'\(format)'")
+    }
+    let model = try parseModelJSON(try field("model"), file: path)
+    var crc: uLong = crc32(0, nil, 0)
+    for t in file.tensors {
+      crc = t.bytes.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt($0.count)) }
+    }
+    let stored = try field("tensor_crc32")
+    guard stored == String(crc) else {
+      throw SafeTensorsError.checksumMismatch(file: path, expected: stored, actual: String(crc))
+    }
+    let layout = model.layout
+    func arena(_ prefix: String, required: Bool) throws -> Arena? {
+      if !required, file.tensor(prefix + layout.specs[0].name) == nil { return nil }
+      let a = Arena(layout: layout)
+      for (i, spec) in layout.specs.enumerated() {
+        let name = prefix + spec.name
+        guard let t = file.tensor(name) else { throw SafeTensorsError.missingTensor(file: path, tensor: name) }
+        guard t.dtype == "F32" else {
+          throw SafeTensorsError.wrongDtype(file: path, tensor: name, expected: "F32", found: t.dtype)
+        }
+        guard t.shape == spec.shape else {
+          throw SafeTensorsError.shapeMismatch(file: path, tensor: name, expected: spec.shape, found: t.shape)
+        }
+        let values = try file.floats(name)
+        a.setValues(named: layout.specs[i].name, values)
+      }
+      return a
+    }
+    guard let params = try arena("", required: true) else { fatalError("unreachable") }
+    let m = try arena("adam.m.", required: false)
+    let v = m == nil ? nil : try arena("adam.v.", required: true)
+    guard let seed = UInt64(try field("seed")) else {
+      throw CheckpointError.badMetadata(file: path, field: "seed", expected: "an unsigned integer")
+    }
+    guard let dataChecksum = UInt32(try field("data_checksum")) else {
+      throw CheckpointError.badMetadata(file: path, field: "data_checksum", expected: "a CRC-32")
+    }
+    let state = TrainingState(
+      step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: try int("world_size"),
+      globalBatch: try int("global_batch"), adamStep: try int("adam_step"),
+      dataChecksum: dataChecksum, elapsedSeconds: try double("elapsed_s"),
+      windowRecon: try double("window_recon"), windowKL: try double("window_kl"),
+      windowCount: try int("window_count"))
+    return LoadedCheckpoint(
+      path: path, model: model, params: params, adamM: m, adamV: v, state: state,
+      configYAML: meta["config"] ?? "", file: file)
+  }
+
+  /// Parses the `model` metadata JSON back into a `ModelConfig`, checking every field.
+  public static func parseModelJSON(_ text: String, file: String) throws -> ModelConfig {
+    let bad = { (f: String, e: String) in CheckpointError.badMetadata(file: file, field: "model.\(f)", expected: e) }
+    guard let obj = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+      throw CheckpointError.badMetadata(file: file, field: "model", expected: "a JSON object")
+    }
+    func posInt(_ k: String) throws -> Int {
+      guard let n = obj[k] as? NSNumber, let v = Int(exactly: n.doubleValue), v > 0, v <= 1_000_000 else {
+        throw bad(k, "a positive integer")
+      }
+      return v
+    }
+    func intList(_ k: String) throws -> [Int] {
+      guard let a = obj[k] as? [NSNumber] else { throw bad(k, "a list of positive integers") }
+      return try a.map {
+        guard let v = Int(exactly: $0.doubleValue), v > 0, v <= 1_000_000 else {
+          throw bad(k, "a list of positive integers")
+        }
+        return v
+      }
+    }
+    let likelihood: Likelihood
+    switch obj["likelihood"] as? String {
+    case "bernoulli": likelihood = .bernoulli
+    case "gaussian":
+      guard let s = obj["sigma"] as? NSNumber, s.doubleValue > 0 else { throw bad("sigma", "a positive number") }
+      likelihood = .gaussian(sigma: s.floatValue)
+    default: throw bad("likelihood", "'bernoulli' or 'gaussian'")
+    }
+    return ModelConfig(
+      inputSize: try posInt("input_size"), hidden: try intList("hidden"),
+      decoderHidden: try intList("decoder_hidden"), zdim: try posInt("zdim"), likelihood: likelihood)
+  }
+
+  /// Checkpoints in `directory/checkpoints` and `directory/final.safetensors`, newest first
+  /// by step number in the name (final last-resort first, as it is the end of a run).
+  public static func candidates(runDirectory: String) -> [String] {
+    let dir = (runDirectory as NSString).appendingPathComponent("checkpoints")
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    let steps = names.compactMap { n -> (Int, String)? in
+      guard n.hasPrefix("step-"), n.hasSuffix(".safetensors"),
+        let s = Int(n.dropFirst(5).dropLast(12))
+      else { return nil }
+      return (s, (dir as NSString).appendingPathComponent(n))
+    }.sorted { $0.0 > $1.0 }
+    var out: [String] = []
+    let final = (runDirectory as NSString).appendingPathComponent("final.safetensors")
+    if FileManager.default.fileExists(atPath: final) { out.append(final) }
+    return out + steps.map(\.1)
+  }
+
+  public static func stepPath(runDirectory: String, step: Int) -> String {
+    let name = "step-" + String(format: "%08d", step) + ".safetensors"
+    return ((runDirectory as NSString).appendingPathComponent("checkpoints") as NSString)
+      .appendingPathComponent(name)
+  }
+}

@@ -1,0 +1,807 @@
+// A generic reader and writer for the safetensors format
+// (https://github.com/huggingface/safetensors):
+//
+//   [8 bytes: header length N, little-endian UInt64]
+//   [N bytes: UTF-8 JSON object, padded with spaces]
+//   [data block: the raw little-endian tensor bytes]
+//
+// The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
+// relative to the start of the data block) and may hold "__metadata__", an object of strings.
+// Decoding validates like the reference implementation: the tensors must tile the data block
+// exactly (no overlaps, no gaps, no trailing bytes). Nothing here traps on any input bytes.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CSupport
+import CZlib
+import Foundation
+
+// MARK: - Values
+
+/// One tensor of a safetensors file: its name, dtype tag (`"F32"`, `"I64"`, …), shape and raw
+/// little-endian bytes.
+public struct SafeTensor: Sendable, Equatable {
+  /// The tensor's name, such as `encoder.0.weight`.
+  public var name: String
+  /// The safetensors dtype tag, such as `"F32"`, `"F64"` or `"I64"`.
+  public var dtype: String
+  /// The tensor's shape; `[]` is a scalar (one element).
+  public var shape: [Int]
+  /// The raw little-endian element bytes; `shape` product × dtype size of them.
+  public var bytes: [UInt8]
+
+  /// Creates a tensor from raw bytes.
+  public init(name: String, dtype: String, shape: [Int], bytes: [UInt8]) {
+    self.name = name
+    self.dtype = dtype
+    self.shape = shape
+    self.bytes = bytes
+  }
+
+  /// Creates an `F32` tensor from floats (stored little-endian).
+  public init(name: String, shape: [Int], floats: [Float]) {
+    self.init(name: name, dtype: "F32", shape: shape, bytes: floatBytes(floats))
+  }
+
+  /// Creates an `F32` tensor from a buffer of floats, such as a slice of a parameter arena.
+  public init(name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
+    self.init(name: name, dtype: "F32", shape: shape, bytes: floatBytes(floats))
+  }
+
+  /// The number of elements: the product of `shape` (1 for a scalar), or nil on overflow or
+  /// when a dimension is negative.
+  public var elementCount: Int? { SafeTensors.elementCount(shape) }
+}
+
+/// The decoded contents of a safetensors file.
+public struct SafeTensorsFile: Sendable {
+  /// The tensors in file order: by position in the data block (ties between empty tensors
+  /// broken by their order in the header). For files written by `SafeTensors.encode` this is
+  /// the order the tensors were given in.
+  public var tensors: [SafeTensor]
+  /// The header's `__metadata__` (empty when absent).
+  public var metadata: [String: String]
+  /// The file name used in error messages.
+  public var file: String
+
+  /// Creates a file value; `file` is only used to name the file in errors.
+  public init(tensors: [SafeTensor], metadata: [String: String], file: String) {
+    self.tensors = tensors
+    self.metadata = metadata
+    self.file = file
+  }
+
+  /// The tensor called `name`, or nil.
+  public func tensor(_ name: String) -> SafeTensor? {
+    tensors.first { $0.name == name }
+  }
+
+  /// The elements of the `F32` tensor `name`.
+  /// - Throws: `SafeTensorsError.missingTensor` or `.wrongDtype` (for any dtype but `F32`).
+  public func floats(_ name: String) throws -> [Float] {
+    guard let t = tensor(name) else {
+      throw SafeTensorsError.missingTensor(file: file, tensor: name)
+    }
+    guard t.dtype == "F32" else {
+      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: "F32", found: t.dtype)
+    }
+    return floatsFromBytes(t.bytes)
+  }
+
+  /// The elements of the `F32` tensor `name`, which must have shape `shape`.
+  /// - Throws: `SafeTensorsError.missingTensor`, `.wrongDtype` or `.shapeMismatch`.
+  public func floats(_ name: String, shape: [Int]) throws -> [Float] {
+    guard let t = tensor(name) else {
+      throw SafeTensorsError.missingTensor(file: file, tensor: name)
+    }
+    guard t.dtype == "F32" else {
+      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: "F32", found: t.dtype)
+    }
+    guard t.shape == shape else {
+      throw SafeTensorsError.shapeMismatch(file: file, tensor: name, expected: shape, found: t.shape)
+    }
+    return floatsFromBytes(t.bytes)
+  }
+
+  /// Checks the data block against the checksum stored in `metadata[metadataKey]`, which must
+  /// have been made by `SafeTensors.dataChecksum(of:)`.
+  /// - Throws: `SafeTensorsError.badMetadata` when the key is absent,
+  ///   `.checksumMismatch` when the data block does not match.
+  public func verifyChecksum(metadataKey: String = "checksum") throws {
+    guard let expected = metadata[metadataKey] else {
+      throw SafeTensorsError.badMetadata(
+        file: file, key: metadataKey, detail: "missing (expected a data checksum like \"crc32:1a2b3c4d\")")
+    }
+    let actual = SafeTensors.dataChecksum(of: tensors)
+    guard expected == actual else {
+      throw SafeTensorsError.checksumMismatch(file: file, expected: expected, actual: actual)
+    }
+  }
+}
+
+// MARK: - Errors
+
+/// Why a safetensors file could not be read, written or used. Every description is one line
+/// naming the file, the tensor or field, and what was expected.
+public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
+  /// Opening, reading, writing, syncing or renaming failed.
+  case io(file: String, detail: String)
+  /// The file is shorter than the 8-byte header length.
+  case tooShort(file: String, size: Int)
+  /// The header length does not fit in the file (or exceeds the 100 MB limit of the format).
+  case headerLength(file: String, length: UInt64, fileSize: Int)
+  /// The header is not a UTF-8 JSON object (or has duplicate keys).
+  case badHeaderJSON(file: String, detail: String)
+  /// A tensor's header entry is malformed (not an object, bad shape or offsets, unknown field).
+  case badEntry(file: String, tensor: String, detail: String)
+  /// `__metadata__` is not an object of strings, or a required metadata key is absent.
+  case badMetadata(file: String, key: String, detail: String)
+  /// A tensor's `data_offsets` are reversed or reach past the end of the data block.
+  case offsetsOutOfRange(file: String, tensor: String, begin: Int, end: Int, dataSize: Int)
+  /// shape × dtype size differs from the byte span of `data_offsets`.
+  case sizeMismatch(file: String, tensor: String, expectedBytes: Int, actualBytes: Int)
+  /// Two tensors' byte ranges overlap.
+  case overlapping(file: String, tensor: String, other: String, begin: Int, otherEnd: Int)
+  /// Bytes `[begin, end)` of the data block belong to no tensor (a gap or trailing bytes).
+  case uncoveredData(file: String, begin: Int, end: Int)
+  /// The dtype tag is not one this reader knows (sub-byte types are not supported).
+  case unsupportedDtype(file: String, tensor: String, dtype: String)
+  /// A tensor the caller asked for is absent.
+  case missingTensor(file: String, tensor: String)
+  /// A tensor has a different dtype than the caller asked for.
+  case wrongDtype(file: String, tensor: String, expected: String, found: String)
+  /// A tensor has a different shape than the caller asked for.
+  case shapeMismatch(file: String, tensor: String, expected: [Int], found: [Int])
+  /// The data block's checksum differs from the one stored in the metadata.
+  case checksumMismatch(file: String, expected: String, actual: String)
+
+  /// One line: `<file>: <what is wrong>, expected <what>`.
+  public var description: String {
+    switch self {
+    case .io(let file, let detail):
+      return "\(oneLine(file)): I/O error: \(oneLine(detail))"
+    case .tooShort(let file, let size):
+      return "\(oneLine(file)): file is \(size) bytes, expected at least 8 (the header length)"
+    case .headerLength(let file, let length, let fileSize):
+      return "\(oneLine(file)): header length \(length) does not fit, expected at most "
+        + "\(max(0, fileSize - 8)) (file size \(fileSize) − 8) and at most \(SafeTensors.maxHeaderLength)"
+    case .badHeaderJSON(let file, let detail):
+      return "\(oneLine(file)): header is not a valid JSON object: \(oneLine(detail))"
+    case .badEntry(let file, let tensor, let detail):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): \(oneLine(detail))"
+    case .badMetadata(let file, let key, let detail):
+      return "\(oneLine(file)): __metadata__ key \(quoted(key)): \(oneLine(detail))"
+    case .offsetsOutOfRange(let file, let tensor, let begin, let end, let dataSize):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): data_offsets [\(begin), \(end)] out of range, "
+        + "expected begin ≤ end ≤ \(dataSize) (the data block size; truncated file?)"
+    case .sizeMismatch(let file, let tensor, let expectedBytes, let actualBytes):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): shape × dtype size is \(expectedBytes) bytes "
+        + "but data_offsets span \(actualBytes) bytes"
+    case .overlapping(let file, let tensor, let other, let begin, let otherEnd):
+      return "\(oneLine(file)): tensor \(quoted(tensor)) starts at data offset \(begin), inside tensor "
+        + "\(quoted(other)) which ends at \(otherEnd); expected non-overlapping data_offsets"
+    case .uncoveredData(let file, let begin, let end):
+      return "\(oneLine(file)): data block bytes [\(begin), \(end)) belong to no tensor, "
+        + "expected tensors to cover the data block contiguously"
+    case .unsupportedDtype(let file, let tensor, let dtype):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): unsupported dtype \(quoted(dtype)), expected one of "
+        + SafeTensors.dtypeSizes.keys.sorted().joined(separator: ", ")
+    case .missingTensor(let file, let tensor):
+      return "\(oneLine(file)): tensor \(quoted(tensor)) not found"
+    case .wrongDtype(let file, let tensor, let expected, let found):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): expected dtype \(oneLine(expected)), found \(quoted(found))"
+    case .shapeMismatch(let file, let tensor, let expected, let found):
+      return "\(oneLine(file)): tensor \(quoted(tensor)): expected shape \(expected), found \(found)"
+    case .checksumMismatch(let file, let expected, let actual):
+      return "\(oneLine(file)): data checksum mismatch, expected \(quoted(expected)) (from the header), "
+        + "data block has \(quoted(actual))"
+    }
+  }
+}
+
+/// `s` with control characters escaped, so a message stays on one line.
+private func oneLine(_ s: String) -> String {
+  var out = ""
+  out.reserveCapacity(s.utf8.count)
+  for u in s.unicodeScalars {
+    switch u {
+    case "\n": out += "\\n"
+    case "\r": out += "\\r"
+    case "\t": out += "\\t"
+    default:
+      if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029
+        || (0x80..<0xA0).contains(u.value)
+      {
+        out += "\\u{\(String(u.value, radix: 16))}"
+      } else {
+        out.unicodeScalars.append(u)
+      }
+    }
+  }
+  return out
+}
+
+/// `s` in double quotes, one line.
+private func quoted(_ s: String) -> String { "\"" + oneLine(s) + "\"" }
+
+// MARK: - Float helpers
+
+/// The little-endian bytes of `a` (4 per float).
+public func floatBytes(_ a: UnsafeBufferPointer<Float>) -> [UInt8] {
+  [UInt8](unsafeUninitializedCapacity: a.count * 4) { out, initialized in
+    #if _endian(little)
+    UnsafeMutableRawBufferPointer(out).copyMemory(from: UnsafeRawBufferPointer(a))
+    #else
+    let raw = UnsafeMutableRawBufferPointer(out)
+    for (i, v) in a.enumerated() {
+      raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+    }
+    #endif
+    initialized = a.count * 4
+  }
+}
+
+/// The little-endian bytes of `a` (4 per float).
+public func floatBytes(_ a: [Float]) -> [UInt8] {
+  a.withUnsafeBufferPointer { floatBytes($0) }
+}
+
+/// The floats stored little-endian in `bytes`. Trailing bytes beyond a multiple of 4 are ignored
+/// (a validated `F32` tensor has none).
+public func floatsFromBytes(_ bytes: [UInt8]) -> [Float] {
+  let n = bytes.count / 4
+  return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+    _ = floatsFromBytes(bytes, into: out)
+    initialized = n
+  }
+}
+
+/// Copies the floats stored little-endian in `bytes` into `out`, as many as both hold
+/// (`min(bytes.count / 4, out.count)`), and returns that count. Use it to load a tensor
+/// straight into a parameter arena.
+@discardableResult
+public func floatsFromBytes(_ bytes: [UInt8], into out: UnsafeMutableBufferPointer<Float>) -> Int {
+  let n = min(bytes.count / 4, out.count)
+  bytes.withUnsafeBytes { raw in
+    for i in 0..<n {
+      let bits = raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)
+      out[i] = Float(bitPattern: UInt32(littleEndian: bits))
+    }
+  }
+  return n
+}
+
+// MARK: - Encoding, decoding, files
+
+/// Encoding, decoding and atomic writing of safetensors files.
+public enum SafeTensors {
+  /// The largest header the reference implementation accepts (100 MB).
+  public static let maxHeaderLength: UInt64 = 100_000_000
+
+  /// Byte size of one element of each supported dtype.
+  public static let dtypeSizes: [String: Int] = [
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+  ]
+
+  /// Byte size of one element of `dtype`, or nil when the dtype is unsupported.
+  public static func dtypeSize(_ dtype: String) -> Int? { dtypeSizes[dtype] }
+
+  /// The product of `shape` (1 for `[]`), or nil when a dimension is negative or it overflows.
+  static func elementCount(_ shape: [Int]) -> Int? {
+    if shape.contains(where: { $0 < 0 }) { return nil }
+    if shape.contains(0) { return 0 }
+    var n = 1
+    for d in shape {
+      let (p, overflow) = n.multipliedReportingOverflow(by: d)
+      if overflow { return nil }
+      n = p
+    }
+    return n
+  }
+
+  // MARK: Encoding
+
+  /// The bytes of a safetensors file holding `tensors` (in the given order) and `metadata`.
+  ///
+  /// The output is deterministic: the header is compact JSON with `__metadata__` first (omitted
+  /// when empty) with its keys sorted, then the tensors in the given order with data offsets
+  /// laid out contiguously in that order; strings are JSON-escaped; the header is padded with
+  /// spaces to a multiple of 8 bytes so the data block is 8-byte aligned.
+  ///
+  /// - Precondition: names are unique and not `__metadata__`; each tensor's dtype is supported,
+  ///   its dimensions are non-negative and `bytes.count` equals shape product × dtype size.
+  ///   (These are programming errors, never properties of input files.)
+  public static func encode(tensors: [SafeTensor], metadata: [String: String]) -> [UInt8] {
+    var seen = Set<String>()
+    var header: [UInt8] = []
+    header.reserveCapacity(64 + 96 * tensors.count)
+    header.append(UInt8(ascii: "{"))
+    var first = true
+    if !metadata.isEmpty {
+      appendJSONString("__metadata__", to: &header)
+      header.append(contentsOf: Array(":{".utf8))
+      for (i, key) in metadata.keys.sorted().enumerated() {
+        if i > 0 { header.append(UInt8(ascii: ",")) }
+        appendJSONString(key, to: &header)
+        header.append(UInt8(ascii: ":"))
+        appendJSONString(metadata[key] ?? "", to: &header)
+      }
+      header.append(UInt8(ascii: "}"))
+      first = false
+    }
+    var offset = 0
+    for t in tensors {
+      precondition(t.name != "__metadata__", "safetensors: a tensor may not be called __metadata__")
+      precondition(seen.insert(t.name).inserted, "safetensors: duplicate tensor name \(t.name)")
+      let size = dtypeSize(t.dtype) ?? 0
+      precondition(size > 0, "safetensors: tensor \(t.name): unsupported dtype \(t.dtype)")
+      let expected = elementCount(t.shape).map { $0.multipliedReportingOverflow(by: size) }
+      precondition(
+        expected?.overflow == false && expected?.partialValue == t.bytes.count,
+        "safetensors: tensor \(t.name): \(t.bytes.count) bytes do not match shape \(t.shape) × \(t.dtype)")
+      if !first { header.append(UInt8(ascii: ",")) }
+      first = false
+      appendJSONString(t.name, to: &header)
+      header.append(contentsOf: Array(":{\"dtype\":".utf8))
+      appendJSONString(t.dtype, to: &header)
+      header.append(contentsOf: Array(",\"shape\":[".utf8))
+      header.append(contentsOf: Array(t.shape.map(String.init).joined(separator: ",").utf8))
+      let end = offset + t.bytes.count
+      header.append(contentsOf: Array("],\"data_offsets\":[\(offset),\(end)]}".utf8))
+      offset = end
+    }
+    header.append(UInt8(ascii: "}"))
+    while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
+
+    var out: [UInt8] = []
+    out.reserveCapacity(8 + header.count + offset)
+    let n = UInt64(header.count)
+    for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: n >> (8 * UInt64(i)))) }
+    out.append(contentsOf: header)
+    for t in tensors { out.append(contentsOf: t.bytes) }
+    return out
+  }
+
+  /// Appends `s` as a JSON string literal (quotes, backslash and control characters escaped;
+  /// other characters as raw UTF-8), like serde_json.
+  private static func appendJSONString(_ s: String, to out: inout [UInt8]) {
+    let hex = Array("0123456789abcdef".utf8)
+    out.append(UInt8(ascii: "\""))
+    for b in s.utf8 {
+      switch b {
+      case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+      case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+      case 0x08: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
+      case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
+      case 0x0A: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+      case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+      case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+      case 0..<0x20:
+        out.append(contentsOf: Array("\\u00".utf8))
+        out.append(hex[Int(b >> 4)])
+        out.append(hex[Int(b & 0xF)])
+      default: out.append(b)
+      }
+    }
+    out.append(UInt8(ascii: "\""))
+  }
+
+  // MARK: Checksums
+
+  /// The checksum of the data block that `encode(tensors:…)` writes for `tensors` (their bytes
+  /// concatenated in order): `"crc32:"` and 8 lower-case hex digits of the zlib CRC-32. Store it
+  /// in the metadata before encoding; check it with `SafeTensorsFile.verifyChecksum`.
+  public static func dataChecksum(of tensors: [SafeTensor]) -> String {
+    var crc: UInt32 = 0
+    for t in tensors { crc = crc32Update(crc, t.bytes) }
+    let h = String(crc, radix: 16)
+    return "crc32:" + String(repeating: "0", count: 8 - h.count) + h
+  }
+
+  /// Continues the zlib CRC-32 `crc` over `bytes` (in chunks, so any length is fine).
+  static func crc32Update(_ crc: UInt32, _ bytes: [UInt8]) -> UInt32 {
+    bytes.withUnsafeBufferPointer { buf -> UInt32 in
+      guard let base = buf.baseAddress else { return crc }
+      var c = uLong(crc)
+      var done = 0
+      while done < buf.count {
+        let n = min(buf.count - done, 1 << 30)
+        c = crc32(c, base + done, uInt(n))
+        done += n
+      }
+      return UInt32(truncatingIfNeeded: c)
+    }
+  }
+
+  // MARK: Decoding
+
+  private struct Entry {
+    var name: String
+    var index: Int
+    var dtype: String
+    var shape: [Int]
+    var begin: Int
+    var end: Int
+  }
+
+  /// Decodes and validates the bytes of a safetensors file; `file` names it in errors.
+  ///
+  /// Checks, in order: the 8-byte header length fits in the file (and is at most 100 MB); the
+  /// header is UTF-8, starts with `{` and is a JSON object without duplicate keys;
+  /// `__metadata__`, if present, is an object of strings (or null); every other entry is an
+  /// object with exactly `dtype` (a supported tag), `shape` (non-negative integers) and
+  /// `data_offsets` (two non-negative integers `begin ≤ end ≤` data block size) whose span
+  /// equals shape product × dtype size; and the tensors tile the data block exactly, without
+  /// overlaps, gaps or trailing bytes.
+  /// - Throws: `SafeTensorsError`, never traps.
+  public static func decode(_ bytes: [UInt8], file: String) throws -> SafeTensorsFile {
+    guard bytes.count >= 8 else { throw SafeTensorsError.tooShort(file: file, size: bytes.count) }
+    var length: UInt64 = 0
+    for i in 0..<8 { length |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+    guard length <= UInt64(bytes.count - 8), length <= maxHeaderLength else {
+      throw SafeTensorsError.headerLength(file: file, length: length, fileSize: bytes.count)
+    }
+    let headerEnd = 8 + Int(length)
+    let header = bytes[8..<headerEnd]
+    guard header.first == UInt8(ascii: "{") else {
+      throw SafeTensorsError.badHeaderJSON(
+        file: file, detail: header.isEmpty ? "header is empty, expected a JSON object" : "expected '{' at header start")
+    }
+    guard String(validating: header, as: UTF8.self) != nil else {
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: "header is not valid UTF-8")
+    }
+    let object: Any
+    do {
+      object = try JSONSerialization.jsonObject(with: Data(header), options: [])
+    } catch {
+      let ns = error as NSError
+      let detail = ns.userInfo[NSDebugDescriptionErrorKey] as? String ?? ns.localizedDescription
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: detail)
+    }
+    guard let dict = object as? [String: Any] else {
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: "expected a JSON object at top level")
+    }
+    // Header order of the keys (JSONSerialization forgets it) and duplicate detection.
+    guard let keys = topLevelKeys(header) else {
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: "could not read the top-level keys")
+    }
+    var keySet = Set<String>()
+    for k in keys where !keySet.insert(k).inserted {
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: "duplicate key \(quoted(k))")
+    }
+    guard keySet.count == dict.count, dict.keys.allSatisfy({ keySet.contains($0) }) else {
+      throw SafeTensorsError.badHeaderJSON(file: file, detail: "inconsistent top-level keys")
+    }
+
+    // Metadata.
+    var metadata: [String: String] = [:]
+    if let meta = dict["__metadata__"], !(meta is NSNull) {
+      guard let m = meta as? [String: Any] else {
+        throw SafeTensorsError.badMetadata(
+          file: file, key: "__metadata__", detail: "expected an object of string values, found \(jsonKind(meta))")
+      }
+      for key in m.keys.sorted() {
+        guard let v = m[key], let s = v as? String else {
+          throw SafeTensorsError.badMetadata(
+            file: file, key: key, detail: "expected a string value, found \(jsonKind(m[key] as Any))")
+        }
+        metadata[key] = s
+      }
+    }
+
+    // Tensor entries.
+    let dataSize = bytes.count - headerEnd
+    var entries: [Entry] = []
+    entries.reserveCapacity(keys.count)
+    for (index, name) in keys.enumerated() where name != "__metadata__" {
+      guard let value = dict[name], let obj = value as? [String: Any] else {
+        throw SafeTensorsError.badEntry(
+          file: file, tensor: name,
+          detail: "expected an object with dtype, shape, data_offsets, found \(jsonKind(dict[name] as Any))")
+      }
+      for field in obj.keys.sorted() where !["dtype", "shape", "data_offsets"].contains(field) {
+        throw SafeTensorsError.badEntry(
+          file: file, tensor: name, detail: "unexpected field \(quoted(field)), expected only dtype, shape, data_offsets")
+      }
+      guard let dtype = obj["dtype"] as? String else {
+        throw SafeTensorsError.badEntry(file: file, tensor: name, detail: "dtype missing or not a string")
+      }
+      guard let elementSize = dtypeSize(dtype) else {
+        throw SafeTensorsError.unsupportedDtype(file: file, tensor: name, dtype: dtype)
+      }
+      guard let shapeArray = obj["shape"] as? [Any] else {
+        throw SafeTensorsError.badEntry(
+          file: file, tensor: name, detail: "shape missing or not an array, expected a list of non-negative integers")
+      }
+      var shape: [Int] = []
+      for d in shapeArray {
+        guard let dim = nonNegativeInt(d) else {
+          throw SafeTensorsError.badEntry(
+            file: file, tensor: name, detail: "shape has \(jsonKind(d)), expected non-negative integers")
+        }
+        shape.append(dim)
+      }
+      guard let offsets = obj["data_offsets"] as? [Any], offsets.count == 2,
+        let begin = nonNegativeInt(offsets[0]), let end = nonNegativeInt(offsets[1])
+      else {
+        throw SafeTensorsError.badEntry(
+          file: file, tensor: name, detail: "data_offsets missing or malformed, expected [begin, end] non-negative integers")
+      }
+      guard begin <= end, end <= dataSize else {
+        throw SafeTensorsError.offsetsOutOfRange(file: file, tensor: name, begin: begin, end: end, dataSize: dataSize)
+      }
+      guard let count = elementCount(shape) else {
+        throw SafeTensorsError.badEntry(file: file, tensor: name, detail: "shape \(shape) has too many elements")
+      }
+      let (expected, overflow) = count.multipliedReportingOverflow(by: elementSize)
+      guard !overflow else {
+        throw SafeTensorsError.badEntry(file: file, tensor: name, detail: "shape \(shape) has too many elements")
+      }
+      guard expected == end - begin else {
+        throw SafeTensorsError.sizeMismatch(file: file, tensor: name, expectedBytes: expected, actualBytes: end - begin)
+      }
+      entries.append(Entry(name: name, index: index, dtype: dtype, shape: shape, begin: begin, end: end))
+    }
+
+    // The tensors must tile the data block: sorted by position, each starts where the last ended.
+    entries.sort { ($0.begin, $0.end, $0.index) < ($1.begin, $1.end, $1.index) }
+    var cursor = 0
+    var last: Entry? = nil
+    for e in entries {
+      if e.begin < cursor {
+        throw SafeTensorsError.overlapping(
+          file: file, tensor: e.name, other: last?.name ?? "", begin: e.begin, otherEnd: cursor)
+      }
+      if e.begin > cursor {
+        throw SafeTensorsError.uncoveredData(file: file, begin: cursor, end: e.begin)
+      }
+      cursor = e.end
+      last = e
+    }
+    if cursor != dataSize {
+      throw SafeTensorsError.uncoveredData(file: file, begin: cursor, end: dataSize)
+    }
+
+    let tensors = entries.map { e in
+      SafeTensor(
+        name: e.name, dtype: e.dtype, shape: e.shape,
+        bytes: Array(bytes[(headerEnd + e.begin)..<(headerEnd + e.end)]))
+    }
+    return SafeTensorsFile(tensors: tensors, metadata: metadata, file: file)
+  }
+
+  /// A JSON integer ≥ 0 that fits in `Int`, or nil (for floats such as `2.0`, booleans, strings,
+  /// negative or too large numbers).
+  private static func nonNegativeInt(_ v: Any) -> Int? {
+    guard let n = v as? NSNumber else { return nil }
+    // Integers parse as i/q (signed) or Q (beyond Int64); booleans as "c", floats as "d".
+    let kind = String(cString: n.objCType)
+    guard ["i", "s", "l", "q", "I", "S", "L", "Q"].contains(kind) else { return nil }
+    guard let i = n as? Int, i >= 0 else { return nil }
+    return i
+  }
+
+  /// The JSON kind of a parsed value, for messages.
+  private static func jsonKind(_ v: Any) -> String {
+    if v is NSNull { return "null" }
+    if v is String { return "a string" }
+    if v is [Any] { return "an array" }
+    if v is [String: Any] { return "an object" }
+    if let n = v as? NSNumber {
+      let kind = String(cString: n.objCType)
+      if kind == "c" || kind == "B" { return "a boolean" }
+      return "the number \(n)"
+    }
+    return "an unexpected value"
+  }
+
+  /// The keys of the top-level JSON object in `h`, in order (duplicates kept), or nil if `h` is
+  /// not an object. `h` has already been validated by JSONSerialization; this only scans.
+  private static func topLevelKeys(_ h: ArraySlice<UInt8>) -> [String]? {
+    let end = h.endIndex
+    var i = h.startIndex
+
+    func skipSpace(_ i: inout Int) {
+      while i < end, h[i] == 0x20 || h[i] == 0x09 || h[i] == 0x0A || h[i] == 0x0D { i += 1 }
+    }
+    /// From an opening quote at `i`, the index just past the closing quote.
+    func skipString(_ i: Int) -> Int? {
+      var j = i + 1
+      while j < end {
+        if h[j] == UInt8(ascii: "\\") {
+          j += 2
+        } else if h[j] == UInt8(ascii: "\"") {
+          return j + 1
+        } else {
+          j += 1
+        }
+      }
+      return nil
+    }
+
+    skipSpace(&i)
+    guard i < end, h[i] == UInt8(ascii: "{") else { return nil }
+    i += 1
+    var keys: [String] = []
+    skipSpace(&i)
+    if i < end, h[i] == UInt8(ascii: "}") { return keys }
+    while true {
+      skipSpace(&i)
+      guard i < end, h[i] == UInt8(ascii: "\""), let keyEnd = skipString(i) else { return nil }
+      let token = h[i..<keyEnd]
+      if token.contains(UInt8(ascii: "\\")) {
+        guard
+          let parsed = try? JSONSerialization.jsonObject(
+            with: Data([UInt8(ascii: "[")] + token + [UInt8(ascii: "]")]), options: []) as? [String],
+          let key = parsed.first
+        else { return nil }
+        keys.append(key)
+      } else {
+        keys.append(String(decoding: h[(i + 1)..<(keyEnd - 1)], as: UTF8.self))
+      }
+      i = keyEnd
+      skipSpace(&i)
+      guard i < end, h[i] == UInt8(ascii: ":") else { return nil }
+      i += 1
+      // Skip the value up to the ',' or '}' that ends it at depth 0.
+      var depth = 0
+      while true {
+        guard i < end else { return nil }
+        let c = h[i]
+        if c == UInt8(ascii: "\"") {
+          guard let next = skipString(i) else { return nil }
+          i = next
+          continue
+        }
+        if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") {
+          depth += 1
+        } else if c == UInt8(ascii: "}") || c == UInt8(ascii: "]") {
+          if depth == 0 { break }
+          depth -= 1
+        } else if c == UInt8(ascii: ","), depth == 0 {
+          break
+        }
+        i += 1
+      }
+      if h[i] == UInt8(ascii: "}") { return keys }
+      guard h[i] == UInt8(ascii: ",") else { return nil }
+      i += 1
+    }
+  }
+
+  // MARK: Files
+
+  /// Reads and decodes the safetensors file at `path`.
+  /// - Throws: `SafeTensorsError.io` when the file cannot be read, else as `decode`.
+  public static func read(path: String) throws -> SafeTensorsFile {
+    try decode(readFile(path: path), file: path)
+  }
+
+  /// The whole contents of the file at `path`.
+  /// - Throws: `SafeTensorsError.io` naming the file and the system error.
+  public static func readFile(path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+      throw SafeTensorsError.io(file: path, detail: "cannot open for reading: \(errnoString())")
+    }
+    defer { close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else {
+      throw SafeTensorsError.io(file: path, detail: "cannot stat: \(errnoString())")
+    }
+    guard (st.st_mode & S_IFMT) != S_IFDIR else {
+      throw SafeTensorsError.io(file: path, detail: "is a directory, expected a file")
+    }
+    var out = [UInt8](repeating: 0, count: max(Int(st.st_size), 0) + 1)
+    var filled = 0
+    while true {
+      if filled == out.count { out.append(contentsOf: [UInt8](repeating: 0, count: max(out.count, 65536))) }
+      let n = out.withUnsafeMutableBytes { raw -> Int in
+        guard let base = raw.baseAddress else { return 0 }
+        return posixRead(fd, base + filled, raw.count - filled)
+      }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw SafeTensorsError.io(file: path, detail: "read failed: \(errnoString())")
+      }
+      if n == 0 { break }
+      filled += n
+    }
+    out.removeLast(out.count - filled)
+    return out
+  }
+
+  /// Writes `bytes` to `path` atomically: writes a temporary file in the same directory, fsyncs
+  /// it, renames it over `path` and fsyncs the directory. A reader sees either the old file or
+  /// the complete new one, also after a crash.
+  ///
+  /// On any error before the rename, the old file at `path` is untouched and the temporary file
+  /// is removed. (If only the final directory fsync fails, the new file is already in place;
+  /// the error says so.)
+  /// - Throws: `SafeTensorsError.io` naming `path` and the failing step.
+  public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+    let (dir, prefix, base) = splitPath(path)
+    guard !base.isEmpty, base != ".", base != ".." else {
+      throw SafeTensorsError.io(file: path, detail: "expected a file path, not a directory")
+    }
+    let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    let tmp = prefix + "." + base + ".tmp-\(getpid())-\(suffix)"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(0o644))
+    guard fd >= 0 else {
+      throw SafeTensorsError.io(file: path, detail: "cannot create temporary file \(tmp): \(errnoString())")
+    }
+    var fdOpen = true
+    var renamed = false
+    defer {
+      if fdOpen { close(fd) }
+      if !renamed { unlink(tmp) }
+    }
+    var written = 0
+    while written < bytes.count {
+      let n = bytes.withUnsafeBytes { raw -> Int in
+        guard let base = raw.baseAddress else { return 0 }
+        return posixWrite(fd, base + written, raw.count - written)
+      }
+      if n < 0 {
+        if errno == EINTR { continue }
+        throw SafeTensorsError.io(file: path, detail: "write to \(tmp) failed: \(errnoString())")
+      }
+      if n == 0 {
+        throw SafeTensorsError.io(file: path, detail: "write to \(tmp) made no progress")
+      }
+      written += n
+    }
+    guard fsync(fd) == 0 else {
+      throw SafeTensorsError.io(file: path, detail: "fsync of \(tmp) failed: \(errnoString())")
+    }
+    fdOpen = false
+    guard close(fd) == 0 else {
+      throw SafeTensorsError.io(file: path, detail: "close of \(tmp) failed: \(errnoString())")
+    }
+    guard rename(tmp, path) == 0 else {
+      throw SafeTensorsError.io(file: path, detail: "rename of \(tmp) over it failed: \(errnoString())")
+    }
+    renamed = true
+    let rc = vae_fsync_path(dir)
+    // Some file systems cannot fsync directories (EINVAL); the rename is then as durable as it gets.
+    if rc != 0 && rc != EINVAL {
+      throw SafeTensorsError.io(
+        file: path, detail: "new contents in place, but fsync of directory \(dir) failed: \(String(cString: strerror(rc)))")
+    }
+  }
+
+  /// The directory of `path` (`.` when none), `path` up to and including its last `/` (empty
+  /// when none), and its last component.
+  private static func splitPath(_ path: String) -> (dir: String, prefix: String, base: String) {
+    guard let slash = path.lastIndex(of: "/") else { return (".", "", path) }
+    let base = String(path[path.index(after: slash)...])
+    let prefix = String(path[...slash])
+    let dir = slash == path.startIndex ? "/" : String(path[..<slash])
+    return (dir, prefix, base)
+  }
+
+  private static func errnoString() -> String {
+    let e = errno
+    return "\(String(cString: strerror(e))) (errno \(e))"
+  }
+}
+
+// `read`/`write` are shadowed inside `SafeTensors` by `SafeTensors.read(path:)`; these name the
+// C functions unambiguously.
+@inline(__always)
+private func posixRead(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ n: Int) -> Int {
+  read(fd, buf, n)
+}
+
+@inline(__always)
+private func posixWrite(_ fd: Int32, _ buf: UnsafeRawPointer, _ n: Int) -> Int {
+  write(fd, buf, n)
+}

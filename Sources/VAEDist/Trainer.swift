@@ -1,0 +1,413 @@
+import Foundation
+import VAE
+import VAEData
+
+/// Where a run starts: from scratch, from the newest valid checkpoint of the run directory, or
+/// from a given file.
+public enum ResumeMode: Sendable, Equatable {
+  case none
+  case auto
+  case path(String)
+}
+
+public enum TrainError: Error, CustomStringConvertible {
+  case runExists(String)
+  case noUsableCheckpoint(String)
+  case badSetting(String)
+  case io(String)
+
+  public var description: String {
+    switch self {
+    case .runExists(let dir):
+      "\(dir) already holds a run (checkpoints or final.safetensors); pass --resume auto to continue it, or choose another --out"
+    case .noUsableCheckpoint(let s): s
+    case .badSetting(let s): s
+    case .io(let s): s
+    }
+  }
+}
+
+/// What a finished run reports.
+public struct TrainSummary: Sendable {
+  public var steps: Int
+  public var testELBO: Double
+  public var testRecon: Double
+  public var testKL: Double
+  public var seconds: Double
+  public var samplesPerSecond: Double
+  public var runDirectory: String
+}
+
+/// Output options of a run (none of them changes the numbers).
+public struct OutputOptions: Sendable {
+  public var quiet: Bool
+  /// Print progress on a terminal as one updating line; otherwise plain periodic lines.
+  public var terminal: Bool
+  public init(quiet: Bool = false, terminal: Bool = Console.isTerminal) {
+    self.quiet = quiet
+    self.terminal = terminal
+  }
+}
+
+/// The step loop: batch → forward → backward → allreduce(grads) → scale 1/B → Adam, plus
+/// metrics, held-out evaluation and checkpoints (rank 0 writes; every rank evaluates its slice).
+public final class Trainer {
+  public let config: RunConfig
+  public let comm: Communicator
+  public let data: DataSplits
+  public let model: VAEModel
+  public let adam: Adam
+  public let batcher: Batcher
+  public let runDirectory: String
+  public let output: OutputOptions
+  let estimator: Estimator
+  let testX: [Float]
+  let testRange: Range<Int>
+  let dataChecksum: UInt32
+  let shard: Range<Int>
+  let x: Buffer
+  let eps: Buffer
+  let indices: UnsafeMutablePointer<Int>
+  public private(set) var step = 0
+  var elapsedBefore = 0.0
+  var window = (recon: 0.0, kl: 0.0, count: 0)
+  var lastPrint = 0.0
+  var metrics: FileHandle?
+  public let totalSteps: Int
+  /// A line for the log and `config.yaml` naming the BLAS kernel and its threads.
+  public let environmentNote: String
+
+  public init(
+    config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String,
+    output: OutputOptions = OutputOptions()
+  ) throws {
+    guard config.batch >= comm.size else {
+      throw TrainError.badSetting(
+        "train.batch: the global batch (\(config.batch)) must be at least the number of ranks (\(comm.size))")
+    }
+    guard config.batch <= data.train.count else {
+      throw TrainError.badSetting(
+        "train.batch: the global batch (\(config.batch)) is larger than the training set (\(data.train.count) images)")
+    }
+    guard data.train.pixelsPerImage == config.model.inputSize else {
+      throw TrainError.badSetting(
+        "model.input_size: \(config.model.inputSize) but \(data.train.name) images have \(data.train.pixelsPerImage) pixels")
+    }
+    FloatingPointEnvironment.enableFlushToZero()
+    self.config = config
+    self.comm = comm
+    self.data = data
+    self.runDirectory = runDirectory
+    self.output = output
+    shard = comm.shard(of: config.batch)
+    model = VAEModel(config: config.model, maxBatch: max(shard.count, 1))
+    model.initialise(rng: CounterRNG(seed: config.seed))
+    adam = Adam(config: config.adam, layout: model.params.layout)
+    batcher = Batcher(
+      dataset: data.train, binarization: config.binarize, rng: CounterRNG(seed: config.seed),
+      globalBatch: config.batch)
+    estimator = Estimator(config: config.model, params: model.params)
+    testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
+    testX = Batcher.heldOut(data.test, binarization: config.binarize)
+    dataChecksum = data.dataChecksum()
+    x = Buffer(max(shard.count, 1) * config.model.inputSize)
+    eps = Buffer(max(shard.count, 1) * config.model.zdim)
+    indices = .allocate(capacity: max(shard.count, 1))
+    totalSteps = config.totalSteps(trainCount: data.train.count)
+    environmentNote =
+      "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
+  }
+
+  deinit { indices.deallocate() }
+
+  var checkpointsDirectory: String { (runDirectory as NSString).appendingPathComponent("checkpoints") }
+  var metricsPath: String { (runDirectory as NSString).appendingPathComponent("metrics.jsonl") }
+
+  // MARK: - The step
+
+  /// One optimizer step on global batch `step`. Returns this rank's loss terms (sums).
+  @discardableResult
+  public func trainStep() throws -> LossTerms {
+    let spe = batcher.stepsPerEpoch
+    let epoch = step / spe
+    let b = shard.count
+    batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: shard, x: x.ptr, indices: indices)
+    fillNoise(epoch: epoch, rows: b)
+    let terms = model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
+    model.backward()
+    try comm.allreduceSum(model.grads.data)
+    adam.update(params: model.params, grads: model.grads, scale: 1 / Float(config.batch))
+    step += 1
+    return terms
+  }
+
+  func fillNoise(epoch: Int, rows: Int) {
+    let d = config.model.zdim
+    let rng = CounterRNG(seed: config.seed)
+    for r in 0..<rows {
+      var s = rng.stream(.noise, epoch: UInt64(epoch), index: UInt64(indices[r]))
+      for j in 0..<d { eps.ptr[r * d + j] = s.nextNormal() }
+    }
+  }
+
+  // MARK: - Evaluation
+
+  /// The held-out ELBO (mean over the whole test set, nats per image), each rank on its slice,
+  /// sums allreduced in Double.
+  public func evaluate() throws -> (elbo: Double, recon: Double, kl: Double) {
+    let n = config.model.inputSize
+    let local = testX.withUnsafeBufferPointer { t in
+      estimator.elbo(
+        x: t.baseAddress! + testRange.lowerBound * n, count: testRange.count,
+        firstIndex: testRange.lowerBound, samples: config.evalSamples,
+        noise: .sampled(CounterRNG(seed: heldOutBinarizationSeed)))
+    }
+    let sums = try comm.allreduceSum([local.recon, local.kl])
+    let count = Double(data.test.count)
+    let recon = -sums[0] / count
+    let kl = sums[1] / count
+    return (-(recon + kl), recon, kl)
+  }
+
+  // MARK: - The run
+
+  public func run(resume: ResumeMode) throws -> TrainSummary {
+    let fm = FileManager.default
+    if comm.isRoot {
+      try restoreOrCheckFresh(resume: resume)
+    } else if resume != .none {
+      try restoreOrCheckFresh(resume: resume)
+    }
+    if comm.isRoot {
+      do {
+        try fm.createDirectory(atPath: checkpointsDirectory, withIntermediateDirectories: true)
+      } catch {
+        throw TrainError.io("\(checkpointsDirectory): cannot create the run directory: \(error.localizedDescription)")
+      }
+      try writeRunConfig()
+      try openMetrics()
+    }
+    let start = Date()
+    var windowStart = Date()
+    var windowStepStart = step
+    if comm.isRoot && !output.quiet {
+      Console.out(
+        "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)")
+      Console.out(environmentNote)
+    }
+    while step < totalSteps {
+      let t = try trainStep()
+      window.recon += t.recon
+      window.kl += t.kl
+      window.count += shard.count
+      let epoch = (step - 1) / batcher.stepsPerEpoch
+      if step % config.logEvery == 0 || step == totalSteps {
+        let sums = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+        let now = Date()
+        let dt = now.timeIntervalSince(windowStart)
+        let sps = Double(config.batch * (step - windowStepStart)) / max(dt, 1e-9)
+        let elapsed = elapsedBefore + now.timeIntervalSince(start)
+        let recon = -sums[0] / sums[2], kl = sums[1] / sums[2]
+        if comm.isRoot {
+          try writeMetrics([
+            ("step", "\(step)"), ("epoch", "\(epoch)"), ("loss", json(recon + kl)),
+            ("recon", json(recon)), ("kl", json(kl)), ("samples_per_sec", json(sps.rounded())),
+            ("time_s", json((elapsed * 1000).rounded() / 1000)),
+          ])
+          progress(epoch: epoch, loss: recon + kl, samplesPerSecond: sps, elapsed: elapsed)
+        }
+        window = (0, 0, 0)
+        windowStart = now
+        windowStepStart = step
+      }
+      if config.evalEvery > 0 && step % config.evalEvery == 0 && step < totalSteps {
+        let e = try evaluate()
+        try logEvaluation(e, epoch: epoch, elapsed: elapsedBefore + Date().timeIntervalSince(start))
+        windowStart = Date()
+        windowStepStart = step
+      }
+      if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
+        if comm.isRoot {
+          try saveCheckpoint(
+            path: Checkpoint.stepPath(runDirectory: runDirectory, step: step),
+            elapsed: elapsedBefore + Date().timeIntervalSince(start))
+          pruneCheckpoints()
+        }
+      }
+    }
+    let elapsed = elapsedBefore + Date().timeIntervalSince(start)
+    let e = try evaluate()
+    let epoch = max(step - 1, 0) / batcher.stepsPerEpoch
+    try logEvaluation(e, epoch: epoch, elapsed: elapsed)
+    if comm.isRoot {
+      try saveCheckpoint(path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), elapsed: elapsed)
+      if output.terminal && !output.quiet { Console.raw("\n") }
+      try metrics?.close()
+    }
+    let trained = Date().timeIntervalSince(start)
+    return TrainSummary(
+      steps: step, testELBO: e.elbo, testRecon: e.recon, testKL: e.kl, seconds: elapsed,
+      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(step) / trained : 0,
+      runDirectory: runDirectory)
+  }
+
+  func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
+    guard comm.isRoot else { return }
+    try writeMetrics([
+      ("step", "\(step)"), ("epoch", "\(epoch)"), ("test_elbo", json(e.elbo)),
+      ("test_recon", json(e.recon)), ("test_kl", json(e.kl)),
+      ("time_s", json((elapsed * 1000).rounded() / 1000)),
+    ])
+    if !output.quiet {
+      if output.terminal { Console.raw("\r\u{1B}[K") }
+      Console.out(
+        "step \(step): held-out ELBO \(fmt(e.elbo)) nats/image (reconstruction loss \(fmt(e.recon)), KL \(fmt(e.kl)))")
+    }
+  }
+
+  func progress(epoch: Int, loss: Double, samplesPerSecond: Double, elapsed: Double) {
+    guard !output.quiet else { return }
+    let remaining = Double(totalSteps - step) * Double(config.batch) / max(samplesPerSecond, 1)
+    let line =
+      "epoch \(epoch + 1)/\((totalSteps + batcher.stepsPerEpoch - 1) / batcher.stepsPerEpoch) step \(step)/\(totalSteps) loss \(fmt(loss)) \(Int(samplesPerSecond)) samples/s ETA \(duration(remaining))"
+    if output.terminal {
+      Console.raw("\r\u{1B}[K" + line)
+    } else if elapsed - lastPrint >= 10 || step == totalSteps {
+      lastPrint = elapsed
+      Console.out(line)
+    }
+  }
+
+  // MARK: - Files
+
+  func writeRunConfig() throws {
+    let text =
+      config.yaml + "# environment (informational)\nenvironment:\n  blas_kernel: \(BLASInfo.coreName)\n"
+      + "  blas_threads: \(BLASInfo.threads)\n  world_size: \(comm.size)\n"
+    let path = (runDirectory as NSString).appendingPathComponent("config.yaml")
+    do {
+      try SafeTensors.writeAtomically(Array(text.utf8), to: path)
+    } catch {
+      throw TrainError.io("\(path): cannot write: \(error)")
+    }
+  }
+
+  func openMetrics() throws {
+    let fm = FileManager.default
+    if !fm.fileExists(atPath: metricsPath) { fm.createFile(atPath: metricsPath, contents: nil) }
+    guard let h = FileHandle(forWritingAtPath: metricsPath) else {
+      throw TrainError.io("\(metricsPath): cannot open for writing")
+    }
+    h.seekToEndOfFile()
+    metrics = h
+  }
+
+  func writeMetrics(_ fields: [(String, String)]) throws {
+    let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
+    metrics?.write(Data(line.utf8))
+  }
+
+  func saveCheckpoint(path: String, elapsed: Double) throws {
+    let state = TrainingState(
+      step: step, epoch: step / batcher.stepsPerEpoch, seed: config.seed, worldSize: comm.size,
+      globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
+      elapsedSeconds: elapsed, windowRecon: window.recon, windowKL: window.kl,
+      windowCount: window.count)
+    try Checkpoint.save(
+      path: path, params: model.params, adam: adam, state: state, modelJSON: config.modelJSON,
+      configYAML: config.yaml)
+  }
+
+  func pruneCheckpoints() {
+    let keep = max(config.keepCheckpoints, 1)
+    let steps = Checkpoint.candidates(runDirectory: runDirectory).filter { !$0.hasSuffix("final.safetensors") }
+    for old in steps.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+  }
+
+  /// Resume: load the newest valid checkpoint (auto) or the given one and check it belongs to
+  /// this run. Fresh: refuse to overwrite an existing run.
+  func restoreOrCheckFresh(resume: ResumeMode) throws {
+    let fm = FileManager.default
+    switch resume {
+    case .none:
+      if comm.isRoot && !Checkpoint.candidates(runDirectory: runDirectory).isEmpty {
+        throw TrainError.runExists(runDirectory)
+      }
+      if comm.isRoot && fm.fileExists(atPath: metricsPath) { try? fm.removeItem(atPath: metricsPath) }
+    case .auto:
+      var best: LoadedCheckpoint?
+      for path in Checkpoint.candidates(runDirectory: runDirectory) {
+        do {
+          let c = try Checkpoint.load(path: path)
+          if best == nil || c.state.step > best!.state.step { best = c }
+        } catch {
+          if comm.isRoot { Console.error("warning: skipping \(path): \(error)") }
+        }
+      }
+      if let best {
+        try restore(best)
+      } else if comm.isRoot && !output.quiet {
+        Console.out("no checkpoint in \(runDirectory); starting from step 0")
+      }
+    case .path(let path):
+      try restore(try Checkpoint.load(path: path))
+    }
+  }
+
+  func restore(_ c: LoadedCheckpoint) throws {
+    func check(_ field: String, _ a: String, _ b: String) throws {
+      if a != b { throw CheckpointError.mismatch(file: c.path, field: field, checkpoint: a, run: b) }
+    }
+    try check("model", RunConfig.modelJSON(c.model), config.modelJSON)
+    try check("seed", String(c.state.seed), String(config.seed))
+    try check("global batch", String(c.state.globalBatch), String(config.batch))
+    try check("data checksum", String(c.state.dataChecksum), String(dataChecksum))
+    guard let m = c.adamM, let v = c.adamV else {
+      throw CheckpointError.badMetadata(file: c.path, field: "adam.m.*", expected: "Adam moments to resume training")
+    }
+    guard c.state.step <= totalSteps else {
+      throw TrainError.badSetting(
+        "\(c.path): the checkpoint is at step \(c.state.step), past this run's \(totalSteps) steps")
+    }
+    model.params.copy(from: c.params)
+    adam.m.copy(from: m)
+    adam.v.copy(from: v)
+    adam.step = c.state.adamStep
+    step = c.state.step
+    elapsedBefore = c.state.elapsedSeconds
+    window = (c.state.windowRecon, c.state.windowKL, c.state.windowCount)
+    if comm.isRoot {
+      truncateMetrics(after: step)
+      if !output.quiet { Console.out("resuming from \(c.path) at step \(step)") }
+    }
+  }
+
+  /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run).
+  func truncateMetrics(after step: Int) {
+    guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
+    var kept: [Substring] = []
+    for line in text.split(separator: "\n") {
+      guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+        let s = (obj["step"] as? NSNumber)?.intValue
+      else { continue }
+      // Everything at or before the checkpoint's step was written before the checkpoint was.
+      if s <= step { kept.append(line) }
+    }
+    let out = kept.map { $0 + "\n" }.joined()
+    try? SafeTensors.writeAtomically(Array(out.utf8), to: metricsPath)
+  }
+}
+
+func json(_ x: Double) -> String {
+  x.isFinite ? "\(x)" : "null"
+}
+
+func fmt(_ x: Double) -> String { String(format: "%.2f", x) }
+
+func duration(_ s: Double) -> String {
+  guard s.isFinite else { return "?" }
+  let t = Int(s.rounded())
+  if t >= 3600 { return "\(t / 3600)h\(String(format: "%02d", (t % 3600) / 60))m" }
+  if t >= 60 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+  return "\(t)s"
+}
