@@ -324,22 +324,23 @@ public enum DatasetRegistry {
     case 2:  // horizontal bar
       let b = box(minFrac: 5, maxFrac: 8)
       let r = b.r0 + (b.r1 - b.r0) / 2
-      canvas.fill(r0: r - thick, c0: b.c0, r1: r + thick, c1: b.c1, v)
+      canvas.fill(r0: r - thick / 2, c0: b.c0, r1: r - thick / 2 + thick, c1: b.c1, v)
     case 3:  // vertical bar
       let b = box(minFrac: 5, maxFrac: 8)
       let c = b.c0 + (b.c1 - b.c0) / 2
-      canvas.fill(r0: b.r0, c0: c - thick, r1: b.r1, c1: c + thick, v)
+      canvas.fill(r0: b.r0, c0: c - thick / 2, r1: b.r1, c1: c - thick / 2 + thick, v)
     case 4, 5:  // disc, ring
       let b = box(minFrac: 4, maxFrac: 7)
       let radius = max(2, min(b.r1 - b.r0, b.c1 - b.c0) / 2)
       let cr = b.r0 + radius, cc = b.c0 + radius
-      let outer = radius * radius
-      let innerRadius = max(0, radius - thick - 1)
-      let inner = innerRadius * innerRadius
+      // r^2 + r instead of r^2 rounds the outline (no one-pixel nubs at the poles).
+      let outer = radius * radius + radius
+      let innerRadius = max(0, radius - thick)
+      let inner = innerRadius * innerRadius + innerRadius
       for r in (cr - radius)...(cr + radius) {
         for c in (cc - radius)...(cc + radius) {
           let d = (r - cr) * (r - cr) + (c - cc) * (c - cc)
-          if d <= outer && (label == 4 || d >= inner) { canvas.set(r, c, v) }
+          if d <= outer && (label == 4 || d > inner) { canvas.set(r, c, v) }
         }
       }
     case 6, 7:  // diagonal strokes: "\" and "/"

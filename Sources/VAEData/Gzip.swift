@@ -111,7 +111,7 @@ public enum Gzip {
         }
         throw GzipError(offset: inPos, detail: "zlib made no progress (Z_BUF_ERROR)")
       case Z_DATA_ERROR:
-        throw GzipError(offset: inPos, detail: "corrupt gzip data: \(zlibMessage(stream))")
+        throw GzipError(offset: inPos, detail: "inflate: \(zlibMessage(stream))")
       case Z_NEED_DICT:
         throw GzipError(offset: inPos, detail: "gzip member needs a preset dictionary")
       case Z_MEM_ERROR:

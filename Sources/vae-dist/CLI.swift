@@ -61,12 +61,6 @@ struct DataOptions: ParsableArguments {
 }
 
 func loadData(_ config: RunConfig, dataFlag: String?) throws -> DataSplits {
-  if config.dataset == "synthetic" {
-    let s = DatasetRegistry.synthetic(seed: 7, trainCount: DatasetRegistry.syntheticTrainCount,
-                                      testCount: DatasetRegistry.syntheticTestCount)
-    guard let limit = config.trainLimit else { return s }
-    return DataSplits(train: s.train.prefix(limit), test: s.test)
-  }
   let dir = DatasetRegistry.resolveDataDirectory(flag: dataFlag)
   return try DatasetRegistry.load(name: config.dataset, dataDirectory: dir, trainLimit: config.trainLimit)
 }

@@ -1,0 +1,648 @@
+import CZlib
+import Foundation
+import XCTest
+
+@testable import VAE
+@testable import VAEData
+
+// MARK: - Helpers
+
+/// Big-endian IDX header: magic then dimensions.
+private func idxHeader(magic: UInt32, dims: [UInt32]) -> [UInt8] {
+  var out: [UInt8] = []
+  for v in [magic] + dims {
+    out += [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
+  }
+  return out
+}
+
+/// A valid images file: `count` images of rows x cols with pixel (i, p) = (i * 31 + p) % 256.
+private func imagesFile(count: Int, rows: Int, cols: Int) -> [UInt8] {
+  var bytes = idxHeader(magic: 0x0803, dims: [UInt32(count), UInt32(rows), UInt32(cols)])
+  for i in 0..<count {
+    for p in 0..<(rows * cols) { bytes.append(UInt8((i * 31 + p) % 256)) }
+  }
+  return bytes
+}
+
+private func labelsFile(_ labels: [UInt8]) -> [UInt8] {
+  idxHeader(magic: 0x0801, dims: [UInt32(labels.count)]) + labels
+}
+
+/// gzip-compresses `bytes` with zlib (windowBits 16+15 writes a gzip wrapper).
+private func gzip(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8] {
+  var stream = z_stream()
+  let rc = deflateInit2_(
+    &stream, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
+    Int32(MemoryLayout<z_stream>.size))
+  precondition(rc == Z_OK, "deflateInit2_ failed: \(rc)")
+  defer { deflateEnd(&stream) }
+  var input = bytes
+  var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, UInt(bytes.count))) + 64)
+  let written: Int = input.withUnsafeMutableBufferPointer { inBuf in
+    output.withUnsafeMutableBufferPointer { outBuf in
+      stream.next_in = inBuf.baseAddress
+      stream.avail_in = UInt32(inBuf.count)
+      stream.next_out = outBuf.baseAddress
+      stream.avail_out = UInt32(outBuf.count)
+      let end = deflate(&stream, Z_FINISH)
+      precondition(end == Z_STREAM_END, "deflate did not finish: \(end)")
+      return outBuf.count - Int(stream.avail_out)
+    }
+  }
+  return Array(output[..<written])
+}
+
+/// A fresh temporary directory, removed at the end of the test.
+private final class TempDir {
+  let path: String
+  init() throws {
+    path = NSTemporaryDirectory() + "vae-data-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  }
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+
+  @discardableResult
+  func write(_ name: String, _ bytes: [UInt8]) throws -> String {
+    let full = path + "/" + name
+    try FileManager.default.createDirectory(
+      atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try Data(bytes).write(to: URL(fileURLWithPath: full))
+    return full
+  }
+}
+
+/// Root of the package, from this file's path (Tests/VAEDataTests/IDXTests.swift).
+private let packageRoot: String = {
+  var url = URL(fileURLWithPath: #filePath)
+  for _ in 0..<3 { url.deleteLastPathComponent() }
+  return url.path
+}()
+
+/// The shared MNIST copy, if this machine has it.
+private func sharedMNISTDataDirectory() -> String? {
+  let candidates = ["/work/shared/data", packageRoot + "/../shared/data"]
+  for dir in candidates {
+    var isDir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: dir + "/mnist", isDirectory: &isDir), isDir.boolValue {
+      return dir
+    }
+  }
+  return nil
+}
+
+final class IDXTests: XCTestCase {
+
+  /// Runs `body`, expects an `IDXError` matching `match`, and checks its description is one
+  /// line that names `file`.
+  private func assertIDXError<T>(
+    _ body: @autoclosure () throws -> T, file path: String, _ what: String,
+    line: UInt = #line, match: (IDXError) -> Bool
+  ) {
+    do {
+      _ = try body()
+      XCTFail("\(what): expected an IDXError, got success", line: line)
+    } catch let error as IDXError {
+      XCTAssertTrue(match(error), "\(what): wrong case \(error)", line: line)
+      checkDescription(error.description, names: path, what, line: line)
+    } catch {
+      XCTFail("\(what): expected an IDXError, got \(type(of: error)): \(error)", line: line)
+    }
+  }
+
+  private func checkDescription(_ text: String, names path: String, _ what: String, line: UInt) {
+    let base = (path as NSString).lastPathComponent
+    XCTAssertTrue(text.contains(base), "\(what): description does not name \(base): \(text)", line: line)
+    XCTAssertFalse(text.contains("\n") || text.contains("\r"), "\(what): multi-line description: \(text)", line: line)
+  }
+
+  // MARK: Valid files
+
+  func testValidRawRoundTrip() throws {
+    let dir = try TempDir()
+    let imgPath = try dir.write("imgs-idx3-ubyte", imagesFile(count: 3, rows: 4, cols: 5))
+    let lblPath = try dir.write("lbls-idx1-ubyte", labelsFile([7, 0, 9]))
+    let images = try IDX.readImages(path: imgPath)
+    XCTAssertEqual(images.count, 3)
+    XCTAssertEqual(images.rows, 4)
+    XCTAssertEqual(images.cols, 5)
+    XCTAssertEqual(images.pixels.count, 60)
+    XCTAssertEqual(images.pixels[20], UInt8(31))  // image 1, pixel 0
+    XCTAssertEqual(Array(images.pixels), Array(imagesFile(count: 3, rows: 4, cols: 5)[16...]))
+    let labels = try IDX.readLabels(path: lblPath)
+    XCTAssertEqual(labels.count, 3)
+    XCTAssertEqual(labels.labels, [7, 0, 9])
+  }
+
+  func testValidGzipRoundTrip() throws {
+    let dir = try TempDir()
+    let raw = imagesFile(count: 50, rows: 28, cols: 28)
+    // Gzip is detected by content, not name: no .gz suffix here.
+    let path = try dir.write("images-no-suffix", gzip(raw))
+    let images = try IDX.readImages(path: path)
+    XCTAssertEqual(images.count, 50)
+    XCTAssertEqual(images.pixels, Array(raw[16...]))
+    let lpath = try dir.write("labels.gz", gzip(labelsFile([1, 2, 3, 4])))
+    XCTAssertEqual(try IDX.readLabels(path: lpath).labels, [1, 2, 3, 4])
+    // Stored (level 0) and best compression both decode.
+    XCTAssertEqual(try IDX.parseImages(gzip(raw, level: 0), file: "x").pixels, Array(raw[16...]))
+    XCTAssertEqual(try IDX.parseImages(gzip(raw, level: 9), file: "x").pixels, Array(raw[16...]))
+  }
+
+  func testMultiMemberGzip() throws {
+    let raw = imagesFile(count: 20, rows: 10, cols: 10)
+    let cut = 777
+    let concatenated = gzip(Array(raw[..<cut])) + gzip(Array(raw[cut...]))
+    XCTAssertEqual(try Gzip.decompress(concatenated), raw)
+    XCTAssertEqual(try IDX.parseImages(concatenated, file: "multi.gz").pixels, Array(raw[16...]))
+    // An empty member in the middle is fine too.
+    XCTAssertEqual(try Gzip.decompress(gzip([1, 2]) + gzip([]) + gzip([3])), [1, 2, 3])
+  }
+
+  func testGzipOutputLargerThanInitialGuess() throws {
+    // 3 MB of zeros compresses ~1000:1, and a two-member file defeats the ISIZE hint.
+    let zeros = [UInt8](repeating: 0, count: 3 << 20)
+    let data = gzip([9]) + gzip(zeros)
+    let out = try Gzip.decompress(data)
+    XCTAssertEqual(out.count, zeros.count + 1)
+    XCTAssertEqual(out.first, 9)
+    XCTAssertEqual(out.dropFirst().allSatisfy { $0 == 0 }, true)
+    XCTAssertThrowsError(try Gzip.decompress(gzip(zeros), maxOutput: 1 << 20)) { error in
+      XCTAssertTrue("\(error)".contains("limit"), "\(error)")
+    }
+  }
+
+  func testSystemGzipInterop() throws {
+    let gzipTool = "/bin/gzip"
+    guard FileManager.default.isExecutableFile(atPath: gzipTool) else {
+      throw XCTSkip("\(gzipTool) not available")
+    }
+    let dir = try TempDir()
+    let raw = imagesFile(count: 7, rows: 9, cols: 11)
+    let path = try dir.write("sys-images-idx3-ubyte", raw)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: gzipTool)
+    process.arguments = ["-9", "-n", path]
+    try process.run()
+    process.waitUntilExit()
+    XCTAssertEqual(process.terminationStatus, 0)
+    let images = try IDX.readImages(path: path + ".gz")
+    XCTAssertEqual(images.pixels, Array(raw[16...]))
+  }
+
+  // MARK: Malformed corpus (each file is written to disk and read back)
+
+  func testWrongMagic() throws {
+    let dir = try TempDir()
+    var bytes = imagesFile(count: 2, rows: 3, cols: 3)
+    bytes[3] = 0x04
+    let path = try dir.write("wrong-magic-idx3-ubyte", bytes)
+    assertIDXError(try IDX.readImages(path: path), file: path, "4-D magic") {
+      $0 == .badMagic(file: path, found: 0x0804, expected: 0x0803)
+    }
+    bytes[3] = 0x03
+    bytes[2] = 0x0D  // float data
+    let fpath = try dir.write("float-idx3", bytes)
+    assertIDXError(try IDX.readImages(path: fpath), file: fpath, "float data type") {
+      $0 == .badMagic(file: fpath, found: 0x0D03, expected: 0x0803)
+    }
+    let text = try dir.write("not-idx.txt", Array("hello, world\n".utf8))
+    assertIDXError(try IDX.readImages(path: text), file: text, "text file") {
+      if case .badMagic(_, 0x6865_6C6C, 0x0803) = $0 { return true }
+      return false
+    }
+  }
+
+  func testLabelMagicGivenToImageReaderAndViceVersa() throws {
+    let dir = try TempDir()
+    let lpath = try dir.write("train-labels-idx1-ubyte", labelsFile([1, 2, 3]))
+    assertIDXError(try IDX.readImages(path: lpath), file: lpath, "labels as images") {
+      $0 == .badMagic(file: lpath, found: 0x0801, expected: 0x0803)
+    }
+    do {
+      _ = try IDX.readImages(path: lpath)
+    } catch {
+      XCTAssertTrue("\(error)".contains("labels file"), "\(error)")
+    }
+    let ipath = try dir.write("train-images-idx3-ubyte", imagesFile(count: 1, rows: 2, cols: 2))
+    assertIDXError(try IDX.readLabels(path: ipath), file: ipath, "images as labels") {
+      $0 == .badMagic(file: ipath, found: 0x0803, expected: 0x0801)
+    }
+  }
+
+  func testTruncatedHeader() throws {
+    let dir = try TempDir()
+    let full = imagesFile(count: 2, rows: 3, cols: 3)
+    let p10 = try dir.write("hdr10-idx3-ubyte", Array(full[..<10]))
+    assertIDXError(try IDX.readImages(path: p10), file: p10, "10-byte header") {
+      $0 == .truncated(file: p10, offset: 0, expected: 16, actual: 10)
+    }
+    let p3 = try dir.write("hdr3-idx3-ubyte", Array(full[..<3]))
+    assertIDXError(try IDX.readImages(path: p3), file: p3, "3-byte file") {
+      $0 == .truncated(file: p3, offset: 0, expected: 4, actual: 3)
+    }
+    let l6 = try dir.write("hdr6-idx1-ubyte", Array(labelsFile([1, 2])[..<6]))
+    assertIDXError(try IDX.readLabels(path: l6), file: l6, "6-byte labels header") {
+      $0 == .truncated(file: l6, offset: 0, expected: 8, actual: 6)
+    }
+  }
+
+  func testTruncatedData() throws {
+    let dir = try TempDir()
+    let full = imagesFile(count: 2, rows: 4, cols: 4)
+    let path = try dir.write("short-idx3-ubyte", Array(full[..<(16 + 20)]))
+    assertIDXError(try IDX.readImages(path: path), file: path, "short pixel data") {
+      $0 == .truncated(file: path, offset: 16, expected: 32, actual: 20)
+    }
+    let lpath = try dir.write("short-idx1-ubyte", idxHeader(magic: 0x0801, dims: [5]) + [1, 2])
+    assertIDXError(try IDX.readLabels(path: lpath), file: lpath, "short labels") {
+      $0 == .truncated(file: lpath, offset: 8, expected: 5, actual: 2)
+    }
+    // Header only, no data at all.
+    let hpath = try dir.write("header-only-idx3-ubyte", Array(full[..<16]))
+    assertIDXError(try IDX.readImages(path: hpath), file: hpath, "header only") {
+      $0 == .truncated(file: hpath, offset: 16, expected: 32, actual: 0)
+    }
+  }
+
+  func testTrailingBytes() throws {
+    let dir = try TempDir()
+    let path = try dir.write("long-idx3-ubyte", imagesFile(count: 2, rows: 4, cols: 4) + [0xAA])
+    assertIDXError(try IDX.readImages(path: path), file: path, "one extra byte") {
+      $0 == .trailingBytes(file: path, offset: 48, extra: 1)
+    }
+    let lpath = try dir.write("long-idx1-ubyte", labelsFile([1, 2, 3]) + [0, 0, 0, 0])
+    assertIDXError(try IDX.readLabels(path: lpath), file: lpath, "4 extra label bytes") {
+      $0 == .trailingBytes(file: lpath, offset: 11, extra: 4)
+    }
+  }
+
+  func testZeroDimensions() throws {
+    let dir = try TempDir()
+    let zeroRows = try dir.write("zero-rows-idx3", idxHeader(magic: 0x0803, dims: [2, 0, 4]))
+    assertIDXError(try IDX.readImages(path: zeroRows), file: zeroRows, "rows = 0") {
+      $0 == .badDimensions(file: zeroRows, field: "rows", offset: 8, value: 0, allowed: 1...1024)
+    }
+    let zeroCount = try dir.write("zero-count-idx3", idxHeader(magic: 0x0803, dims: [0, 28, 28]))
+    assertIDXError(try IDX.readImages(path: zeroCount), file: zeroCount, "count = 0") {
+      $0 == .badDimensions(file: zeroCount, field: "count", offset: 4, value: 0, allowed: 1...100_000_000)
+    }
+    let zeroLabels = try dir.write("zero-idx1", idxHeader(magic: 0x0801, dims: [0]))
+    assertIDXError(try IDX.readLabels(path: zeroLabels), file: zeroLabels, "0 labels") {
+      $0 == .badDimensions(file: zeroLabels, field: "count", offset: 4, value: 0, allowed: 1...100_000_000)
+    }
+  }
+
+  func testAbsurdDimensions() throws {
+    let dir = try TempDir()
+    let wide = try dir.write("wide-idx3", idxHeader(magic: 0x0803, dims: [1, 28, 5000]) + [1, 2, 3])
+    assertIDXError(try IDX.readImages(path: wide), file: wide, "cols = 5000") {
+      $0 == .badDimensions(file: wide, field: "cols", offset: 12, value: 5000, allowed: 1...1024)
+    }
+    let many = try dir.write("many-idx1", idxHeader(magic: 0x0801, dims: [100_000_001]))
+    assertIDXError(try IDX.readLabels(path: many), file: many, "1e8+1 labels") {
+      $0 == .badDimensions(file: many, field: "count", offset: 4, value: 100_000_001, allowed: 1...100_000_000)
+    }
+  }
+
+  func testDimensionProductOverflowDoesNotTrap() throws {
+    let dir = try TempDir()
+    // Every field at its maximum: count*rows*cols would overflow 32 bits (and, unchecked, lie
+    // about the size); the count field is rejected first.
+    let huge = try dir.write("overflow-idx3", idxHeader(magic: 0x0803, dims: [.max, .max, .max]))
+    assertIDXError(try IDX.readImages(path: huge), file: huge, "all dims 0xFFFFFFFF") {
+      $0 == .badDimensions(file: huge, field: "count", offset: 4, value: 0xFFFF_FFFF, allowed: 1...100_000_000)
+    }
+    // Largest legal dimensions: 1e8 * 1024 * 1024 bytes (~1e14) expected, no allocation, a clean
+    // truncation error.
+    let big = try dir.write("biggest-idx3", idxHeader(magic: 0x0803, dims: [100_000_000, 1024, 1024]) + [7])
+    assertIDXError(try IDX.readImages(path: big), file: big, "legal but huge") {
+      $0 == .truncated(file: big, offset: 16, expected: 100_000_000 * 1024 * 1024, actual: 1)
+    }
+  }
+
+  func testImagesLabelsCountMismatch() throws {
+    let dir = try TempDir()
+    try dir.write("mnist/train-images-idx3-ubyte", imagesFile(count: 3, rows: 28, cols: 28))
+    let labelsPath = try dir.write("mnist/train-labels-idx1-ubyte.gz", gzip(labelsFile([1, 2])))
+    try dir.write("mnist/t10k-images-idx3-ubyte", imagesFile(count: 2, rows: 28, cols: 28))
+    try dir.write("mnist/t10k-labels-idx1-ubyte", labelsFile([3, 4]))
+    let imagesPath = dir.path + "/mnist/train-images-idx3-ubyte"
+    assertIDXError(
+      try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path), file: imagesPath, "3 images, 2 labels"
+    ) {
+      $0 == .countMismatch(imagesFile: imagesPath, images: 3, labelsFile: labelsPath, labels: 2)
+    }
+    do {
+      _ = try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path)
+    } catch {
+      XCTAssertTrue("\(error)".contains("train-labels-idx1-ubyte.gz"), "\(error)")
+    }
+  }
+
+  func testCorruptGzip() throws {
+    let dir = try TempDir()
+    var bytes = gzip(imagesFile(count: 20, rows: 10, cols: 10))
+    // Damage the deflate data in the middle (the 10-byte header and 8-byte trailer stay).
+    for i in stride(from: 20, to: bytes.count - 20, by: 7) { bytes[i] ^= 0x5A }
+    let path = try dir.write("corrupt-idx3-ubyte.gz", bytes)
+    assertIDXError(try IDX.readImages(path: path), file: path, "flipped deflate bytes") {
+      if case .corruptGzip(let f, _) = $0 { return f == path }
+      return false
+    }
+    // A wrong CRC-32 in the trailer.
+    var crcBad = gzip(labelsFile([1, 2, 3]))
+    crcBad[crcBad.count - 8] ^= 0xFF
+    let crcPath = try dir.write("badcrc-idx1-ubyte.gz", crcBad)
+    assertIDXError(try IDX.readLabels(path: crcPath), file: crcPath, "bad CRC") {
+      if case .corruptGzip(_, let detail) = $0 { return detail.contains("check") || detail.contains("corrupt") }
+      return false
+    }
+    // Garbage after the last member.
+    let trailing = try dir.write("trailing.gz", gzip(labelsFile([1])) + [0x00, 0x01, 0x02])
+    assertIDXError(try IDX.readLabels(path: trailing), file: trailing, "garbage after gzip") {
+      if case .corruptGzip(_, let detail) = $0 { return detail.contains("trailing") }
+      return false
+    }
+    // Only the magic.
+    let magicOnly = try dir.write("magic-only.gz", [0x1F, 0x8B])
+    assertIDXError(try IDX.readLabels(path: magicOnly), file: magicOnly, "gzip magic only") {
+      if case .corruptGzip = $0 { return true }
+      return false
+    }
+  }
+
+  func testTruncatedGzip() throws {
+    let dir = try TempDir()
+    let full = gzip(imagesFile(count: 20, rows: 10, cols: 10))
+    let path = try dir.write("half-idx3-ubyte.gz", Array(full[..<(full.count / 2)]))
+    assertIDXError(try IDX.readImages(path: path), file: path, "half a gzip file") {
+      if case .corruptGzip(let f, let detail) = $0 { return f == path && detail.contains("truncated") }
+      return false
+    }
+    // Missing only the 8-byte trailer.
+    let noTrailer = try dir.write("no-trailer.gz", Array(full[..<(full.count - 8)]))
+    assertIDXError(try IDX.readImages(path: noTrailer), file: noTrailer, "no trailer") {
+      if case .corruptGzip(_, let detail) = $0 { return detail.contains("truncated") }
+      return false
+    }
+  }
+
+  func testEmptyFileAndEmptyGzip() throws {
+    let dir = try TempDir()
+    let empty = try dir.write("empty-idx3-ubyte", [])
+    assertIDXError(try IDX.readImages(path: empty), file: empty, "empty file") {
+      $0 == .empty(file: empty)
+    }
+    let emptyGz = try dir.write("empty-idx1-ubyte.gz", [])
+    assertIDXError(try IDX.readLabels(path: emptyGz), file: emptyGz, "empty .gz file") {
+      $0 == .empty(file: emptyGz)
+    }
+    // A valid gzip stream of zero bytes.
+    let gzOfNothing = try dir.write("nothing-idx1-ubyte.gz", gzip([]))
+    assertIDXError(try IDX.readLabels(path: gzOfNothing), file: gzOfNothing, "gzip of nothing") {
+      $0 == .empty(file: gzOfNothing)
+    }
+  }
+
+  func testIOErrors() throws {
+    let dir = try TempDir()
+    let missing = dir.path + "/does-not-exist-idx3-ubyte"
+    assertIDXError(try IDX.readImages(path: missing), file: missing, "missing file") {
+      if case .io(let f, let detail) = $0 { return f == missing && detail.contains("No such file") }
+      return false
+    }
+    assertIDXError(try IDX.readLabels(path: dir.path), file: dir.path, "a directory") {
+      if case .io = $0 { return true }
+      return false
+    }
+  }
+
+  /// Every prefix and thousands of random corruptions of small valid files (raw and gzip)
+  /// either parse or throw an IDXError; nothing traps.
+  func testNoInputTraps() throws {
+    let images = imagesFile(count: 3, rows: 5, cols: 4)
+    let labels = labelsFile([0, 1, 2, 3, 4])
+    let corpus = [images, labels, gzip(images), gzip(labels)]
+    for file in corpus {
+      for n in 0..<file.count {
+        XCTAssertThrowsError(try IDX.parseImages(Array(file[..<n]), file: "prefix")) { XCTAssertTrue($0 is IDXError) }
+        XCTAssertThrowsError(try IDX.parseLabels(Array(file[..<n]), file: "prefix")) { XCTAssertTrue($0 is IDXError) }
+      }
+    }
+    var rng = CounterRNG(seed: 42).stream(.sample)
+    for trial in 0..<3000 {
+      var file = corpus[trial % corpus.count]
+      for _ in 0..<(1 + rng.nextInt(below: 4)) {
+        file[rng.nextInt(below: file.count)] = UInt8(truncatingIfNeeded: rng.next())
+      }
+      // Typed throws: any failure is an IDXError by construction; the point is not trapping.
+      _ = try? IDX.parseImages(file, file: "fuzz")
+      _ = try? IDX.parseLabels(file, file: "fuzz")
+    }
+  }
+
+  // MARK: Registry
+
+  func testDataDirectoryResolutionOrder() {
+    XCTAssertEqual(
+      DatasetRegistry.resolveDataDirectory(flag: "/flag", environment: ["VAE_DIST_DATA": "/env"]), "/flag")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: ["VAE_DIST_DATA": "/env"]), "/env")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: [:]), "./data")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: ["VAE_DIST_DATA": ""]), "./data")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: "", environment: ["VAE_DIST_DATA": "/env"]), "/env")
+  }
+
+  func testUnknownDatasetAndBadLimit() {
+    XCTAssertThrowsError(try DatasetRegistry.load(name: "cifar", dataDirectory: "/nonexistent")) { error in
+      XCTAssertEqual(error as? DataError, .unknownDataset("cifar", known: DatasetRegistry.names))
+      XCTAssertTrue("\(error)".contains("mnist, fashion-mnist, synthetic"), "\(error)")
+    }
+    XCTAssertThrowsError(try DatasetRegistry.load(name: "synthetic", dataDirectory: ".", trainLimit: 0)) { error in
+      XCTAssertEqual(error as? DataError, .badTrainLimit(0))
+    }
+  }
+
+  func testMissingFilesNameDirectoryAndFix() throws {
+    let dir = try TempDir()
+    try dir.write("mnist/train-images-idx3-ubyte.gz", gzip(imagesFile(count: 1, rows: 28, cols: 28)))
+    XCTAssertThrowsError(try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path)) { error in
+      guard case .missingFiles(let ds, let where_, let missing, let hint)? = error as? DataError else {
+        return XCTFail("wrong error \(error)")
+      }
+      XCTAssertEqual(ds, "mnist")
+      XCTAssertEqual(where_, dir.path + "/mnist")
+      XCTAssertEqual(missing.count, 3)
+      XCTAssertTrue(hint.contains("scripts/get-data"))
+      let text = "\(error)"
+      XCTAssertTrue(text.contains(dir.path + "/mnist") && text.contains("scripts/get-data"), text)
+      XCTAssertFalse(text.contains("\n"))
+    }
+    XCTAssertThrowsError(
+      try DatasetRegistry.load(name: "fashion-mnist", dataDirectory: dir.path, trainLimit: nil, fashionFallback: nil)
+    ) { error in
+      let text = "\(error)"
+      XCTAssertTrue(text.contains(dir.path + "/fashion-mnist"), text)
+      XCTAssertTrue(text.contains("apt-get install dataset-fashion-mnist"), text)
+      XCTAssertFalse(text.contains("\n"))
+    }
+    // The fallback directory is used when the data directory lacks the files.
+    try dir.write("sys/train-images-idx3-ubyte.gz", gzip(imagesFile(count: 4, rows: 6, cols: 6)))
+    try dir.write("sys/train-labels-idx1-ubyte.gz", gzip(labelsFile([0, 1, 2, 3])))
+    try dir.write("sys/t10k-images-idx3-ubyte.gz", gzip(imagesFile(count: 2, rows: 6, cols: 6)))
+    try dir.write("sys/t10k-labels-idx1-ubyte.gz", gzip(labelsFile([9, 8])))
+    let splits = try DatasetRegistry.load(
+      name: "fashion-mnist", dataDirectory: dir.path, trainLimit: 3, fashionFallback: dir.path + "/sys")
+    XCTAssertEqual(splits.train.name, "fashion-mnist")
+    XCTAssertEqual(splits.train.count, 3)
+    XCTAssertEqual(splits.train.labels, [0, 1, 2])
+    XCTAssertEqual(splits.train.images, Array(imagesFile(count: 4, rows: 6, cols: 6)[16..<(16 + 3 * 36)]))
+    XCTAssertEqual(splits.test.count, 2)
+    XCTAssertEqual(splits.test.labels, [9, 8])
+  }
+
+  func testRawPreferredAndShapeAndLabelChecks() throws {
+    let dir = try TempDir()
+    try dir.write("mnist/train-images-idx3-ubyte", imagesFile(count: 2, rows: 8, cols: 8))
+    try dir.write("mnist/train-images-idx3-ubyte.gz", [0xDE, 0xAD])  // ignored: raw preferred
+    try dir.write("mnist/train-labels-idx1-ubyte", labelsFile([1, 2]))
+    try dir.write("mnist/t10k-images-idx3-ubyte", imagesFile(count: 1, rows: 8, cols: 8))
+    try dir.write("mnist/t10k-labels-idx1-ubyte", labelsFile([5]))
+    let ok = try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path + "/")
+    XCTAssertEqual(ok.train.count, 2)
+    XCTAssertEqual(ok.test.count, 1)
+    // Different image shapes for train and test.
+    try dir.write("mnist/t10k-images-idx3-ubyte", imagesFile(count: 1, rows: 8, cols: 9))
+    XCTAssertThrowsError(try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path)) { error in
+      XCTAssertEqual(
+        error as? DataError, .shapeMismatch(dataset: "mnist", trainRows: 8, trainCols: 8, testRows: 8, testCols: 9))
+    }
+    // A label outside 0...9.
+    try dir.write("mnist/t10k-images-idx3-ubyte", imagesFile(count: 1, rows: 8, cols: 8))
+    let lp = try dir.write("mnist/t10k-labels-idx1-ubyte", labelsFile([10]))
+    XCTAssertThrowsError(try DatasetRegistry.load(name: "mnist", dataDirectory: dir.path)) { error in
+      XCTAssertEqual(error as? DataError, .labelOutOfRange(file: lp, offset: 8, value: 10, max: 9))
+      XCTAssertTrue("\(error)".contains("t10k-labels-idx1-ubyte"))
+    }
+  }
+
+  func testRealMNIST() throws {
+    guard let dataDir = sharedMNISTDataDirectory() else {
+      throw XCTSkip("no shared MNIST at /work/shared/data/mnist or \(packageRoot)/../shared/data/mnist")
+    }
+    let splits = try DatasetRegistry.load(name: "mnist", dataDirectory: dataDir)
+    XCTAssertEqual(splits.train.count, 60_000)
+    XCTAssertEqual(splits.test.count, 10_000)
+    for set in [splits.train, splits.test] {
+      XCTAssertEqual(set.rows, 28)
+      XCTAssertEqual(set.cols, 28)
+      XCTAssertEqual(set.images.count, set.count * 784)
+      XCTAssertEqual(set.labels.count, set.count)
+      XCTAssertTrue(set.labels.allSatisfy { $0 <= 9 })
+      XCTAssertEqual(Set(set.labels).count, 10)
+    }
+    // The first training labels of MNIST are 5 0 4 1 9 2 1 3 1 4.
+    XCTAssertEqual(Array(splits.train.labels.prefix(10)), [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
+    let limited = try DatasetRegistry.load(name: "mnist", dataDirectory: dataDir, trainLimit: 1000)
+    XCTAssertEqual(limited.train.count, 1000)
+    XCTAssertEqual(limited.test.count, 10_000)
+    XCTAssertEqual(limited.train.images, Array(splits.train.images.prefix(784_000)))
+  }
+
+  func testSystemFashionMNISTIfInstalled() throws {
+    let sys = DatasetRegistry.systemFashionMNISTDirectory
+    guard FileManager.default.fileExists(atPath: sys + "/train-images-idx3-ubyte.gz") else {
+      throw XCTSkip("\(sys) not installed (apt-get install dataset-fashion-mnist)")
+    }
+    let empty = try TempDir()
+    let splits = try DatasetRegistry.load(name: "fashion-mnist", dataDirectory: empty.path, trainLimit: 500)
+    XCTAssertEqual(splits.train.count, 500)
+    XCTAssertEqual(splits.test.count, 10_000)
+    XCTAssertEqual(splits.test.rows, 28)
+    XCTAssertEqual(splits.test.cols, 28)
+    XCTAssertTrue(splits.test.labels.allSatisfy { $0 <= 9 })
+  }
+
+  // MARK: Synthetic data and checksums
+
+  func testSyntheticDeterminism() {
+    let a = DatasetRegistry.synthetic(seed: 7, trainCount: 300, testCount: 50)
+    let b = DatasetRegistry.synthetic(seed: 7, trainCount: 300, testCount: 50)
+    let c = DatasetRegistry.synthetic(seed: 8, trainCount: 300, testCount: 50)
+    XCTAssertEqual(a.train.images, b.train.images)
+    XCTAssertEqual(a.train.labels, b.train.labels)
+    XCTAssertEqual(a.test.images, b.test.images)
+    XCTAssertEqual(a.dataChecksum(), b.dataChecksum())
+    XCTAssertNotEqual(a.train.images, c.train.images)
+    XCTAssertNotEqual(a.dataChecksum(), c.dataChecksum())
+    XCTAssertNotEqual(a.train.images.prefix(50 * 784), a.test.images[...])  // splits differ
+    // Example i depends only on (seed, split, i): a smaller set is a prefix of a larger one.
+    let small = DatasetRegistry.synthetic(seed: 7, trainCount: 100, testCount: 50)
+    XCTAssertEqual(small.train.images, Array(a.train.images.prefix(100 * 784)))
+    XCTAssertEqual(small.test.images, a.test.images)
+    // Sanity: all classes, labels 0...9, shapes drawn (no blank image), 28x28.
+    XCTAssertEqual(a.train.rows, 28)
+    XCTAssertEqual(a.train.cols, 28)
+    XCTAssertEqual(a.train.name, "synthetic")
+    XCTAssertEqual(Set(a.train.labels), Set(0...9))
+    for i in 0..<a.train.count {
+      let ink = a.train.image(i).filter { $0 > 0 }.count
+      XCTAssertGreaterThan(ink, 5, "image \(i) (class \(a.train.labels[i])) is nearly blank")
+      XCTAssertLessThan(ink, 784, "image \(i) is all ink")
+    }
+    // Other sizes work and stay deterministic.
+    let odd = DatasetRegistry.synthetic(seed: 1, trainCount: 20, testCount: 3, rows: 8, cols: 13)
+    XCTAssertEqual(odd.train.images.count, 20 * 8 * 13)
+    XCTAssertEqual(odd.train.images, DatasetRegistry.synthetic(seed: 1, trainCount: 20, testCount: 3, rows: 8, cols: 13).train.images)
+  }
+
+  func testSyntheticByName() throws {
+    let s = try DatasetRegistry.load(name: "synthetic", dataDirectory: "/nonexistent", trainLimit: 64)
+    XCTAssertEqual(s.train.count, 64)
+    XCTAssertEqual(s.test.count, DatasetRegistry.syntheticTestCount)
+    XCTAssertEqual(
+      s.train.images, DatasetRegistry.synthetic(seed: 0, trainCount: 64, testCount: 1).train.images)
+  }
+
+  func testSyntheticClassesAreDistinguishable() {
+    // Mean image per class: the classes must differ from each other (something to learn).
+    let s = DatasetRegistry.synthetic(seed: 3, trainCount: 2000, testCount: 1)
+    var means = [[Double]](repeating: [Double](repeating: 0, count: 784), count: 10)
+    var counts = [Int](repeating: 0, count: 10)
+    for i in 0..<s.train.count {
+      let c = Int(s.train.labels[i])
+      counts[c] += 1
+      for (p, v) in s.train.image(i).enumerated() { means[c][p] += Double(v) }
+    }
+    for c in 0..<10 { means[c] = means[c].map { $0 / Double(max(counts[c], 1)) } }
+    for a in 0..<10 {
+      for b in (a + 1)..<10 {
+        let dist = zip(means[a], means[b]).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+        XCTAssertGreaterThan(dist, 50, "classes \(a) and \(b) look alike")
+      }
+    }
+  }
+
+  func testDataChecksum() {
+    XCTAssertEqual(Gzip.crc32(Array("123456789".utf8)), 0xCBF4_3926)  // the CRC-32 check value
+    let base = DatasetRegistry.synthetic(seed: 5, trainCount: 10, testCount: 4, rows: 8, cols: 8)
+    let reference = base.dataChecksum()
+    // Same as one CRC over the concatenation, in the documented order.
+    XCTAssertEqual(
+      reference, Gzip.crc32(base.train.images + base.train.labels + base.test.images + base.test.labels))
+    func changed(_ f: (inout [UInt8], inout [UInt8], inout [UInt8], inout [UInt8]) -> Void) -> UInt32 {
+      var (ti, tl, si, sl) = (base.train.images, base.train.labels, base.test.images, base.test.labels)
+      f(&ti, &tl, &si, &sl)
+      return DataSplits(
+        train: Dataset(name: "synthetic", count: 10, rows: 8, cols: 8, images: ti, labels: tl),
+        test: Dataset(name: "synthetic", count: 4, rows: 8, cols: 8, images: si, labels: sl)
+      ).dataChecksum()
+    }
+    XCTAssertEqual(changed { _, _, _, _ in }, reference)
+    XCTAssertNotEqual(changed { ti, _, _, _ in ti[17] ^= 1 }, reference)
+    XCTAssertNotEqual(changed { _, tl, _, _ in tl[3] = (tl[3] + 1) % 10 }, reference)
+    XCTAssertNotEqual(changed { _, _, si, _ in si[si.count - 1] &+= 1 }, reference)
+    XCTAssertNotEqual(changed { _, _, _, sl in sl[0] = (sl[0] + 1) % 10 }, reference)
+    XCTAssertNotEqual(base.train.dataChecksum(), base.test.dataChecksum())
+  }
+}

@@ -1,0 +1,309 @@
+import Foundation
+import XCTest
+
+@testable import VAE
+
+/// The engine's loss and gradients against the independent `Double` reference
+/// (`Reference.swift`) and central finite differences of it.
+final class GradientCheckTests: XCTestCase {
+  struct Case {
+    var inputSize = 12
+    var hidden: [Int]
+    var decoderHidden: [Int]
+    var zdim: Int
+    var batch = 4
+    var likelihood: Likelihood
+
+    var config: ModelConfig {
+      ModelConfig(
+        inputSize: inputSize, hidden: hidden, decoderHidden: decoderHidden, zdim: zdim,
+        likelihood: likelihood)
+    }
+    var reference: ReferenceVAE {
+      let lik: ReferenceVAE.Likelihood
+      switch likelihood {
+      case .bernoulli: lik = .bernoulli
+      case .gaussian(let s): lik = .gaussian(sigma: Double(s))
+      }
+      return ReferenceVAE(
+        inputSize: inputSize, hidden: hidden, decoderHidden: decoderHidden, zdim: zdim,
+        likelihood: lik)
+    }
+  }
+
+  static let sigma: Float = 0.7
+
+  // MARK: the six cases
+
+  func testDeepBernoulli() throws {
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .bernoulli))
+  }
+  func testDeepGaussian() throws {
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .gaussian(sigma: Self.sigma)))
+  }
+  func testNoHiddenLayersBernoulli() throws {
+    try check(Case(hidden: [], decoderHidden: [], zdim: 3, likelihood: .bernoulli))
+  }
+  func testNoHiddenLayersGaussian() throws {
+    try check(Case(hidden: [], decoderHidden: [], zdim: 3, likelihood: .gaussian(sigma: Self.sigma)))
+  }
+  func testZdimOneBernoulli() throws {
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 1, likelihood: .bernoulli))
+  }
+  func testZdimOneGaussian() throws {
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 1, likelihood: .gaussian(sigma: Self.sigma)))
+  }
+  /// Encoder hidden layers but none in the decoder (and vice versa): the two asymmetric paths.
+  func testAsymmetricDepths() throws {
+    try check(Case(hidden: [6], decoderHidden: [], zdim: 2, batch: 3, likelihood: .bernoulli))
+    try check(Case(hidden: [], decoderHidden: [5, 4], zdim: 2, batch: 3, likelihood: .gaussian(sigma: 1.3)))
+  }
+
+  /// `decoderHidden: nil` mirrors the encoder, and the layout is the reference's naming.
+  func testLayoutMatchesReferenceNaming() {
+    let config = ModelConfig(inputSize: 10, hidden: [8, 6, 4], zdim: 2)
+    XCTAssertEqual(config.decoderHidden, [4, 6, 8])
+    let ref = ReferenceVAE(
+      inputSize: 10, hidden: [8, 6, 4], decoderHidden: [4, 6, 8], zdim: 2, likelihood: .bernoulli)
+    XCTAssertEqual(config.layout.specs.map(\.name), ref.specs.map(\.name))
+    XCTAssertEqual(config.layout.specs.map(\.shape), ref.specs.map(\.shape))
+    var at = 0
+    for (i, s) in config.layout.specs.enumerated() {
+      XCTAssertEqual(config.layout.offsets[i], at)
+      XCTAssertEqual(config.layout.range(of: i), at..<(at + s.count))
+      at += s.count
+    }
+    XCTAssertEqual(config.layout.total, at)
+  }
+
+  // MARK: the check
+
+  /// Draws parameters, x and ε; returns them with a seed for which no ReLU pre-activation lies
+  /// within 1e-3 of the kink (so a 1e-6 finite-difference step cannot cross it).
+  func draw(_ c: Case) -> (params: [Float], x: [Float], eps: [Float]) {
+    let layout = c.config.layout
+    for seed in UInt64(1)...200 {
+      var s = RandomStream(state: seed &* 0x1234_5678_9ABC_DEF1)
+      let params = (0..<layout.total).map { _ in s.nextFloat(in: -0.6, 0.6) }
+      let x: [Float] = (0..<(c.batch * c.inputSize)).map { _ in
+        switch c.likelihood {
+        case .bernoulli: s.nextFloat() < 0.5 ? 0 : 1
+        case .gaussian: s.nextFloat()
+        }
+      }
+      let eps = (0..<(c.batch * c.zdim)).map { _ in s.nextNormal() }
+      let out = c.reference.evaluate(
+        params: dictionary(params, layout), x: x.map(Double.init), eps: eps.map(Double.init),
+        batch: c.batch)
+      if out.minAbsPreActivation > 1e-3 { return (params, x, eps) }
+    }
+    preconditionFailure("no seed keeps every ReLU pre-activation away from 0")
+  }
+
+  func dictionary(_ flat: [Float], _ layout: ParameterLayout) -> [String: [Double]] {
+    var d: [String: [Double]] = [:]
+    for (i, spec) in layout.specs.enumerated() {
+      d[spec.name] = flat[layout.range(of: i)].map(Double.init)
+    }
+    return d
+  }
+
+  func check(_ c: Case, file: StaticString = #filePath, line: UInt = #line) throws {
+    let config = c.config
+    let layout = config.layout
+    let ref = c.reference
+    XCTAssertEqual(layout.specs.map(\.name), ref.specs.map(\.name), file: file, line: line)
+    XCTAssertEqual(layout.specs.map(\.shape), ref.specs.map(\.shape), file: file, line: line)
+    guard layout.specs.map(\.name) == ref.specs.map(\.name) else { return }
+
+    let (flat, xs, epss) = draw(c)
+    // A larger maxBatch than the batch: the engine must use the batch's rows only.
+    let model = VAEModel(config: config, maxBatch: c.batch + 3)
+    flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: layout.total) }
+    let xBuf = Buffer(xs.count)
+    xBuf.set(xs)
+    let epsBuf = Buffer(epss.count)
+    epsBuf.set(epss)
+    let params = dictionary(flat, layout)
+    let xD = xs.map(Double.init)
+    let epsD = epss.map(Double.init)
+
+    // Forward: loss terms and per-example values.
+    let terms = model.loss(x: xBuf.ptr, eps: epsBuf.ptr, batch: c.batch)
+    let expect = ref.evaluate(params: params, x: xD, eps: epsD, batch: c.batch)
+    let recon = model.reconPerExample.toArray(c.batch).map(Double.init)
+    let kl = model.klPerExample.toArray(c.batch).map(Double.init)
+    var worstForward = 0.0
+    for r in 0..<c.batch {
+      worstForward = max(worstForward, ErrorMeasure.relative(recon[r], expect.recon[r]))
+      worstForward = max(worstForward, ErrorMeasure.relative(kl[r], expect.kl[r]))
+    }
+    worstForward = max(worstForward, ErrorMeasure.relative(terms.recon, expect.recon.reduce(0, +)))
+    worstForward = max(worstForward, ErrorMeasure.relative(terms.kl, expect.kl.reduce(0, +)))
+    worstForward = max(worstForward, ErrorMeasure.relative(terms.negativeELBO, expect.loss))
+    XCTAssertLessThanOrEqual(worstForward, 1e-5, "forward vs reference", file: file, line: line)
+    // Sanity: the case is not degenerate (KL and recon both matter).
+    XCTAssertGreaterThan(expect.kl.min()!, 1e-2, file: file, line: line)
+
+    // Backward vs central finite differences of the Double reference.
+    model.grads.data.update(repeating: .nan)  // backward must overwrite every entry
+    model.backward()
+    let fd = ref.finiteDifferenceGradients(params: params, x: xD, eps: epsD, batch: c.batch)
+    var worstNorm = 0.0
+    var worstElement = 0.0
+    for (i, spec) in layout.specs.enumerated() {
+      let g = model.grads.toArray()[layout.range(of: i)].map(Double.init)
+      guard let f = fd[spec.name] else {
+        XCTFail("no finite differences for \(spec.name)", file: file, line: line)
+        continue
+      }
+      XCTAssertFalse(g.contains { !$0.isFinite }, "\(spec.name) has non-finite gradients", file: file, line: line)
+      let fdMax = f.map(abs).max() ?? 0
+      XCTAssertGreaterThan(fdMax, 1e-6, "\(spec.name): vacuous check, gradient is zero", file: file, line: line)
+      let nr = ErrorMeasure.normRelative(g, f)
+      let er = ErrorMeasure.maxElementRelative(g, f, floor: max(1e-2 * fdMax, 1e-6))
+      worstNorm = max(worstNorm, nr)
+      worstElement = max(worstElement, er)
+      XCTAssertLessThan(nr, 1e-3, "\(spec.name): norm-relative error", file: file, line: line)
+      XCTAssertLessThan(er, 1e-3, "\(spec.name): element-relative error", file: file, line: line)
+    }
+    print(
+      "[gradcheck] hidden \(c.hidden) dec \(c.decoderHidden) z \(c.zdim) \(c.likelihood.name): "
+        + "forward rel \(fmt(worstForward)), grad norm-rel \(fmt(worstNorm)), grad elem-rel \(fmt(worstElement))")
+
+    // backward() overwrites (no accumulation across calls) and depends only on the last loss().
+    let first = model.grads.toArray()
+    let other = Buffer(xs.count)
+    other.set(xs.map { 1 - $0 })
+    model.loss(x: other.ptr, eps: epsBuf.ptr, batch: c.batch)
+    model.backward()
+    XCTAssertNotEqual(model.grads.toArray(), first, file: file, line: line)
+    let again = model.loss(x: xBuf.ptr, eps: epsBuf.ptr, batch: c.batch)
+    model.backward()
+    XCTAssertEqual(again, terms, file: file, line: line)
+    XCTAssertEqual(model.grads.toArray(), first, "backward must overwrite, not accumulate", file: file, line: line)
+  }
+}
+
+func fmt(_ v: Double) -> String { String(format: "%.3e", v) }
+
+/// One `Linear` layer (forward, backward, ReLU derivative) against loops and finite differences.
+final class LinearLayerTests: XCTestCase {
+  let inF = 5
+  let outF = 4
+  let batch = 3
+
+  /// A layout with an unrelated tensor first, so the layer's ranges do not start at 0.
+  func makeLayer() -> (Linear, Arena, Arena) {
+    let layout = ParameterLayout(specs: [
+      TensorSpec(name: "other", shape: [7]),
+      TensorSpec(name: "l.weight", shape: [outF, inF]),
+      TensorSpec(name: "l.bias", shape: [outF]),
+    ])
+    let layer = Linear(weight: layout.range(of: 1), bias: layout.range(of: 2), inFeatures: inF, outFeatures: outF)
+    let params = Arena(layout: layout)
+    let grads = Arena(layout: layout)
+    var s = RandomStream(state: 99)
+    for i in 0..<layout.total { params.base[i] = s.nextFloat(in: -1, 1) }
+    return (layer, params, grads)
+  }
+
+  func testForwardAndBackwardAgainstLoops() {
+    for relu in [false, true] {
+      let (layer, params, grads) = makeLayer()
+      var s = RandomStream(state: relu ? 5 : 6)
+      let x = (0..<(batch * inF)).map { _ in s.nextFloat(in: -1, 1) }
+      let c = (0..<(batch * outF)).map { _ in s.nextFloat(in: -1, 1) }  // L = Σ c·y
+      let w = params.values(named: "l.weight")!.map(Double.init)
+      let b = params.values(named: "l.bias")!.map(Double.init)
+      let xD = x.map(Double.init)
+
+      func forwardD(_ x: [Double], _ w: [Double], _ b: [Double]) -> [Double] {
+        let y = ReferenceVAE.linear(x, rows: batch, inF: inF, outF: outF, weight: w, bias: b)
+        return relu ? y.map { max($0, 0) } : y
+      }
+      func lossD(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
+        zip(forwardD(x, w, b), c).reduce(0) { $0 + $1.0 * Double($1.1) }
+      }
+
+      // Forward.
+      let yBuf = Buffer(batch * outF)
+      yBuf.set([Float](repeating: .nan, count: batch * outF))
+      x.withUnsafeBufferPointer {
+        layer.forward($0.baseAddress!, yBuf.ptr, batch: batch, params: params, relu: relu)
+      }
+      let y = yBuf.toArray().map(Double.init)
+      let yRef = forwardD(xD, w, b)
+      for i in 0..<y.count { XCTAssertEqual(y[i], yRef[i], accuracy: 1e-6 * max(1, abs(yRef[i]))) }
+      if relu {
+        XCTAssertTrue(y.contains(0), "ReLU case should have some inactive units")
+        XCTAssertTrue(y.contains { $0 > 0 })
+      }
+
+      // Backward: dy = c, masked by the ReLU derivative from the output.
+      let dy = Buffer(batch * outF)
+      dy.set(c)
+      if relu { reluBackward(yBuf.ptr, dy.ptr, count: batch * outF) }
+      for i in 0..<(batch * outF) {
+        XCTAssertEqual(dy.ptr[i], relu && yRef[i] <= 0 ? 0 : c[i])
+      }
+      grads.data.update(repeating: .nan)  // overwritten, not accumulated
+      let dx = Buffer(batch * inF)
+      dx.set([Float](repeating: .nan, count: batch * inF))
+      x.withUnsafeBufferPointer {
+        layer.backward($0.baseAddress!, dy.ptr, dx.ptr, batch: batch, params: params, grads: grads)
+      }
+      XCTAssertTrue(grads.values(named: "other")!.allSatisfy { $0.isNaN }, "backward wrote outside its slices")
+      let dW = grads.values(named: "l.weight")!.map(Double.init)
+      let db = grads.values(named: "l.bias")!.map(Double.init)
+      let dX = dx.toArray().map(Double.init)
+
+      // Loops.
+      let dyD = dy.toArray().map(Double.init)
+      for o in 0..<outF {
+        var sb = 0.0
+        for r in 0..<batch { sb += dyD[r * outF + o] }
+        XCTAssertEqual(db[o], sb, accuracy: 1e-6)
+        for i in 0..<inF {
+          var sw = 0.0
+          for r in 0..<batch { sw += dyD[r * outF + o] * xD[r * inF + i] }
+          XCTAssertEqual(dW[o * inF + i], sw, accuracy: 1e-6)
+        }
+      }
+      for r in 0..<batch {
+        for i in 0..<inF {
+          var sx = 0.0
+          for o in 0..<outF { sx += dyD[r * outF + o] * w[o * inF + i] }
+          XCTAssertEqual(dX[r * inF + i], sx, accuracy: 1e-6)
+        }
+      }
+
+      // Finite differences of L = Σ c·layer(x).
+      let h = 1e-6
+      func fd(_ v: [Double], _ f: ([Double]) -> Double) -> [Double] {
+        (0..<v.count).map { i in
+          var p = v, m = v
+          p[i] += h
+          m[i] -= h
+          return (f(p) - f(m)) / (2 * h)
+        }
+      }
+      let fdW = fd(w) { lossD(xD, $0, b) }
+      let fdB = fd(b) { lossD(xD, w, $0) }
+      let fdX = fd(xD) { lossD($0, w, b) }
+      XCTAssertLessThan(ErrorMeasure.normRelative(dW, fdW), 1e-5)
+      XCTAssertLessThan(ErrorMeasure.normRelative(db, fdB), 1e-5)
+      XCTAssertLessThan(ErrorMeasure.normRelative(dX, fdX), 1e-5)
+
+      // accumulateDx adds to what is there.
+      let base = (0..<(batch * inF)).map { Float($0) * 0.25 }
+      dx.set(base)
+      x.withUnsafeBufferPointer {
+        layer.backward(
+          $0.baseAddress!, dy.ptr, dx.ptr, batch: batch, params: params, grads: grads, accumulateDx: true)
+      }
+      let acc = dx.toArray()
+      for i in 0..<acc.count { XCTAssertEqual(Double(acc[i]), Double(base[i]) + dX[i], accuracy: 1e-5) }
+    }
+  }
+}

@@ -1,0 +1,193 @@
+import Foundation
+
+/// A small, independent, loop-based VAE in `Double`: no BLAS and no code shared with the
+/// engine. It names its parameters like a PyTorch module (weight `[out, in]` row-major, bias
+/// `[out]`), which is the layout `ModelConfig.layout` promises, and computes the same loss the
+/// engine does: per example `kl − recon`, summed over the batch.
+struct ReferenceVAE {
+  enum Likelihood {
+    case bernoulli
+    case gaussian(sigma: Double)
+  }
+
+  let inputSize: Int
+  let hidden: [Int]
+  let decoderHidden: [Int]
+  let zdim: Int
+  let likelihood: Likelihood
+
+  /// (name, shape) in module order: encoder layers, mu head, logvar head, decoder layers, output.
+  var specs: [(name: String, shape: [Int])] {
+    var out: [(String, [Int])] = []
+    func linear(_ name: String, _ inF: Int, _ outF: Int) {
+      out.append(("\(name).weight", [outF, inF]))
+      out.append(("\(name).bias", [outF]))
+    }
+    var prev = inputSize
+    for (i, h) in hidden.enumerated() {
+      linear("encoder.\(i)", prev, h)
+      prev = h
+    }
+    linear("encoder.mu", prev, zdim)
+    linear("encoder.logvar", prev, zdim)
+    prev = zdim
+    for (i, h) in decoderHidden.enumerated() {
+      linear("decoder.\(i)", prev, h)
+      prev = h
+    }
+    linear("decoder.out", prev, inputSize)
+    return out.map { (name: $0.0, shape: $0.1) }
+  }
+
+  struct Output {
+    /// log p(x|z) per example.
+    var recon: [Double]
+    /// KL(q(z|x) ‖ N(0, I)) per example.
+    var kl: [Double]
+    /// Σ over the batch of (kl − recon).
+    var loss: Double
+    /// Smallest |pre-activation| of any ReLU unit: finite differences are only valid when the
+    /// step cannot carry a unit across the kink at 0.
+    var minAbsPreActivation: Double
+  }
+
+  /// y[r, o] = Σ_i x[r, i]·W[o, i] + b[o]
+  static func linear(
+    _ x: [Double], rows: Int, inF: Int, outF: Int, weight w: [Double], bias b: [Double]
+  ) -> [Double] {
+    precondition(x.count == rows * inF && w.count == outF * inF && b.count == outF)
+    var y = [Double](repeating: 0, count: rows * outF)
+    for r in 0..<rows {
+      for o in 0..<outF {
+        var s = b[o]
+        for i in 0..<inF { s += x[r * inF + i] * w[o * inF + i] }
+        y[r * outF + o] = s
+      }
+    }
+    return y
+  }
+
+  /// log p(x|l) for one element: Bernoulli from a logit, or Gaussian with mean `l`.
+  static func logLikelihood(x: Double, l: Double, likelihood: Likelihood) -> Double {
+    switch likelihood {
+    case .bernoulli:
+      return x * l - max(l, 0) - log(1 + exp(-abs(l)))
+    case .gaussian(let sigma):
+      let d = x - l
+      return -d * d / (2 * sigma * sigma) - 0.5 * log(2 * Double.pi * sigma * sigma)
+    }
+  }
+
+  func evaluate(params: [String: [Double]], x: [Double], eps: [Double], batch: Int) -> Output {
+    func p(_ name: String) -> [Double] {
+      guard let v = params[name] else { preconditionFailure("reference: no parameter \(name)") }
+      return v
+    }
+    precondition(x.count == batch * inputSize && eps.count == batch * zdim)
+    var minPre = Double.infinity
+    func reluLayer(_ input: [Double], _ name: String, _ inF: Int, _ outF: Int) -> [Double] {
+      let pre = Self.linear(
+        input, rows: batch, inF: inF, outF: outF, weight: p("\(name).weight"), bias: p("\(name).bias"))
+      for v in pre { minPre = min(minPre, abs(v)) }
+      return pre.map { max($0, 0) }
+    }
+    // Encoder.
+    var h = x
+    var prev = inputSize
+    for (i, n) in hidden.enumerated() {
+      h = reluLayer(h, "encoder.\(i)", prev, n)
+      prev = n
+    }
+    let mu = Self.linear(
+      h, rows: batch, inF: prev, outF: zdim, weight: p("encoder.mu.weight"), bias: p("encoder.mu.bias"))
+    let logvar = Self.linear(
+      h, rows: batch, inF: prev, outF: zdim, weight: p("encoder.logvar.weight"),
+      bias: p("encoder.logvar.bias"))
+    // Reparameterisation and KL.
+    var z = [Double](repeating: 0, count: batch * zdim)
+    var kl = [Double](repeating: 0, count: batch)
+    for r in 0..<batch {
+      var acc = 0.0
+      for j in 0..<zdim {
+        let k = r * zdim + j
+        z[k] = mu[k] + exp(0.5 * logvar[k]) * eps[k]
+        acc += -0.5 * (1 + logvar[k] - mu[k] * mu[k] - exp(logvar[k]))
+      }
+      kl[r] = acc
+    }
+    // Decoder.
+    var d = z
+    prev = zdim
+    for (i, n) in decoderHidden.enumerated() {
+      d = reluLayer(d, "decoder.\(i)", prev, n)
+      prev = n
+    }
+    let out = Self.linear(
+      d, rows: batch, inF: prev, outF: inputSize, weight: p("decoder.out.weight"),
+      bias: p("decoder.out.bias"))
+    var recon = [Double](repeating: 0, count: batch)
+    for r in 0..<batch {
+      var acc = 0.0
+      for j in 0..<inputSize {
+        acc += Self.logLikelihood(
+          x: x[r * inputSize + j], l: out[r * inputSize + j], likelihood: likelihood)
+      }
+      recon[r] = acc
+    }
+    var loss = 0.0
+    for r in 0..<batch { loss += kl[r] - recon[r] }
+    return Output(recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre)
+  }
+
+  /// Central finite differences of `evaluate(...).loss` with respect to every parameter.
+  func finiteDifferenceGradients(
+    params: [String: [Double]], x: [Double], eps: [Double], batch: Int, h: Double = 1e-6
+  ) -> [String: [Double]] {
+    var work = params
+    var grads: [String: [Double]] = [:]
+    for (name, _) in specs {
+      guard let values = params[name] else { preconditionFailure("reference: no parameter \(name)") }
+      var g = [Double](repeating: 0, count: values.count)
+      for i in 0..<values.count {
+        let v = values[i]
+        work[name]![i] = v + h
+        let plus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
+        work[name]![i] = v - h
+        let minus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
+        work[name]![i] = v
+        g[i] = (plus - minus) / (2 * h)
+      }
+      grads[name] = g
+    }
+    return grads
+  }
+}
+
+/// Error measures shared by the tests.
+enum ErrorMeasure {
+  /// ‖a − b‖₂ / max(‖b‖₂, tiny)
+  static func normRelative(_ a: [Double], _ b: [Double], tiny: Double = 1e-30) -> Double {
+    precondition(a.count == b.count)
+    var num = 0.0
+    var den = 0.0
+    for i in 0..<a.count {
+      num += (a[i] - b[i]) * (a[i] - b[i])
+      den += b[i] * b[i]
+    }
+    return num.squareRoot() / max(den.squareRoot(), tiny)
+  }
+
+  /// max |a − b| / max(|b|, tiny) over the entries with |b| ≥ `floor`; 0 when there are none.
+  static func maxElementRelative(_ a: [Double], _ b: [Double], floor: Double) -> Double {
+    precondition(a.count == b.count)
+    var worst = 0.0
+    for i in 0..<a.count where abs(b[i]) >= floor {
+      worst = max(worst, abs(a[i] - b[i]) / abs(b[i]))
+    }
+    return worst
+  }
+
+  static func relative(_ a: Double, _ b: Double, tiny: Double = 1e-30) -> Double {
+    abs(a - b) / max(abs(b), tiny)
+  }
+}
