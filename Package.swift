@@ -36,6 +36,6 @@ let package = Package(
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE"]),
-    .testTarget(name: "CLITests", dependencies: []),
+    .testTarget(name: "CLITests", dependencies: ["vae-dist"]),
   ]
 )

@@ -40,6 +40,18 @@ int vae_cpu_has_avx2_fma(void) {
 #endif
 }
 
+const char *vae_cpu_best_openblas_core(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return "Cooperlake";
+  if (avx512) return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+  return NULL;
+}
+
 void vae_write_stdout(const char *s, size_t n) { fwrite(s, 1, n, stdout); fflush(stdout); }
 void vae_write_stderr(const char *s, size_t n) { fwrite(s, 1, n, stderr); fflush(stderr); }
 int vae_stdout_isatty(void) { return isatty(STDOUT_FILENO); }

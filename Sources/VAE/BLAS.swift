@@ -15,6 +15,12 @@ public enum BLASInfo {
     return String(cString: p).trimmingCharacters()
   }
   public static var cpuHasAVX2FMA: Bool { vae_cpu_has_avx2_fma() != 0 }
+  /// The fastest kernel this CPU can run (Cooperlake, SkylakeX or Haswell), if any.
+  public static var bestKernelForCPU: String? {
+    vae_cpu_best_openblas_core().map { String(cString: $0) }
+  }
+  /// True when OpenBLAS runs a kernel without AVX2/FMA on a CPU that has them.
+  public static var isFallback: Bool { fallbackWarning() != nil }
 
   /// Kernels that use neither AVX2 nor FMA: what OpenBLAS falls back to on CPUs it does not know.
   public static let fallbackKernels: Set<String> = [
@@ -23,12 +29,15 @@ public enum BLASInfo {
   ]
 
   /// A one-line warning when OpenBLAS runs a fallback kernel on a CPU that could run Haswell's.
-  public static func fallbackWarning(coreName: String = coreName, hasAVX2FMA: Bool = cpuHasAVX2FMA)
-    -> String?
-  {
+  public static func fallbackWarning(
+    coreName: String = coreName, hasAVX2FMA: Bool = cpuHasAVX2FMA,
+    best: String? = bestKernelForCPU
+  ) -> String? {
     guard hasAVX2FMA, fallbackKernels.contains(coreName.lowercased()) else { return nil }
-    return "warning: OpenBLAS uses its \(coreName) kernel on a CPU with AVX2 and FMA, about 2.4× "
-      + "slower GEMMs; set OPENBLAS_CORETYPE=Haswell (scripts/train does this for you)"
+    let fix = best.map { $0 == "Haswell" ? "OPENBLAS_CORETYPE=Haswell" : "OPENBLAS_CORETYPE=\($0) (or Haswell)" }
+      ?? "OPENBLAS_CORETYPE=Haswell"
+    return "warning: OpenBLAS chose its \(coreName) fallback kernel on a CPU with AVX2 and FMA "
+      + "(2-3× slower GEMMs); set \(fix); scripts/train does this for you"
   }
 }
 

@@ -14,7 +14,7 @@ struct VAEDistCLI: ParsableCommand {
       Many processes:   mpirun -np 8 vae-dist train --config configs/mnist.yaml
       Then:             vae-dist eval --checkpoint runs/mnist/final.safetensors
       """,
-    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Info.self, Bench.self])
+    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Info.self, Bench.self, BLAS.self])
 
   /// One-line errors: argument errors keep only their first line plus a pointer to --help;
   /// our own errors are printed as they are. Help and version exit 0 with full text.
@@ -474,5 +474,36 @@ struct Bench: ParsableCommand {
       Console.out(String(format: "%@: kernel %@, %d thread(s), batch %d: %.1f steps/s, %.0f samples/s (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
                          config, BLASInfo.coreName, BLASInfo.threads, c.batch, median, sps, repeats, steps, gflops))
     }
+  }
+}
+
+struct BLAS: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show the OpenBLAS kernel and thread count in use, and whether it is a slow fallback.",
+    discussion: """
+      Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and silently uses its SSE3
+      'Prescott' kernel. --kernel prints only the kernel name; --best prints the fastest kernel
+      this CPU supports (what the launcher scripts put in OPENBLAS_CORETYPE when it is unset).
+      """)
+  @Flag(name: .long, help: "Print only the kernel OpenBLAS chose.")
+  var kernel = false
+  @Flag(name: .long, help: "Print only the fastest kernel this CPU can run (empty if none applies).")
+  var best = false
+  @Flag(name: .long, help: "Exit with status 3 when the kernel is a fallback on a CPU with AVX2/FMA.")
+  var checkFallback = false
+
+  func run() throws {
+    if kernel {
+      Console.out(BLASInfo.coreName)
+    } else if best {
+      Console.out(BLASInfo.bestKernelForCPU ?? "")
+    } else {
+      Console.out("OpenBLAS kernel: \(BLASInfo.coreName)")
+      Console.out("OpenBLAS threads: \(BLASInfo.threads)")
+      Console.out("OpenBLAS config: \(BLASInfo.config)")
+      Console.out("CPU has AVX2+FMA: \(BLASInfo.cpuHasAVX2FMA ? "yes" : "no"); fastest usable kernel: \(BLASInfo.bestKernelForCPU ?? "none")")
+      if let w = BLASInfo.fallbackWarning() { Console.out(w) }
+    }
+    if checkFallback && BLASInfo.isFallback { throw ExitCode(3) }
   }
 }

@@ -10,6 +10,10 @@ void vae_enable_flush_to_zero(void);
 int vae_flush_to_zero_enabled(void);
 /// 1 when the CPU supports AVX2 and FMA (the OpenBLAS "Haswell" kernel's requirements).
 int vae_cpu_has_avx2_fma(void);
+/// The fastest OpenBLAS 0.3.21 kernel name this CPU can run among those that need only the
+/// instruction sets checked here: "Cooperlake" (AVX-512 + BF16), "SkylakeX" (AVX-512 F/BW/DQ/VL),
+/// "Haswell" (AVX2 + FMA), or NULL when none applies.
+const char *vae_cpu_best_openblas_core(void);
 /// Writes bytes to stdout / stderr unbuffered-ish and flushes (C globals are not
 /// concurrency-safe from Swift 6).
 void vae_write_stdout(const char *s, size_t n);
