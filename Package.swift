@@ -21,11 +21,16 @@ let package = Package(
     // zlib: gzip IDX files, PNG compression, CRC-32 checksums.
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                    providers: [.apt(["zlib1g-dev"])]),
+    // Open MPI through pkg-config `ompi-c` (no unsafeFlags, so the package stays usable as a dependency).
+    .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                   providers: [.apt(["libopenmpi-dev"])]),
+    // Plain C functions over MPI: Open MPI's MPI_COMM_WORLD etc. are macros Swift cannot import.
+    .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
     // Small C helpers Swift cannot express portably: MXCSR flush-to-zero, CPU feature checks, stdio.
     .target(name: "CSupport", path: "Sources/CSupport"),
     .target(name: "VAE", dependencies: ["CBLAS", "CSupport"]),
     .target(name: "VAEData", dependencies: ["VAE", "CZlib"]),
-    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "CZlib", "CSupport"]),
+    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "CZlib", "CSupport", "MPIShim"]),
     .executableTarget(
       name: "vae-dist",
       dependencies: [

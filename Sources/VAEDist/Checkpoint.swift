@@ -119,7 +119,12 @@ public enum Checkpoint {
   /// Reads and validates a checkpoint: format, CRC of the tensor data, every parameter tensor
   /// present with the shape the model config implies, F32 dtype.
   public static func load(path: String) throws -> LoadedCheckpoint {
-    let file = try SafeTensors.read(path: path)
+    try load(bytes: try SafeTensors.readFile(path: path), path: path)
+  }
+
+  /// As `load(path:)`, from bytes already read (e.g. broadcast by rank 0).
+  public static func load(bytes: [UInt8], path: String) throws -> LoadedCheckpoint {
+    let file = try SafeTensors.decode(bytes, file: path)
     let meta = file.metadata
     func field(_ k: String) throws -> String {
       guard let v = meta[k] else { throw CheckpointError.badMetadata(file: path, field: k, expected: "present") }
@@ -167,7 +172,9 @@ public enum Checkpoint {
       }
       return a
     }
-    guard let params = try arena("", required: true) else { fatalError("unreachable") }
+    guard let params = try arena("", required: true) else {
+      throw SafeTensorsError.missingTensor(file: path, tensor: layout.specs[0].name)
+    }
     let m = try arena("adam.m.", required: false)
     let v = m == nil ? nil : try arena("adam.v.", required: true)
     guard let seed = UInt64(try field("seed")) else {

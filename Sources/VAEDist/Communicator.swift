@@ -1,16 +1,29 @@
 import Foundation
-/// How replicas talk: a sum over all ranks, a broadcast and an abort. Single-process runs use
-/// `LocalCommunicator` (a sum over one rank, never touching MPI); `mpirun` runs use
-/// `MPICommunicator`.
+
+/// How replicas talk: sums over all ranks, gathers, a broadcast and an abort. Single-process
+/// runs use `LocalCommunicator` (a sum over one rank, never touching MPI); runs started by
+/// `mpirun`/`srun` use `MPICommunicator`.
 public protocol Communicator: AnyObject {
   var rank: Int { get }
   var size: Int { get }
+  /// In-place sum over all ranks; every rank ends with the same bits.
   func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
   func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+  /// In-place sum over ranks of which rank r keeps only `shards[r]` (contiguous, in rank order).
+  func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws
+  /// In place: rank r's `shards[r]` of `buffer` is copied to every rank.
+  func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws
+  /// One value from every rank, in rank order.
+  func allgather(_ value: UInt64) throws -> [UInt64]
+  /// Root's bytes to every rank (any length; receivers' arrays are resized).
   func broadcast(_ bytes: inout [UInt8], root: Int) throws
   func barrier() throws
+  /// Seconds on a monotonic clock.
+  func wallTime() -> Double
   /// Ends every rank of the job with `code` after printing `message` (one line) on stderr.
   func abort(code: Int32, message: String) -> Never
+  /// Clean shutdown at the end of a successful run.
+  func finalize()
 }
 
 extension Communicator {
@@ -19,6 +32,11 @@ extension Communicator {
   /// Rows [⌊rB/P⌋, ⌊(r+1)B/P⌋) of a global batch of `globalBatch` rows: any P ≤ B works.
   public func shard(of globalBatch: Int) -> Range<Int> {
     shardRange(rank: rank, size: size, count: globalBatch)
+  }
+
+  /// Every rank's shard of `count` elements.
+  public func shards(of count: Int) -> [Range<Int>] {
+    (0..<size).map { shardRange(rank: $0, size: size, count: count) }
   }
 
   /// Allreduce of a few Doubles held in an array.
@@ -33,17 +51,23 @@ public func shardRange(rank: Int, size: Int, count: Int) -> Range<Int> {
   (rank * count / size)..<((rank + 1) * count / size)
 }
 
-/// One process, one rank: the sum over ranks is the identity.
+/// One process, one rank: every collective is the identity.
 public final class LocalCommunicator: Communicator {
+  let start = Date()
   public init() {}
   public var rank: Int { 0 }
   public var size: Int { 1 }
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
+  public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
+  public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
+  public func allgather(_ value: UInt64) throws -> [UInt64] { [value] }
   public func broadcast(_ bytes: inout [UInt8], root: Int) throws {}
   public func barrier() throws {}
+  public func wallTime() -> Double { Date().timeIntervalSince(start) }
   public func abort(code: Int32, message: String) -> Never {
     Console.error(message)
     exit(code)
   }
+  public func finalize() {}
 }

@@ -15,6 +15,10 @@ public enum TrainError: Error, CustomStringConvertible {
   case noUsableCheckpoint(String)
   case badSetting(String)
   case io(String)
+  /// A collective check failed on this rank: the message names the rank and the field.
+  case handshake(String)
+  /// Another rank found the problem and prints it; this rank waits for the job to end.
+  case peerFailed
 
   public var description: String {
     switch self {
@@ -23,6 +27,8 @@ public enum TrainError: Error, CustomStringConvertible {
     case .noUsableCheckpoint(let s): s
     case .badSetting(let s): s
     case .io(let s): s
+    case .handshake(let s): s
+    case .peerFailed: "another rank reported an error"
     }
   }
 }
@@ -49,6 +55,19 @@ public struct OutputOptions: Sendable {
   }
 }
 
+/// How the step runs across ranks (none of it changes the numbers).
+public struct ParallelOptions: Sendable {
+  /// ZeRO stage 1: reduce-scatter the gradients, Adam on this rank's 1/P of the arena, then
+  /// allgather the parameters. Same bytes on the wire as one allreduce; Adam work ÷ P.
+  public var shardOptimizer: Bool
+  /// Compare replicas' parameter checksums every N steps (0: never).
+  public var checkEvery: Int
+  public init(shardOptimizer: Bool = false, checkEvery: Int = 1000) {
+    self.shardOptimizer = shardOptimizer
+    self.checkEvery = checkEvery
+  }
+}
+
 /// The step loop: batch → forward → backward → allreduce(grads) → scale 1/B → Adam, plus
 /// metrics, held-out evaluation and checkpoints (rank 0 writes; every rank evaluates its slice).
 public final class Trainer {
@@ -60,6 +79,10 @@ public final class Trainer {
   public let batcher: Batcher
   public let runDirectory: String
   public let output: OutputOptions
+  public let parallel: ParallelOptions
+  let paramShards: [Range<Int>]
+  /// Seconds spent in gradient/parameter collectives since the last metrics line.
+  var commSeconds = 0.0
   let estimator: Estimator
   let testX: [Float]
   let testRange: Range<Int>
@@ -79,7 +102,7 @@ public final class Trainer {
 
   public init(
     config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String,
-    output: OutputOptions = OutputOptions()
+    output: OutputOptions = OutputOptions(), parallel: ParallelOptions = ParallelOptions()
   ) throws {
     guard config.batch >= comm.size else {
       throw TrainError.badSetting(
@@ -99,6 +122,7 @@ public final class Trainer {
     self.data = data
     self.runDirectory = runDirectory
     self.output = output
+    self.parallel = parallel
     shard = comm.shard(of: config.batch)
     model = VAEModel(config: config.model, maxBatch: max(shard.count, 1))
     model.initialise(rng: CounterRNG(seed: config.seed))
@@ -114,6 +138,7 @@ public final class Trainer {
     eps = Buffer(max(shard.count, 1) * config.model.zdim)
     indices = .allocate(capacity: max(shard.count, 1))
     totalSteps = config.totalSteps(trainCount: data.train.count)
+    paramShards = comm.shards(of: model.params.count)
     environmentNote =
       "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
   }
@@ -135,8 +160,20 @@ public final class Trainer {
     fillNoise(epoch: epoch, rows: b)
     let terms = model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
     model.backward()
-    try comm.allreduceSum(model.grads.data)
-    adam.update(params: model.params, grads: model.grads, scale: 1 / Float(config.batch))
+    let scale = 1 / Float(config.batch)
+    let t0 = comm.wallTime()
+    if parallel.shardOptimizer && comm.size > 1 {
+      try comm.reduceScatterSum(model.grads.data, shards: paramShards)
+      let t1 = comm.wallTime()
+      adam.update(params: model.params, grads: model.grads, scale: scale, range: paramShards[comm.rank])
+      let t2 = comm.wallTime()
+      try comm.allgather(model.params.data, shards: paramShards)
+      commSeconds += (t1 - t0) + (comm.wallTime() - t2)
+    } else {
+      try comm.allreduceSum(model.grads.data)
+      commSeconds += comm.wallTime() - t0
+      adam.update(params: model.params, grads: model.grads, scale: scale)
+    }
     step += 1
     return terms
   }
@@ -173,11 +210,9 @@ public final class Trainer {
 
   public func run(resume: ResumeMode) throws -> TrainSummary {
     let fm = FileManager.default
-    if comm.isRoot {
-      try restoreOrCheckFresh(resume: resume)
-    } else if resume != .none {
-      try restoreOrCheckFresh(resume: resume)
-    }
+    try handshake()
+    try restoreOrCheckFresh(resume: resume)
+    if comm.size > 1 { try checkReplicas(what: "parameters after start-up") }
     if comm.isRoot {
       do {
         try fm.createDirectory(atPath: checkpointsDirectory, withIntermediateDirectories: true)
@@ -192,7 +227,7 @@ public final class Trainer {
     var windowStepStart = step
     if comm.isRoot && !output.quiet {
       Console.out(
-        "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)")
+        "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)\(parallel.shardOptimizer && comm.size > 1 ? ", sharded optimizer" : "")")
       Console.out(environmentNote)
     }
     while step < totalSteps {
@@ -211,12 +246,15 @@ public final class Trainer {
         if comm.isRoot {
           try writeMetrics([
             ("step", "\(step)"), ("epoch", "\(epoch)"), ("loss", json(recon + kl)),
-            ("recon", json(recon)), ("kl", json(kl)), ("samples_per_sec", json(sps.rounded())),
+            ("recon", json(recon)), ("kl", json(kl)), ("world_size", "\(comm.size)"),
+            ("samples_per_sec", json(sps.rounded())),
+            ("allreduce_ms", json((commSeconds / Double(step - windowStepStart) * 1e6).rounded() / 1000)),
             ("time_s", json((elapsed * 1000).rounded() / 1000)),
           ])
           progress(epoch: epoch, loss: recon + kl, samplesPerSecond: sps, elapsed: elapsed)
         }
         window = (0, 0, 0)
+        commSeconds = 0
         windowStart = now
         windowStepStart = step
       }
@@ -226,7 +264,11 @@ public final class Trainer {
         windowStart = Date()
         windowStepStart = step
       }
+      if comm.size > 1 && parallel.checkEvery > 0 && step % parallel.checkEvery == 0 {
+        try checkReplicas(what: "parameters at step \(step)")
+      }
       if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
+        try gatherMoments()
         if comm.isRoot {
           try saveCheckpoint(
             path: Checkpoint.stepPath(runDirectory: runDirectory, step: step),
@@ -239,6 +281,8 @@ public final class Trainer {
     let e = try evaluate()
     let epoch = max(step - 1, 0) / batcher.stepsPerEpoch
     try logEvaluation(e, epoch: epoch, elapsed: elapsed)
+    if comm.size > 1 { try checkReplicas(what: "final parameters") }
+    try gatherMoments()
     if comm.isRoot {
       try saveCheckpoint(path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), elapsed: elapsed)
       if output.terminal && !output.quiet { Console.raw("\n") }
@@ -324,34 +368,102 @@ public final class Trainer {
     for old in steps.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
   }
 
-  /// Resume: load the newest valid checkpoint (auto) or the given one and check it belongs to
-  /// this run. Fresh: refuse to overwrite an existing run.
+  /// Resume: rank 0 picks the newest valid checkpoint (auto) or reads the given one and
+  /// broadcasts its bytes, so other hosts need no copy of the run directory. Fresh: refuse to
+  /// overwrite an existing run.
   func restoreOrCheckFresh(resume: ResumeMode) throws {
-    let fm = FileManager.default
-    switch resume {
-    case .none:
-      if comm.isRoot && !Checkpoint.candidates(runDirectory: runDirectory).isEmpty {
-        throw TrainError.runExists(runDirectory)
-      }
-      if comm.isRoot && fm.fileExists(atPath: metricsPath) { try? fm.removeItem(atPath: metricsPath) }
-    case .auto:
-      var best: LoadedCheckpoint?
-      for path in Checkpoint.candidates(runDirectory: runDirectory) {
-        do {
-          let c = try Checkpoint.load(path: path)
-          if best == nil || c.state.step > best!.state.step { best = c }
-        } catch {
-          if comm.isRoot { Console.error("warning: skipping \(path): \(error)") }
+    var bytes: [UInt8] = []
+    var path: [UInt8] = []
+    if comm.isRoot {
+      switch resume {
+      case .none:
+        if !Checkpoint.candidates(runDirectory: runDirectory).isEmpty {
+          throw TrainError.runExists(runDirectory)
         }
+        try? FileManager.default.removeItem(atPath: metricsPath)
+      case .auto:
+        var best: (step: Int, path: String, bytes: [UInt8])?
+        for p in Checkpoint.candidates(runDirectory: runDirectory) {
+          do {
+            let b = try SafeTensors.readFile(path: p)
+            let c = try Checkpoint.load(bytes: b, path: p)
+            if best == nil || c.state.step > best!.step { best = (c.state.step, p, b) }
+          } catch {
+            Console.error("warning: skipping \(p): \(error)")
+          }
+        }
+        if let best {
+          bytes = best.bytes
+          path = Array(best.path.utf8)
+        } else if !output.quiet {
+          Console.out("no checkpoint in \(runDirectory); starting from step 0")
+        }
+      case .path(let p):
+        bytes = try SafeTensors.readFile(path: p)
+        path = Array(p.utf8)
       }
-      if let best {
-        try restore(best)
-      } else if comm.isRoot && !output.quiet {
-        Console.out("no checkpoint in \(runDirectory); starting from step 0")
-      }
-    case .path(let path):
-      try restore(try Checkpoint.load(path: path))
     }
+    if resume == .none { return }
+    try comm.broadcast(&path, root: 0)
+    try comm.broadcast(&bytes, root: 0)
+    if bytes.isEmpty { return }
+    try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
+  }
+
+  // MARK: - Agreement between ranks
+
+  /// Every rank contributes `value`; when some rank differs from rank 0, the lowest such rank
+  /// throws a one-line error naming itself and the field, the others wait for the abort.
+  func agree(_ field: String, _ value: UInt64, show: (UInt64) -> String = { String($0) }) throws {
+    let all = try comm.allgather(value)
+    guard let bad = all.firstIndex(where: { $0 != all[0] }) else { return }
+    if comm.rank == bad {
+      throw TrainError.handshake(
+        "\(field) differs from rank 0's: \(show(value)) here, \(show(all[0])) on rank 0")
+    }
+    throw TrainError.peerFailed
+  }
+
+  /// Start-up: config, data, binary and parameters must agree on every rank.
+  func handshake() throws {
+    guard comm.size > 1 else { return }
+    var rootYAML = Array(config.yaml.utf8)
+    try comm.broadcast(&rootYAML, root: 0)
+    let mine = config.yaml
+    let theirs = String(decoding: rootYAML, as: UTF8.self)
+    let differs: UInt64 = mine == theirs ? 0 : 1
+    let all = try comm.allgather(differs)
+    if let bad = all.firstIndex(of: 1) {
+      if comm.rank == bad {
+        let a = mine.split(separator: "\n"), b = theirs.split(separator: "\n")
+        let i = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
+        let here = i < a.count ? String(a[i]).trimmingCharacters(in: .whitespaces) : "(nothing)"
+        let there = i < b.count ? String(b[i]).trimmingCharacters(in: .whitespaces) : "(nothing)"
+        throw TrainError.handshake("config differs from rank 0's: '\(here)' here, '\(there)' on rank 0")
+      }
+      throw TrainError.peerFailed
+    }
+    try agree("data checksum", UInt64(dataChecksum)) { String(format: "%08x", $0) }
+    try agree("binary version", fnv1a(Array(vaeDistVersion.utf8)))
+    try agree("parameter count", UInt64(model.params.count))
+    try agree("initial parameters checksum", parameterChecksum()) { String(format: "%016llx", $0) }
+  }
+
+  func parameterChecksum() -> UInt64 {
+    fnv1aFloats(UnsafeBufferPointer(model.params.data))
+  }
+
+  /// Replicas must hold bit-identical parameters; a diverged one stops the job.
+  func checkReplicas(what: String) throws {
+    try agree("checksum of \(what)", parameterChecksum()) { String(format: "%016llx", $0) }
+  }
+
+  /// With the sharded optimizer each rank holds only its slice of Adam's moments up to date:
+  /// gather them before a checkpoint so every checkpoint has the same (whole) format.
+  func gatherMoments() throws {
+    guard parallel.shardOptimizer && comm.size > 1 else { return }
+    try comm.allgather(adam.m.data, shards: paramShards)
+    try comm.allgather(adam.v.data, shards: paramShards)
   }
 
   func restore(_ c: LoadedCheckpoint) throws {
@@ -396,6 +508,22 @@ public final class Trainer {
     let out = kept.map { $0 + "\n" }.joined()
     try? SafeTensors.writeAtomically(Array(out.utf8), to: metricsPath)
   }
+}
+
+/// The version every rank must agree on at start-up.
+public let vaeDistVersion = "vae-dist 0.2.0 (checkpoint format vae-dist/1)"
+
+func fnv1a(_ bytes: [UInt8]) -> UInt64 {
+  var h: UInt64 = 0xcbf2_9ce4_8422_2325
+  for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+  return h
+}
+
+/// A 64-bit hash of float bits (FNV-1a over 32-bit words; fast enough for 1.3 M parameters).
+func fnv1aFloats(_ a: UnsafeBufferPointer<Float>) -> UInt64 {
+  var h: UInt64 = 0xcbf2_9ce4_8422_2325
+  for x in a { h = (h ^ UInt64(x.bitPattern)) &* 0x100_0000_01b3 }
+  return h
 }
 
 func json(_ x: Double) -> String {

@@ -1,0 +1,33 @@
+#ifndef VAE_MPISHIM_H
+#define VAE_MPISHIM_H
+#include <stddef.h>
+
+/* A handful of plain C functions over MPI. No MPI type crosses into Swift: Open MPI's
+ * MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM and MPI_IN_PLACE are macros over addresses of global
+ * structs that Swift cannot import. Every function returns 0 or an MPI error code; turn a
+ * code into text with vae_mpi_error_string. All calls act on MPI_COMM_WORLD. */
+
+/* MPI_Init_thread(FUNNELED); errors on MPI_COMM_WORLD return codes instead of aborting.
+ * Also registers an exit hook: a process that exits non-zero (or without finalizing) after
+ * init calls MPI_Abort, so the other ranks never hang in a collective. */
+int vae_mpi_init(int *rank, int *size);
+int vae_mpi_finalize(void);
+int vae_mpi_is_initialized(void);
+/* In-place sum over all ranks; counts beyond INT_MAX are sent in chunks. */
+int vae_mpi_allreduce_sum_f32(float *buf, size_t count);
+int vae_mpi_allreduce_sum_f64(double *buf, size_t count);
+/* In-place reduce-scatter: the sum of every rank's buf; rank r keeps (only) the elements
+ * [displs[r], displs[r] + counts[r]) of the sum, at that position in buf. */
+int vae_mpi_reduce_scatter_sum_f32(float *buf, const int *counts, const int *displs);
+/* In-place allgather: rank r contributes buf[displs[r] ..< displs[r] + counts[r]]. */
+int vae_mpi_allgather_f32(float *buf, const int *counts, const int *displs);
+/* In-place allgather of one uint64 per rank into out[size]. */
+int vae_mpi_allgather_u64(unsigned long long value, unsigned long long *out);
+int vae_mpi_bcast_bytes(void *buf, size_t count, int root);
+int vae_mpi_barrier(void);
+/* Prints nothing; ends every rank of the job with `code`. */
+void vae_mpi_abort(int code);
+double vae_mpi_wtime(void);
+int vae_mpi_processor_name(char *buf, int len);
+void vae_mpi_error_string(int code, char *buf, int len);
+#endif

@@ -1,0 +1,136 @@
+import Foundation
+import MPIShim
+
+public struct MPIError: Error, CustomStringConvertible {
+  public let operation: String
+  public let code: Int32
+  public var description: String {
+    var buf = [CChar](repeating: 0, count: 512)
+    vae_mpi_error_string(code, &buf, Int32(buf.count))
+    return "MPI \(operation) failed: \(String(cString: buf))"
+  }
+}
+
+/// Which communicator a process uses.
+public enum CommMode: String, Sendable, CaseIterable {
+  /// MPI when started by mpirun/srun (Open MPI's OMPI_COMM_WORLD_SIZE, PMI/PMIx variables),
+  /// otherwise a single process that never calls MPI_Init.
+  case auto
+  case local
+  case mpi
+
+  /// True when the environment says this process is one rank of an MPI job.
+  public static func launchedByMPI(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD"]
+      .contains { env[$0] != nil }
+  }
+
+  public func makeCommunicator() throws -> Communicator {
+    switch self {
+    case .local: return LocalCommunicator()
+    case .mpi: return try MPICommunicator()
+    case .auto: return CommMode.launchedByMPI() ? try MPICommunicator() : LocalCommunicator()
+    }
+  }
+}
+
+/// MPI_COMM_WORLD through the C shim. MPI holds all state; this class holds only rank and size.
+/// The float allreduce is a reduce-scatter followed by an allgather over the same shards, so
+/// every rank ends with bit-identical sums and the sharded optimizer (which runs Adam between
+/// the two halves) reduces in exactly the same order as the unsharded one.
+public final class MPICommunicator: Communicator {
+  public let rank: Int
+  public let size: Int
+  private var cachedCounts: (key: [Range<Int>], counts: [Int32], displs: [Int32])?
+
+  public init() throws {
+    var r: Int32 = 0, s: Int32 = 0
+    let rc = vae_mpi_init(&r, &s)
+    if rc != 0 { throw MPIError(operation: "init", code: rc) }
+    rank = Int(r)
+    size = Int(s)
+    Console.rankPrefix = s > 1 ? "rank \(r): " : ""
+  }
+
+  func check(_ rc: Int32, _ op: String) throws {
+    if rc != 0 { throw MPIError(operation: op, code: rc) }
+  }
+
+  public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+    guard size > 1, let base = buffer.baseAddress else { return }
+    if buffer.count >= size && buffer.count <= Int(Int32.max) {
+      let shards = shards(of: buffer.count)
+      try reduceScatterSum(buffer, shards: shards)
+      try allgather(buffer, shards: shards)
+    } else {
+      try check(vae_mpi_allreduce_sum_f32(base, buffer.count), "allreduce")
+    }
+  }
+
+  public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+    guard size > 1, let base = buffer.baseAddress else { return }
+    try check(vae_mpi_allreduce_sum_f64(base, buffer.count), "allreduce")
+  }
+
+  private func countsAndDispls(_ shards: [Range<Int>]) -> ([Int32], [Int32]) {
+    if let c = cachedCounts, c.key == shards { return (c.counts, c.displs) }
+    let counts = shards.map { Int32($0.count) }
+    let displs = shards.map { Int32($0.lowerBound) }
+    cachedCounts = (shards, counts, displs)
+    return (counts, displs)
+  }
+
+  public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {
+    guard size > 1, let base = buffer.baseAddress else { return }
+    precondition(shards.count == size)
+    let (counts, displs) = countsAndDispls(shards)
+    try check(vae_mpi_reduce_scatter_sum_f32(base, counts, displs), "reduce-scatter")
+  }
+
+  public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {
+    guard size > 1, let base = buffer.baseAddress else { return }
+    precondition(shards.count == size)
+    let (counts, displs) = countsAndDispls(shards)
+    try check(vae_mpi_allgather_f32(base, counts, displs), "allgather")
+  }
+
+  public func allgather(_ value: UInt64) throws -> [UInt64] {
+    var out = [UInt64](repeating: 0, count: size)
+    try out.withUnsafeMutableBufferPointer { p in
+      try p.withMemoryRebound(to: CUnsignedLongLong.self) {
+        try check(vae_mpi_allgather_u64(CUnsignedLongLong(value), $0.baseAddress), "allgather")
+      }
+    }
+    return out
+  }
+
+  public func broadcast(_ bytes: inout [UInt8], root: Int) throws {
+    guard size > 1 else { return }
+    var n = UInt64(bytes.count)
+    try check(vae_mpi_bcast_bytes(&n, 8, Int32(root)), "broadcast")
+    if rank != root { bytes = [UInt8](repeating: 0, count: Int(n)) }
+    if n > 0 {
+      try bytes.withUnsafeMutableBytes {
+        try check(vae_mpi_bcast_bytes($0.baseAddress, Int(n), Int32(root)), "broadcast")
+      }
+    }
+  }
+
+  public func barrier() throws { try check(vae_mpi_barrier(), "barrier") }
+
+  public func wallTime() -> Double { vae_mpi_wtime() }
+
+  public func abort(code: Int32, message: String) -> Never {
+    Console.error(message)
+    vae_mpi_abort(code)
+    exit(code)
+  }
+
+  public func finalize() { _ = vae_mpi_finalize() }
+
+  public var processorName: String {
+    var buf = [CChar](repeating: 0, count: 256)
+    _ = vae_mpi_processor_name(&buf, Int32(buf.count))
+    return String(cString: buf)
+  }
+}
