@@ -42,5 +42,6 @@ let package = Package(
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE"]),
     .testTarget(name: "CLITests", dependencies: ["vae-dist"]),
+    .testTarget(name: "MPITests", dependencies: ["vae-dist", "VAEDist", "VAE"]),
   ]
 )
