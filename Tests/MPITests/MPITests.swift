@@ -229,6 +229,44 @@ final class MPITests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("d/final.safetensors").path))
   }
 
+  /// 2 fake hosts × 2 ranks over TCP (network namespaces, scripts/mpi-two-hosts) give the same
+  /// run as 4 local ranks, to 1e-4 relative. Skipped, with the reason, where namespaces can't be made.
+  func testTwoHostsOverTCPMatchFourLocalRanks() throws {
+    let bin = try Self.binary
+    assertSucceeded(try run(np: 4, smoke("local4", steps: 60)), "np 4 local")
+    let p = Process()
+    var environment = ProcessInfo.processInfo.environment
+    environment["OMPI_MCA_orte_tmpdir_base"] = tmp.path
+    environment["OPENBLAS_NUM_THREADS"] = "1"
+    p.environment = environment
+    p.executableURL = Self.root.appendingPathComponent("scripts/mpi-two-hosts")
+    // The script sets --out itself: drop smoke()'s.
+    var args = smoke("ignored", steps: 60)
+    if let i = args.firstIndex(of: "--out") { args.removeSubrange(i...(i + 1)) }
+    p.arguments = [bin, tmp.appendingPathComponent("hosts2").path] + args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    if p.terminationStatus == 77 { throw XCTSkip(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    XCTAssertEqual(p.terminationStatus, 0, text)
+    XCTAssertTrue(text.contains("4 ranks saw 2 distinct host names"), text)
+    let a = try metrics("local4"), b = try metrics("hosts2")
+    XCTAssertEqual(a.count, b.count)
+    var worst = 0.0
+    for (x, y) in zip(a, b) {
+      for key in ["loss", "recon", "kl", "test_elbo"] {
+        guard let u = x[key] as? Double else { continue }
+        let v = try XCTUnwrap(y[key] as? Double, key)
+        worst = max(worst, abs(u - v) / abs(u))
+      }
+    }
+    print("two hosts × 2 ranks vs 4 local ranks: max relative difference \(worst)")
+    XCTAssertLessThan(worst, 1e-4)
+  }
+
   func runMPMD(_ argLists: [[String]], bin: String) throws -> Result {
     var args = ["--timeout", "120", "--oversubscribe", "--bind-to", "none"]
     for (i, a) in argLists.enumerated() {
