@@ -62,9 +62,13 @@ public struct ParallelOptions: Sendable {
   public var shardOptimizer: Bool
   /// Compare replicas' parameter checksums every N steps (0: never).
   public var checkEvery: Int
-  public init(shardOptimizer: Bool = false, checkEvery: Int = 1000) {
+  /// Testing only: after step `step`, rank `rank` nudges one parameter, as a silent hardware or
+  /// software fault would, so the replica check can be seen to catch it.
+  public var perturb: (rank: Int, step: Int)?
+  public init(shardOptimizer: Bool = false, checkEvery: Int = 1000, perturb: (rank: Int, step: Int)? = nil) {
     self.shardOptimizer = shardOptimizer
     self.checkEvery = checkEvery
+    self.perturb = perturb
   }
 }
 
@@ -82,7 +86,7 @@ public final class Trainer {
   public let parallel: ParallelOptions
   let paramShards: [Range<Int>]
   /// Seconds spent in gradient/parameter collectives since the last metrics line.
-  var commSeconds = 0.0
+  public var commSeconds = 0.0
   let estimator: Estimator
   let testX: [Float]
   let testRange: Range<Int>
@@ -232,6 +236,7 @@ public final class Trainer {
     }
     while step < totalSteps {
       let t = try trainStep()
+      if let p = parallel.perturb, p.rank == comm.rank, p.step == step { model.params.base[0] += 1e-3 }
       window.recon += t.recon
       window.kl += t.kl
       window.count += shard.count

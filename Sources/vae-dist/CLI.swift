@@ -133,6 +133,8 @@ struct Train: ParsableCommand {
   var shardOptimizer = false
   @Option(name: .long, help: "Under MPI: compare replicas' parameter checksums every N steps (0: never).")
   var checkEvery: Int = 1000
+  @Option(name: .long, help: ArgumentHelp("Testing: RANK:STEP perturbs one replica.", visibility: .hidden))
+  var debugPerturb: String?
 
   func resolvedConfig() throws -> RunConfig {
     var c = try ConfigLoader.load(path: config)
@@ -172,6 +174,12 @@ struct Train: ParsableCommand {
       throw ConfigError("--comm: expected auto, local or mpi, got '\(comm)'")
     }
     guard checkEvery >= 0 else { throw ConfigError("--check-every: expected an integer ≥ 0, got \(checkEvery)") }
+    var perturb: (rank: Int, step: Int)?
+    if let d = debugPerturb {
+      let parts = d.split(separator: ":").compactMap { Int($0) }
+      guard parts.count == 2 else { throw ConfigError("--debug-perturb: expected RANK:STEP, got '\(d)'") }
+      perturb = (parts[0], parts[1])
+    }
     let comm = try mode.makeCommunicator()
     let c = try resolvedConfig()
     if threads == nil, comm.size > 1, ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil {
@@ -195,7 +203,7 @@ struct Train: ParsableCommand {
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir,
       output: OutputOptions(quiet: quiet || !comm.isRoot),
-      parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: checkEvery))
+      parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: checkEvery, perturb: perturb))
     let s = try trainer.run(resume: resumeMode)
     defer { comm.finalize() }
     if comm.isRoot {
@@ -453,7 +461,9 @@ struct Bench: ParsableCommand {
     abstract: "Measure training throughput (steps/s, samples/s) of a config, warm-up excluded.",
     discussion: """
       Runs the real step (batch, forward, backward, allreduce, Adam) on the config's data and
-      prints the median over --repeats timed blocks. scripts/bench wraps this.
+      prints the median over --repeats timed blocks, and the share of a step spent in the
+      gradient collectives. Under mpirun it measures the data-parallel step (global samples/s).
+      scripts/bench wraps this (and scripts/bench --scaling runs it for np 1, 2, 4, 8).
       """)
   @Option(name: .long, help: ArgumentHelp("YAML config.", valueName: "file"))
   var config: String
@@ -466,6 +476,8 @@ struct Bench: ParsableCommand {
   var repeats: Int = 5
   @Option(name: .long, help: "OpenBLAS threads.")
   var threads: Int?
+  @Flag(name: .long, help: "Under MPI: the sharded optimizer (ZeRO stage 1).")
+  var shardOptimizer = false
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
 
@@ -473,6 +485,8 @@ struct Bench: ParsableCommand {
     guard warmup >= 0, steps >= 1, repeats >= 1 else {
       throw ConfigError("--warmup ≥ 0, --steps ≥ 1 and --repeats ≥ 1 expected")
     }
+    let comm = try CommMode.auto.makeCommunicator()
+    defer { comm.finalize() }
     var c = try ConfigLoader.load(path: config)
     c.steps = warmup + steps * repeats
     c.epochs = nil
@@ -480,24 +494,36 @@ struct Bench: ParsableCommand {
     let data = try loadData(c, dataFlag: dataOptions.data)
     let tmp = NSTemporaryDirectory() + "vae-dist-bench-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: tmp) }
-    let trainer = try Trainer(config: c, data: data, comm: LocalCommunicator(), runDirectory: tmp,
-                              output: OutputOptions(quiet: true))
+    let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
+                              output: OutputOptions(quiet: true),
+                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: 0))
     for _ in 0..<warmup { try trainer.trainStep() }
     var rates: [Double] = []
+    var shares: [Double] = []
     for _ in 0..<repeats {
-      let t0 = Date()
+      try comm.barrier()
+      trainer.commSeconds = 0
+      let t0 = comm.wallTime()
       for _ in 0..<steps { try trainer.trainStep() }
-      rates.append(Double(steps) / Date().timeIntervalSince(t0))
+      let dt = comm.wallTime() - t0
+      // Ranks synchronise every step (allreduce), so rank 0's time is the job's; the share
+      // of time in collectives is averaged over ranks.
+      let sums = try comm.allreduceSum([trainer.commSeconds / dt])
+      rates.append(Double(steps) / dt)
+      shares.append(sums[0] / Double(comm.size))
     }
-    rates.sort()
-    let median = rates[rates.count / 2]
+    guard comm.isRoot else { return }
+    let order = rates.indices.sorted { rates[$0] < rates[$1] }
+    let mid = order[order.count / 2]
+    let median = rates[mid]
+    let share = shares[mid]
     let sps = median * Double(c.batch)
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
     if json {
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(comm.size), \"shard_optimizer\": \(shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
     } else {
-      Console.out(String(format: "%@: kernel %@, %d thread(s), batch %d: %.1f steps/s, %.0f samples/s (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
-                         config, BLASInfo.coreName, BLASInfo.threads, c.batch, median, sps, repeats, steps, gflops))
+      Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in allreduce (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
+                         config, BLASInfo.coreName, BLASInfo.threads, comm.size, c.batch, median, sps, 100 * share, repeats, steps, gflops))
     }
   }
 }
