@@ -3,6 +3,7 @@ import Foundation
 import VAE
 
 /// Training state stored beside the tensors of a checkpoint (as safetensors string metadata).
+/// Nothing time-dependent is stored, so two runs with the same seed write identical bytes.
 public struct TrainingState: Sendable, Hashable {
   public var step: Int
   public var epoch: Int
@@ -11,14 +12,14 @@ public struct TrainingState: Sendable, Hashable {
   public var globalBatch: Int
   public var adamStep: Int
   public var dataChecksum: UInt32
-  public var elapsedSeconds: Double
-  /// Partial sums of the current metrics window, so a resumed run logs the same lines.
+  /// Partial sums (over all ranks) of the current metrics window, so a resumed run logs the
+  /// same lines.
   public var windowRecon: Double
   public var windowKL: Double
   public var windowCount: Int
   public init(
     step: Int, epoch: Int, seed: UInt64, worldSize: Int, globalBatch: Int, adamStep: Int,
-    dataChecksum: UInt32, elapsedSeconds: Double = 0, windowRecon: Double = 0,
+    dataChecksum: UInt32, windowRecon: Double = 0,
     windowKL: Double = 0, windowCount: Int = 0
   ) {
     self.step = step
@@ -28,7 +29,6 @@ public struct TrainingState: Sendable, Hashable {
     self.globalBatch = globalBatch
     self.adamStep = adamStep
     self.dataChecksum = dataChecksum
-    self.elapsedSeconds = elapsedSeconds
     self.windowRecon = windowRecon
     self.windowKL = windowKL
     self.windowCount = windowCount
@@ -99,7 +99,6 @@ public enum Checkpoint {
       "adam_step": String(state.adamStep),
       "data_checksum": String(state.dataChecksum),
       "tensor_crc32": String(crc),
-      "elapsed_s": String(state.elapsedSeconds),
       "window_recon": String(state.windowRecon),
       "window_kl": String(state.windowKL),
       "window_count": String(state.windowCount),
@@ -186,7 +185,7 @@ public enum Checkpoint {
     let state = TrainingState(
       step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: try int("world_size"),
       globalBatch: try int("global_batch"), adamStep: try int("adam_step"),
-      dataChecksum: dataChecksum, elapsedSeconds: try double("elapsed_s"),
+      dataChecksum: dataChecksum,
       windowRecon: try double("window_recon"), windowKL: try double("window_kl"),
       windowCount: try int("window_count"))
     return LoadedCheckpoint(

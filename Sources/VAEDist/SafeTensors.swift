@@ -168,7 +168,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case .tooShort(let file, let size):
       return "\(oneLine(file)): file is \(size) bytes, expected at least 8 (the header length)"
     case .headerLength(let file, let length, let fileSize):
-      return "\(oneLine(file)): header length \(length) does not fit, expected at most "
+      return "\(oneLine(file)): not a safetensors file, or truncated: header length \(length) does not fit, expected at most "
         + "\(max(0, fileSize - 8)) (file size \(fileSize) − 8) and at most \(SafeTensors.maxHeaderLength)"
     case .badHeaderJSON(let file, let detail):
       return "\(oneLine(file)): header is not a valid JSON object: \(oneLine(detail))"

@@ -225,6 +225,7 @@ public final class Trainer {
       }
       try writeRunConfig()
       try openMetrics()
+      if let w = BLASInfo.fallbackWarning() { Console.error(w) }
     }
     let start = Date()
     var windowStart = Date()
@@ -274,10 +275,9 @@ public final class Trainer {
       }
       if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
         try gatherMoments()
+        let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
         if comm.isRoot {
-          try saveCheckpoint(
-            path: Checkpoint.stepPath(runDirectory: runDirectory, step: step),
-            elapsed: elapsedBefore + Date().timeIntervalSince(start))
+          try saveCheckpoint(path: Checkpoint.stepPath(runDirectory: runDirectory, step: step), window: w)
           pruneCheckpoints()
         }
       }
@@ -289,7 +289,7 @@ public final class Trainer {
     if comm.size > 1 { try checkReplicas(what: "final parameters") }
     try gatherMoments()
     if comm.isRoot {
-      try saveCheckpoint(path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), elapsed: elapsed)
+      try saveCheckpoint(path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), window: [0, 0, 0])
       if output.terminal && !output.quiet { Console.raw("\n") }
       try metrics?.close()
     }
@@ -356,12 +356,12 @@ public final class Trainer {
     metrics?.write(Data(line.utf8))
   }
 
-  func saveCheckpoint(path: String, elapsed: Double) throws {
+  /// `window`: the metrics window's sums over all ranks (recon, kl, count).
+  func saveCheckpoint(path: String, window w: [Double]) throws {
     let state = TrainingState(
       step: step, epoch: step / batcher.stepsPerEpoch, seed: config.seed, worldSize: comm.size,
       globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
-      elapsedSeconds: elapsed, windowRecon: window.recon, windowKL: window.kl,
-      windowCount: window.count)
+      windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
     try Checkpoint.save(
       path: path, params: model.params, adam: adam, state: state, modelJSON: config.modelJSON,
       configYAML: config.yaml)
@@ -491,27 +491,35 @@ public final class Trainer {
     adam.v.copy(from: v)
     adam.step = c.state.adamStep
     step = c.state.step
-    elapsedBefore = c.state.elapsedSeconds
-    window = (c.state.windowRecon, c.state.windowKL, c.state.windowCount)
+    // The saved window holds every rank's sums: rank 0 carries them, the others start empty.
+    window = comm.isRoot ? (c.state.windowRecon, c.state.windowKL, c.state.windowCount) : (0, 0, 0)
     if comm.isRoot {
-      truncateMetrics(after: step)
+      elapsedBefore = truncateMetrics(after: step)
       if !output.quiet { Console.out("resuming from \(c.path) at step \(step)") }
     }
   }
 
-  /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run).
-  func truncateMetrics(after step: Int) {
-    guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
+  /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run) and
+  /// returns the run time logged up to there, so `time_s` continues where it was.
+  func truncateMetrics(after step: Int) -> Double {
+    guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return 0 }
     var kept: [Substring] = []
+    var elapsed = 0.0
     for line in text.split(separator: "\n") {
       guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
         let s = (obj["step"] as? NSNumber)?.intValue
       else { continue }
-      // Everything at or before the checkpoint's step was written before the checkpoint was.
-      if s <= step { kept.append(line) }
+      // Everything at or before the checkpoint's step was written before the checkpoint was,
+      // except a finished run's final evaluation, which a resumed run logs again.
+      if step == totalSteps && s == step && obj["test_elbo"] != nil { continue }
+      if s <= step {
+        kept.append(line)
+        elapsed = (obj["time_s"] as? NSNumber)?.doubleValue ?? elapsed
+      }
     }
     let out = kept.map { $0 + "\n" }.joined()
     try? SafeTensors.writeAtomically(Array(out.utf8), to: metricsPath)
+    return elapsed
   }
 }
 

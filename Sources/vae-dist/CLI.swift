@@ -43,10 +43,8 @@ struct VAEDistCLI: ParsableCommand {
     let message: String
     if error is ExitCode {
       exit(withError: error)
-    } else if let e = error as? CustomStringConvertible, !(error is ValidationError),
-      String(describing: type(of: error)) != "CommandError"
-    {
-      message = e.description
+    } else if !(error is ValidationError), String(describing: type(of: error)) != "CommandError" {
+      message = String(describing: error)
     } else {
       let full = fullMessage(for: error)
       let first = full.split(separator: "\n").first.map(String.init) ?? full
@@ -75,10 +73,6 @@ func applyThreads(_ threads: Int?) throws {
     guard threads >= 1 else { throw ConfigError("--threads: expected a positive integer, got \(threads)") }
     BLASInfo.setThreads(threads)
   }
-}
-
-func warnAboutBLAS() {
-  if let w = BLASInfo.fallbackWarning() { Console.error(w) }
 }
 
 // MARK: - train
@@ -197,7 +191,6 @@ struct Train: ParsableCommand {
     if case .path(let p) = resumeMode, !FileManager.default.fileExists(atPath: p) {
       throw ConfigError("--resume: \(p) does not exist (give 'auto' or a checkpoint file)")
     }
-    if comm.isRoot { warnAboutBLAS() }
     let data = try loadData(c, dataFlag: dataOptions.data)
     let outDir = out ?? "runs/\(c.name)"
     let trainer = try Trainer(

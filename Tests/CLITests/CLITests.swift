@@ -1,0 +1,441 @@
+import Foundation
+import XCTest
+
+/// End-to-end tests of the `vae-dist` executable: help texts, one-line errors, and a smoke run
+/// through train → info → eval → sample → reconstruct.
+final class CLITests: XCTestCase {
+  private var tmp = ""
+
+  /// The package root, from this file's path (Tests/CLITests/CLITests.swift).
+  private static let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+  }()
+
+  private var smokeConfig: String { Self.packageRoot + "/configs/smoke.yaml" }
+
+  override func setUpWithError() throws {
+    tmp = NSTemporaryDirectory() + "vae-dist-cli-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+  }
+
+  override func tearDownWithError() throws {
+    try? FileManager.default.removeItem(atPath: tmp)
+  }
+
+  // MARK: Running the binary
+
+  struct Output {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var stderrLines: [Substring] { stderr.split(separator: "\n", omittingEmptySubsequences: true) }
+  }
+
+  /// Runs vae-dist in the test's temporary directory (so nothing lands in the package), with
+  /// OpenBLAS on one thread. `environment` adds or overrides variables.
+  private func vaeDist(_ args: [String], environment: [String: String] = [:]) throws -> Output {
+    let binary = try XCTUnwrap(CLIBinary.path, CLIBinary.notFoundMessage)
+    let outPath = tmp + "/.stdout-\(UUID().uuidString)", errPath = tmp + "/.stderr-\(UUID().uuidString)"
+    FileManager.default.createFile(atPath: outPath, contents: nil)
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    defer {
+      try? FileManager.default.removeItem(atPath: outPath)
+      try? FileManager.default.removeItem(atPath: errPath)
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    p.currentDirectoryURL = URL(fileURLWithPath: tmp)
+    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    try? out.close()
+    try? err.close()
+    return Output(
+      status: p.terminationStatus,
+      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+  }
+
+  /// Runs a command that must fail: non-zero exit, exactly one line on stderr, starting with
+  /// `vae-dist: error:` and containing every string of `mentions`.
+  ///
+  /// Error cases run with `OPENBLAS_CORETYPE=Prescott`, which makes vae-dist's "fallback BLAS
+  /// kernel" warning fire on any CPU with AVX2/FMA: a failing command must still print only its
+  /// one error line.
+  @discardableResult
+  private func assertFails(
+    _ args: [String], mentions: [String], environment: [String: String] = [:],
+    line: UInt = #line
+  ) throws -> Output {
+    var env = ["OPENBLAS_CORETYPE": "Prescott"]
+    for (k, v) in environment { env[k] = v }
+    let r = try vaeDist(args, environment: env)
+    let cmd = "vae-dist " + args.joined(separator: " ")
+    XCTAssertNotEqual(r.status, 0, "\(cmd): exit status 0", line: line)
+    XCTAssertEqual(r.stderrLines.count, 1, "\(cmd): expected exactly one stderr line, got:\n\(r.stderr)", line: line)
+    // The content checks look at the error line wherever it is, so that an extra line is
+    // reported once (above) and does not hide whether the error itself is right.
+    guard let errorLine = r.stderrLines.first(where: { $0.hasPrefix("vae-dist: error: ") }).map(String.init) else {
+      XCTFail("\(cmd): no line starting with 'vae-dist: error: ' on stderr: \(r.stderr)", line: line)
+      return r
+    }
+    for m in mentions {
+      XCTAssertTrue(errorLine.contains(m), "\(cmd): error does not mention '\(m)': \(errorLine)", line: line)
+    }
+    XCTAssertFalse(r.stdout.contains("Traceback") || r.stderr.contains("Fatal error"), line: line)
+    return r
+  }
+
+  private func writeFile(_ name: String, _ text: String) throws -> String {
+    let path = tmp + "/" + name
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+  }
+
+  private func bytes(_ path: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+  }
+
+  /// A tiny synthetic-data config that trains in a second.
+  private func tinyConfig(_ extra: String = "", dataset: String = "synthetic") throws -> String {
+    try writeFile(
+      "tiny-\(UUID().uuidString.prefix(8)).yaml",
+      """
+      name: tiny
+      model:
+        hidden: [16]
+        zdim: 2
+      data:
+        dataset: \(dataset)
+        train_limit: 200
+      train:
+        batch: 20
+        steps: 6
+        checkpoint_every: 3
+        log_every: 2
+      \(extra)
+      """)
+  }
+
+  private func assertPNG(_ path: String, minBytes: Int = 200, line: UInt = #line) throws {
+    let b = try bytes(path)
+    XCTAssertEqual(Array(b.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "\(path): no PNG signature", line: line)
+    XCTAssertGreaterThan(b.count, minBytes, "\(path): suspiciously small PNG", line: line)
+    XCTAssertEqual(Array(b.suffix(8).prefix(4)), Array("IEND".utf8), "\(path): no IEND chunk at the end", line: line)
+  }
+
+  // MARK: Help
+
+  func testHelpOfEveryCommand() throws {
+    let cases: [([String], [String])] = [
+      ([], ["train", "eval", "sample", "reconstruct", "info", "bench"]),
+      (["train"], ["--config", "--data", "--out", "--zdim", "--epochs", "--steps", "--batch", "--lr", "--seed", "--resume", "--quiet"]),
+      (["eval"], ["--checkpoint", "--data", "--samples", "--iw", "--limit", "--mean-z", "--json"]),
+      (["sample"], ["--checkpoint", "--n", "--out", "--manifold", "--seed"]),
+      (["reconstruct"], ["--checkpoint", "--out", "--n", "--data"]),
+      (["info"], ["<checkpoint>"]),
+      (["bench"], ["--config", "--warmup", "--steps", "--repeats", "--json"]),
+    ]
+    for (sub, flags) in cases {
+      for helpFlag in ["--help", "-h"] {
+        let r = try vaeDist(sub + [helpFlag])
+        let cmd = (["vae-dist"] + sub + [helpFlag]).joined(separator: " ")
+        XCTAssertEqual(r.status, 0, "\(cmd): exit status \(r.status); stderr \(r.stderr)")
+        XCTAssertTrue(r.stdout.contains("USAGE:"), "\(cmd): no usage line")
+        for f in flags { XCTAssertTrue(r.stdout.contains(f), "\(cmd): help does not mention \(f)") }
+        XCTAssertEqual(r.stderr, "", "\(cmd): help wrote to stderr")
+      }
+    }
+    // `vae-dist help train` is the same text as `vae-dist train --help`.
+    let a = try vaeDist(["help", "train"]), b = try vaeDist(["train", "--help"])
+    XCTAssertEqual(a.status, 0)
+    XCTAssertEqual(a.stdout, b.stdout)
+  }
+
+  // MARK: Argument and config errors
+
+  func testUnknownFlagAndMissingArguments() throws {
+    try assertFails(["train", "--config", smokeConfig, "--bogus"], mentions: ["--bogus"])
+    try assertFails(["train"], mentions: ["--config"])
+    try assertFails(["frobnicate"], mentions: ["frobnicate"])
+    try assertFails(["eval"], mentions: ["--checkpoint"])
+    try assertFails(["sample", "--checkpoint", "x.safetensors"], mentions: ["--out"])
+  }
+
+  func testConfigFileErrors() throws {
+    let missing = tmp + "/no-such-config.yaml"
+    try assertFails(["train", "--config", missing], mentions: ["no-such-config.yaml"])
+
+    let invalid = try writeFile("invalid.yaml", "model:\n  hidden: [64\n  zdim: : 3\n")
+    try assertFails(["train", "--config", invalid], mentions: ["invalid.yaml", "YAML"])
+
+    let unknown = try writeFile("unknown.yaml", "model:\n  zdimm: 3\n")
+    let r = try assertFails(["train", "--config", unknown], mentions: ["unknown.yaml", "zdimm"])
+    // The message lists the valid keys of the section.
+    for k in ["zdim", "hidden", "likelihood"] {
+      XCTAssertTrue(r.stderr.contains(k), "valid key \(k) not listed: \(r.stderr)")
+    }
+    let unknownTop = try writeFile("unknown-top.yaml", "modle:\n  zdim: 3\n")
+    try assertFails(["train", "--config", unknownTop], mentions: ["modle", "model", "train"])
+
+    let stringZ = try writeFile("string.yaml", "model:\n  zdim: abc\n")
+    try assertFails(["train", "--config", stringZ], mentions: ["string.yaml", "model.zdim", "abc"])
+
+    let zeroZ = try writeFile("zero.yaml", "model:\n  zdim: 0\n")
+    try assertFails(["train", "--config", zeroZ], mentions: ["model.zdim"])
+
+    let dataset = try writeFile("dataset.yaml", "data:\n  dataset: cifar\n")
+    try assertFails(["train", "--config", dataset], mentions: ["data.dataset", "cifar", "mnist"])
+
+    let both = try writeFile("both.yaml", "train:\n  epochs: 2\n  steps: 3\n")
+    try assertFails(["train", "--config", both], mentions: ["epochs", "steps"])
+  }
+
+  func testFlagValueErrors() throws {
+    let c = smokeConfig
+    let out = ["--out", tmp + "/never"]
+    try assertFails(["train", "--config", c, "--zdim", "0"] + out, mentions: ["--zdim"])
+    try assertFails(["train", "--config", c, "--zdim", "10001"] + out, mentions: ["--zdim", "10001"])
+    try assertFails(["train", "--config", c, "--epochs=-3"] + out, mentions: ["--epochs", "-3"])
+    try assertFails(["train", "--config", c, "--epochs", "-3"] + out, mentions: ["--epochs"])
+    try assertFails(["train", "--config", c, "--batch", "0"] + out, mentions: ["--batch"])
+    try assertFails(["train", "--config", c, "--zdim", "abc"] + out, mentions: ["--zdim", "abc"])
+    try assertFails(["train", "--config", c, "--lr", "fast"] + out, mentions: ["--lr", "fast"])
+    try assertFails(["train", "--config", c, "--lr", "0"] + out, mentions: ["--lr"])
+    try assertFails(["train", "--config", c, "--epochs", "2", "--steps", "3"] + out, mentions: ["--epochs", "--steps"])
+    let nowhere = tmp + "/nowhere/step-00000001.safetensors"
+    try assertFails(["train", "--config", c, "--resume", nowhere] + out, mentions: ["--resume", "nowhere"])
+    XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/never"), "a failed command created its run directory")
+  }
+
+  func testBatchLargerThanTrainingSet() throws {
+    let config = try tinyConfig()
+    try assertFails(["train", "--config", config, "--batch", "500", "--out", tmp + "/big"], mentions: ["batch", "500"])
+  }
+
+  func testMissingDataDirectory() throws {
+    let empty = tmp + "/empty-data"
+    try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+    let config = try tinyConfig(dataset: "mnist")
+    try assertFails(
+      ["train", "--config", config, "--out", tmp + "/r"], mentions: [empty + "/mnist", "scripts/get-data"],
+      environment: ["VAE_DIST_DATA": empty])
+    // --data wins over the environment.
+    let other = tmp + "/other-data"
+    try assertFails(
+      ["train", "--config", config, "--data", other, "--out", tmp + "/r"], mentions: [other + "/mnist", "scripts/get-data"],
+      environment: ["VAE_DIST_DATA": empty])
+  }
+
+  func testCheckpointFileErrors() throws {
+    // A file that is not a checkpoint at all.
+    let notCk = try writeFile("notes.safetensors", "this is not a checkpoint\n")
+    try assertFails(["eval", "--checkpoint", notCk], mentions: ["notes.safetensors"])
+    try assertFails(["info", notCk], mentions: ["notes.safetensors"])
+    try assertFails(["sample", "--checkpoint", notCk, "--out", tmp + "/s.png"], mentions: ["notes.safetensors"])
+    try assertFails(["eval", "--checkpoint", tmp + "/absent.safetensors"], mentions: ["absent.safetensors"])
+    try assertFails(["eval", "--checkpoint", tmp], mentions: [(tmp as NSString).lastPathComponent])
+
+    // A truncated real checkpoint.
+    let run = tmp + "/run"
+    let t = try vaeDist(["train", "--config", try tinyConfig(), "--out", run, "--quiet"])
+    XCTAssertEqual(t.status, 0, t.stderr)
+    let full = try bytes(run + "/final.safetensors")
+    let cut = tmp + "/cut.safetensors"
+    try Data(full.prefix(full.count - 37)).write(to: URL(fileURLWithPath: cut))
+    try assertFails(["eval", "--checkpoint", cut], mentions: ["cut.safetensors"])
+    try assertFails(["reconstruct", "--checkpoint", cut, "--out", tmp + "/r.png"], mentions: ["cut.safetensors"])
+    // A flipped bit in the data.
+    var flipped = full
+    flipped[flipped.count - 5] ^= 0x10
+    let flip = tmp + "/flip.safetensors"
+    try Data(flipped).write(to: URL(fileURLWithPath: flip))
+    try assertFails(["eval", "--checkpoint", flip], mentions: ["flip.safetensors", "checksum"])
+    try assertFails(["train", "--config", try tinyConfig(), "--out", tmp + "/r2", "--resume", flip], mentions: ["flip.safetensors"])
+
+    // Bad option values of the checkpoint commands.
+    let ck = run + "/final.safetensors"
+    try assertFails(["eval", "--checkpoint", ck, "--samples", "0"], mentions: ["--samples"])
+    try assertFails(["eval", "--checkpoint", ck, "--iw", "0"], mentions: ["--iw"])
+    try assertFails(["sample", "--checkpoint", ck, "--n", "0", "--out", tmp + "/s.png"], mentions: ["--n"])
+    try assertFails(["sample", "--checkpoint", ck, "--out", tmp + "/no/such/dir/s.png"], mentions: ["s.png"])
+  }
+
+  // MARK: End to end
+
+  func testSmokeRunEndToEnd() throws {
+    let run = tmp + "/smoke"
+    let t = try vaeDist(["train", "--config", smokeConfig, "--out", run, "--quiet"])
+    XCTAssertEqual(t.status, 0, "train failed: \(t.stderr)")
+    XCTAssertTrue(t.stdout.contains("held-out ELBO"), t.stdout)
+    XCTAssertEqual(t.stdout.split(separator: "\n").count, 1, "--quiet should print only the result: \(t.stdout)")
+    let fm = FileManager.default
+    for f in ["config.yaml", "metrics.jsonl", "final.safetensors"] {
+      XCTAssertTrue(fm.fileExists(atPath: run + "/" + f), "missing \(f)")
+    }
+    // smoke.yaml: 120 steps, checkpoint every 40, keep 2.
+    XCTAssertEqual(
+      try fm.contentsOfDirectory(atPath: run + "/checkpoints").sorted(),
+      ["step-00000040.safetensors", "step-00000080.safetensors"])
+    let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+    XCTAssertEqual(metrics.filter { $0.contains("\"loss\"") }.count, 12, "log_every 10 over 120 steps")
+    XCTAssertEqual(metrics.filter { $0.contains("\"test_elbo\"") }.count, 2, "eval_every 60 and the end")
+    for line in metrics {
+      XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(line.utf8)), "bad metrics line \(line)")
+    }
+    let resolved = try String(contentsOfFile: run + "/config.yaml", encoding: .utf8)
+    XCTAssertTrue(resolved.contains("zdim: 4") && resolved.contains("dataset: synthetic"), resolved)
+    let ck = run + "/final.safetensors"
+
+    // info
+    let info = try vaeDist(["info", ck])
+    XCTAssertEqual(info.status, 0, info.stderr)
+    for s in ["step 120", "vae-dist/1", "encoder.0.weight", "encoder.mu.weight", "decoder.out.bias", "adam.m.encoder.0.weight", "global batch 50"] {
+      XCTAssertTrue(info.stdout.contains(s), "info does not show '\(s)':\n\(info.stdout)")
+    }
+
+    // eval --json
+    let ev = try vaeDist(["eval", "--checkpoint", ck, "--json"])
+    XCTAssertEqual(ev.status, 0, ev.stderr)
+    let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ev.stdout.utf8)) as? [String: Any], ev.stdout)
+    let elbo = try XCTUnwrap((obj["elbo"] as? NSNumber)?.doubleValue, "no elbo in \(ev.stdout)")
+    XCTAssertTrue(elbo.isFinite && elbo < 0 && elbo > -543, "ELBO \(elbo)")
+    XCTAssertEqual((obj["step"] as? NSNumber)?.intValue, 120)
+    XCTAssertEqual((obj["images"] as? NSNumber)?.intValue, 2000)
+    let recon = try XCTUnwrap((obj["recon"] as? NSNumber)?.doubleValue)
+    let kl = try XCTUnwrap((obj["kl"] as? NSNumber)?.doubleValue)
+    XCTAssertEqual(elbo, -(recon + kl), accuracy: 1e-9 * abs(elbo))
+    // The same held-out number the training run logged last (same seed-fixed binarisation and noise).
+    let last = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data((metrics.last ?? "").utf8)) as? [String: Any])
+    let logged = try XCTUnwrap((last["test_elbo"] as? NSNumber)?.doubleValue)
+    XCTAssertEqual(elbo, logged, accuracy: 1e-6 * abs(logged), "eval differs from the logged final test_elbo")
+    // With --iw the importance-weighted bound is at least the ELBO (up to noise; K = 50 on 200 images).
+    let iw = try vaeDist(["eval", "--checkpoint", ck, "--json", "--iw", "50", "--limit", "200"])
+    XCTAssertEqual(iw.status, 0, iw.stderr)
+    let iwObj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(iw.stdout.utf8)) as? [String: Any], iw.stdout)
+    let bound = try XCTUnwrap((iwObj["iw_bound"] as? NSNumber)?.doubleValue)
+    let elbo200 = try XCTUnwrap((iwObj["elbo"] as? NSNumber)?.doubleValue)
+    XCTAssertGreaterThan(bound, elbo200, "IWAE bound \(bound) not above the ELBO \(elbo200)")
+    // Human-readable eval.
+    let text = try vaeDist(["eval", "--checkpoint", ck, "--limit", "100"])
+    XCTAssertEqual(text.status, 0, text.stderr)
+    XCTAssertTrue(text.stdout.contains("ELBO"), text.stdout)
+
+    // sample, reconstruct
+    let png = tmp + "/x.png"
+    let s = try vaeDist(["sample", "--checkpoint", ck, "--out", png])
+    XCTAssertEqual(s.status, 0, s.stderr)
+    try assertPNG(png, minBytes: 1000)
+    let rpng = tmp + "/y.png"
+    let r = try vaeDist(["reconstruct", "--checkpoint", ck, "--out", rpng])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    try assertPNG(rpng, minBytes: 1000)
+
+    // --manifold needs zdim = 2: this model has zdim 4.
+    try assertFails(
+      ["sample", "--checkpoint", ck, "--manifold", "--out", tmp + "/m.png"], mentions: ["--manifold", "zdim"])
+    XCTAssertFalse(fm.fileExists(atPath: tmp + "/m.png"))
+
+    // A fresh run into the existing directory fails with one line and changes nothing.
+    let before = try bytes(ck)
+    let metricsBefore = try bytes(run + "/metrics.jsonl")
+    try assertFails(["train", "--config", smokeConfig, "--out", run, "--quiet"], mentions: [run, "--resume"])
+    XCTAssertEqual(try bytes(ck), before, "final.safetensors changed")
+    XCTAssertEqual(try bytes(run + "/metrics.jsonl"), metricsBefore, "metrics.jsonl changed")
+
+    // --resume auto on the finished run is accepted and keeps the parameters.
+    let again = try vaeDist(["train", "--config", smokeConfig, "--out", run, "--quiet", "--resume", "auto"])
+    XCTAssertEqual(again.status, 0, again.stderr)
+  }
+
+  func testManifoldOnTwoDimensionalLatentSpace() throws {
+    let run = tmp + "/smoke2"
+    let t = try vaeDist(["train", "--config", smokeConfig, "--out", run, "--quiet", "--zdim", "2", "--steps", "40"])
+    XCTAssertEqual(t.status, 0, "train failed: \(t.stderr)")
+    let ck = run + "/final.safetensors"
+    let m = tmp + "/manifold.png"
+    let r = try vaeDist(["sample", "--checkpoint", ck, "--manifold", "--grid", "10", "--out", m])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    try assertPNG(m, minBytes: 1000)
+    // Out-of-range lattice sizes are one-line errors too.
+    try assertFails(["sample", "--checkpoint", ck, "--manifold", "--grid", "1", "--out", m], mentions: ["--grid"])
+  }
+
+  /// Training flags override the file, and the resume path continues a CLI run bit-identically.
+  func testFlagsOverrideConfigAndResumeContinues() throws {
+    let config = try tinyConfig()
+    let a = tmp + "/a", b = tmp + "/b"
+    let ra = try vaeDist(["train", "--config", config, "--out", a, "--quiet", "--seed", "11", "--steps", "9"])
+    XCTAssertEqual(ra.status, 0, ra.stderr)
+    let yaml = try String(contentsOfFile: a + "/config.yaml", encoding: .utf8)
+    XCTAssertTrue(yaml.contains("seed: 11") && yaml.contains("steps: 9"), yaml)
+    // checkpoint_every 3 → step 3 and 6; resume from step 3 into b.
+    try FileManager.default.createDirectory(atPath: b + "/checkpoints", withIntermediateDirectories: true)
+    try FileManager.default.copyItem(
+      atPath: a + "/checkpoints/step-00000003.safetensors", toPath: b + "/checkpoints/step-00000003.safetensors")
+    let rb = try vaeDist(["train", "--config", config, "--out", b, "--quiet", "--seed", "11", "--steps", "9", "--resume", "auto"])
+    XCTAssertEqual(rb.status, 0, rb.stderr)
+    let ia = try vaeDist(["eval", "--checkpoint", a + "/final.safetensors", "--json", "--mean-z", "--limit", "50"])
+    let ib = try vaeDist(["eval", "--checkpoint", b + "/final.safetensors", "--json", "--mean-z", "--limit", "50"])
+    XCTAssertEqual(ia.status, 0, ia.stderr)
+    func elbo(_ o: Output) -> Double? {
+      ((try? JSONSerialization.jsonObject(with: Data(o.stdout.utf8))) as? [String: Any]).flatMap { ($0["elbo"] as? NSNumber)?.doubleValue }
+    }
+    XCTAssertNotNil(elbo(ia))
+    XCTAssertEqual(elbo(ia), elbo(ib), "resumed CLI run differs")
+    // Resuming with another seed is refused, naming the field.
+    try assertFails(
+      ["train", "--config", config, "--out", b, "--quiet", "--seed", "12", "--steps", "9", "--resume", "auto"],
+      mentions: ["seed", "final.safetensors"])
+  }
+}
+
+/// The `vae-dist` executable built beside the test bundle (`.build/<config>/vae-dist`), or
+/// `$VAE_DIST_BIN`.
+enum CLIBinary {
+  static let path: String? = {
+    let fm = FileManager.default
+    func isExecutableFile(_ p: String) -> Bool {
+      var isDir: ObjCBool = false
+      return fm.fileExists(atPath: p, isDirectory: &isDir) && !isDir.boolValue && fm.isExecutableFile(atPath: p)
+    }
+    if let env = ProcessInfo.processInfo.environment["VAE_DIST_BIN"], !env.isEmpty {
+      return isExecutableFile(env) ? env : nil
+    }
+    var dirs: [URL] = []
+    // Linux: Bundle.main is the directory holding the test runner (…/debug/); macOS: the xctest
+    // bundle sits in …/debug/ too.
+    dirs.append(Bundle.main.bundleURL)
+    dirs.append(Bundle.main.bundleURL.deletingLastPathComponent())
+    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") {
+      dirs.append(b.bundleURL.deletingLastPathComponent())
+    }
+    // The runner itself (…/debug/vae-distPackageTests.xctest, or …/Contents/MacOS/… on macOS).
+    var u = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
+    for _ in 0..<4 {
+      u.deleteLastPathComponent()
+      dirs.append(u)
+    }
+    for d in dirs {
+      let candidate = d.appendingPathComponent("vae-dist").path
+      if isExecutableFile(candidate) { return candidate }
+    }
+    return nil
+  }()
+
+  static var notFoundMessage: String {
+    "vae-dist executable not found next to the test bundle (looked beside \(Bundle.main.bundlePath) and "
+      + "\(CommandLine.arguments.first ?? "?")); build it first (swift build) or set VAE_DIST_BIN"
+  }
+}
