@@ -1,3 +1,5 @@
+import CSupport
+
 #if canImport(Glibc)
 import Glibc
 #else
@@ -29,6 +31,7 @@ public struct AdamConfig: Sendable, Hashable, Codable {
 
 /// Adam over whole arenas in one fused pass (gradient scale, weight decay, both moments and the
 /// parameter update per element), the same arithmetic as `torch.optim.Adam`'s default path.
+/// The loop is C (`vae_adam_update`), vectorised for AVX-512/AVX2 and picked at load time.
 public final class Adam: @unchecked Sendable {
   public var config: AdamConfig
   public let m: Arena
@@ -53,20 +56,11 @@ public final class Adam: @unchecked Sendable {
     let bc2 = 1 - pow(Double(c.beta2), t)
     let stepSize = Float(Double(c.lr) / bc1)
     let invSqrtBC2 = Float(1 / bc2.squareRoot())
-    let b1 = c.beta1, b2 = c.beta2, eps = c.eps
-    let omb1 = 1 - b1, omb2 = 1 - b2
     let l2: Float = c.decoupled ? 0 : c.weightDecay
     let decay: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
-    let p = params.base, g = grads.base, mp = m.base, vp = v.base
-    for i in r {
-      var gi = g[i] * scale
-      if l2 != 0 { gi += l2 * p[i] }
-      let mi = b1 * mp[i] + omb1 * gi
-      let vi = b2 * vp[i] + omb2 * gi * gi
-      mp[i] = mi
-      vp[i] = vi
-      let denom = vi.squareRoot() * invSqrtBC2 + eps
-      p[i] = p[i] * decay - stepSize * mi / denom
-    }
+    let o = r.lowerBound
+    vae_adam_update(
+      params.base + o, grads.base + o, m.base + o, v.base + o, r.count, scale, l2, decay,
+      c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
   }
 }

@@ -182,6 +182,33 @@ public final class Trainer {
     return terms
   }
 
+  /// `trainStep` with each phase timed (seconds, accumulated into `phases`), for `vae-dist bench --profile`.
+  public func profiledStep(_ phases: inout [String: Double]) throws {
+    let spe = batcher.stepsPerEpoch
+    let epoch = step / spe
+    let b = shard.count
+    var t = comm.wallTime()
+    func lap(_ name: String) {
+      let now = comm.wallTime()
+      phases[name, default: 0] += now - t
+      t = now
+    }
+    batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: shard, x: x.ptr, indices: indices)
+    fillNoise(epoch: epoch, rows: b)
+    lap("batch+noise")
+    model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
+    lap("forward")
+    model.backward()
+    lap("backward")
+    try comm.barrier()
+    lap("wait")
+    try comm.allreduceSum(model.grads.data)
+    lap("allreduce")
+    adam.update(params: model.params, grads: model.grads, scale: 1 / Float(config.batch))
+    lap("adam")
+    step += 1
+  }
+
   func fillNoise(epoch: Int, rows: Int) {
     let d = config.model.zdim
     let rng = CounterRNG(seed: config.seed)

@@ -473,6 +473,8 @@ struct Bench: ParsableCommand {
   var shardOptimizer = false
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
+  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, allreduce, Adam).")
+  var profile = false
 
   func run() throws {
     guard warmup >= 0, steps >= 1, repeats >= 1 else {
@@ -504,6 +506,17 @@ struct Bench: ParsableCommand {
       let sums = try comm.allreduceSum([trainer.commSeconds / dt])
       rates.append(Double(steps) / dt)
       shares.append(sums[0] / Double(comm.size))
+    }
+    if profile {
+      var phases: [String: Double] = [:]
+      for _ in 0..<steps { try trainer.profiledStep(&phases) }
+      if comm.isRoot {
+        let total = phases.values.reduce(0, +)
+        for k in ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"] {
+          let v = phases[k] ?? 0
+          Console.out(String(format: "  %-12@ %7.3f ms/step  %5.1f%%", k as NSString, 1000 * v / Double(steps), 100 * v / total))
+        }
+      }
     }
     guard comm.isRoot else { return }
     let order = rates.indices.sorted { rates[$0] < rates[$1] }

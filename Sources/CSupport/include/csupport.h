@@ -14,6 +14,13 @@ int vae_cpu_has_avx2_fma(void);
 /// instruction sets checked here: "Cooperlake" (AVX-512 + BF16), "SkylakeX" (AVX-512 F/BW/DQ/VL),
 /// "Haswell" (AVX2 + FMA), or NULL when none applies.
 const char *vae_cpu_best_openblas_core(void);
+/// One fused Adam pass over n elements (the arithmetic of torch.optim.Adam's default path):
+///   g = scale·grad + l2·p;  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²;
+///   p = decay·p − step_size·m / (√v · inv_sqrt_bc2 + eps)
+/// Compiled for AVX-512, AVX2+FMA and baseline x86-64, chosen at load time.
+void vae_adam_update(float *restrict p, const float *restrict grad, float *restrict m,
+                     float *restrict v, size_t n, float scale, float l2, float decay, float b1,
+                     float b2, float step_size, float inv_sqrt_bc2, float eps);
 /// Writes bytes to stdout / stderr unbuffered-ish and flushes (C globals are not
 /// concurrency-safe from Swift 6).
 void vae_write_stdout(const char *s, size_t n);
