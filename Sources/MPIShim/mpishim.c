@@ -35,6 +35,7 @@ int vae_mpi_init(int *rank, int *size) {
 }
 
 int vae_mpi_finalize(void) {
+  vae_mpi_shm_free();
   g_finalized = 1;
   return MPI_Finalize();
 }
@@ -121,4 +122,116 @@ void vae_mpi_error_string(int code, char *buf, int len) {
   int n = 0;
   if (MPI_Error_string(code, s, &n) != MPI_SUCCESS) n = snprintf(s, sizeof s, "MPI error %d", code);
   snprintf(buf, (size_t)len, "%.*s", n, s);
+}
+
+/* ---- Intra-node shared-memory exchange ---------------------------------------------------- */
+
+static MPI_Comm g_node = MPI_COMM_NULL;
+static MPI_Win g_win = MPI_WIN_NULL;
+static int g_node_rank = 0, g_node_size = 0;
+static size_t g_count = 0;
+static float **g_seg = NULL; /* g_seg[q]: rank q's segment (grads then params) */
+
+int vae_mpi_shm_init(size_t count, float **grads, float **params) {
+  int world = 0, rc;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &g_node);
+  if (rc != MPI_SUCCESS) return rc;
+  MPI_Comm_rank(g_node, &g_node_rank);
+  MPI_Comm_size(g_node, &g_node_size);
+  /* Every rank must agree: all on one node, or nobody uses the window. */
+  int one_node = g_node_size == world, all = 0;
+  MPI_Allreduce(&one_node, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+  if (!all) {
+    MPI_Comm_free(&g_node);
+    return -1;
+  }
+  MPI_Info info;
+  MPI_Info_create(&info);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  float *base = NULL;
+  rc = MPI_Win_allocate_shared((MPI_Aint)(2 * count * sizeof(float)), sizeof(float), info, g_node,
+                               &base, &g_win);
+  MPI_Info_free(&info);
+  if (rc != MPI_SUCCESS) { MPI_Comm_free(&g_node); return rc; }
+  g_seg = calloc((size_t)g_node_size, sizeof(float *));
+  for (int q = 0; q < g_node_size; q++) {
+    MPI_Aint size = 0;
+    int disp = 0;
+    void *ptr = NULL;
+    rc = MPI_Win_shared_query(g_win, q, &size, &disp, &ptr);
+    if (rc != MPI_SUCCESS) return rc;
+    g_seg[q] = ptr;
+  }
+  memset(base, 0, 2 * count * sizeof(float));
+  MPI_Win_lock_all(MPI_MODE_NOCHECK, g_win);
+  g_count = count;
+  *grads = base;
+  *params = base + count;
+  MPI_Win_sync(g_win);
+  return MPI_Barrier(g_node);
+}
+
+int vae_mpi_shm_active(void) { return g_win != MPI_WIN_NULL; }
+
+static int shm_sync(void) {
+  MPI_Win_sync(g_win);
+  int rc = MPI_Barrier(g_node);
+  MPI_Win_sync(g_win);
+  return rc;
+}
+
+#if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
+#define SHM_MULTIVERSION __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define SHM_MULTIVERSION
+#endif
+
+SHM_MULTIVERSION
+static void add_into(float *restrict out, const float *restrict a, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] += a[i];
+}
+
+SHM_MULTIVERSION
+static void sum2_into(float *restrict out, const float *restrict a, const float *restrict b, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi) {
+  int rc = shm_sync();
+  if (rc != MPI_SUCCESS) return rc;
+  if (hi <= lo || g_node_size < 2) return MPI_SUCCESS;
+  /* In rank order, ((g0 + g1) + g2) + …, through a small buffer (our own segment is one of
+   * the inputs), then into our own segment's [lo, hi). Only we touch this range of any
+   * segment until the next synchronisation. */
+  float tmp[2048];
+  for (size_t at = lo; at < hi; at += 2048) {
+    size_t m = hi - at < 2048 ? hi - at : 2048;
+    sum2_into(tmp, g_seg[0] + at, g_seg[1] + at, m);
+    for (int q = 2; q < g_node_size; q++) add_into(tmp, g_seg[q] + at, m);
+    memcpy(g_seg[g_node_rank] + at, tmp, m * sizeof(float));
+  }
+  return MPI_SUCCESS;
+}
+
+int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs) {
+  int rc = shm_sync();
+  if (rc != MPI_SUCCESS) return rc;
+  size_t off = which ? g_count : 0;
+  float *mine = g_seg[g_node_rank] + off;
+  for (int q = 0; q < g_node_size; q++) {
+    if (q == g_node_rank || counts[q] == 0) continue;
+    memcpy(mine + displs[q], g_seg[q] + off + displs[q], counts[q] * sizeof(float));
+  }
+  return shm_sync();
+}
+
+void vae_mpi_shm_free(void) {
+  if (g_win != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(g_win);
+    MPI_Win_free(&g_win);
+  }
+  if (g_node != MPI_COMM_NULL) MPI_Comm_free(&g_node);
+  free(g_seg);
+  g_seg = NULL;
 }

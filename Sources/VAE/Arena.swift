@@ -39,14 +39,25 @@ public struct ParameterLayout: Sendable, Hashable {
 public final class Arena: @unchecked Sendable {
   public let layout: ParameterLayout
   public let data: UnsafeMutableBufferPointer<Float>
+  private let owned: Bool
 
   public init(layout: ParameterLayout) {
     self.layout = layout
     data = .allocate(capacity: max(layout.total, 1))
     data.initialize(repeating: 0)
+    owned = true
   }
 
-  deinit { data.deallocate() }
+  /// An arena over memory someone else owns and frees (e.g. an MPI shared-memory window),
+  /// zeroed here.
+  public init(layout: ParameterLayout, external: UnsafeMutablePointer<Float>) {
+    self.layout = layout
+    data = UnsafeMutableBufferPointer(start: external, count: layout.total)
+    data.update(repeating: 0)
+    owned = false
+  }
+
+  deinit { if owned { data.deallocate() } }
 
   public var base: UnsafeMutablePointer<Float> { data.baseAddress! }
   public var count: Int { layout.total }

@@ -125,15 +125,17 @@ public final class VAEModel: @unchecked Sendable {
   var lastEps: UnsafePointer<Float>?
   var lastBatch = 0
 
-  /// `params` may be shared with another model (e.g. an evaluator with a larger batch).
-  public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil) {
+  /// `params` may be shared with another model (e.g. an evaluator with a larger batch);
+  /// `grads` may live in memory other ranks read (MPI shared window).
+  public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil) {
     precondition(maxBatch > 0)
     self.config = config
     self.maxBatch = maxBatch
     let layout = config.layout
     if let params { precondition(params.layout == layout) }
+    if let grads { precondition(grads.layout == layout) }
     self.params = params ?? Arena(layout: layout)
-    grads = Arena(layout: layout)
+    self.grads = grads ?? Arena(layout: layout)
     var k = 0
     func next(_ inF: Int, _ outF: Int) -> Linear {
       defer { k += 2 }

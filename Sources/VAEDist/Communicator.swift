@@ -1,4 +1,5 @@
 import Foundation
+import VAE
 
 /// How replicas talk: sums over all ranks, gathers, a broadcast and an abort. Single-process
 /// runs use `LocalCommunicator` (a sum over one rank, never touching MPI); runs started by
@@ -24,6 +25,9 @@ public protocol Communicator: AnyObject {
   func abort(code: Int32, message: String) -> Never
   /// Clean shutdown at the end of a successful run.
   func finalize()
+  /// Parameter and gradient arenas in memory the ranks of one node share, when the
+  /// communicator can exchange through it (nil: ordinary arenas).
+  func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)?
 }
 
 extension Communicator {
@@ -70,4 +74,5 @@ public final class LocalCommunicator: Communicator {
     exit(code)
   }
   public func finalize() {}
+  public func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)? { nil }
 }

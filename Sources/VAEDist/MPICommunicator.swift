@@ -1,5 +1,6 @@
 import Foundation
 import MPIShim
+import VAE
 
 public struct MPIError: Error, CustomStringConvertible {
   public let operation: String
@@ -7,7 +8,8 @@ public struct MPIError: Error, CustomStringConvertible {
   public var description: String {
     var buf = [CChar](repeating: 0, count: 512)
     vae_mpi_error_string(code, &buf, Int32(buf.count))
-    return "MPI \(operation) failed: \(String(cString: buf))"
+    let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return "MPI \(operation) failed: \(text)"
   }
 }
 
@@ -42,6 +44,14 @@ public final class MPICommunicator: Communicator {
   public let rank: Int
   public let size: Int
   private var cachedCounts: (key: [Range<Int>], counts: [Int32], displs: [Int32])?
+  /// The shared-memory window's gradient and parameter segments (this rank's), when in use.
+  private var shared: (grads: UnsafeMutablePointer<Float>, params: UnsafeMutablePointer<Float>, count: Int)?
+  /// Set VAE_DIST_SHM=0 to exchange through MPI collectives even on one node.
+  public static var sharedMemoryAllowed: Bool {
+    ProcessInfo.processInfo.environment["VAE_DIST_SHM"] != "0"
+  }
+  /// How gradients travel: "shared memory" (one node) or "MPI collectives".
+  public var transport: String { shared == nil ? "MPI reduce-scatter + allgather" : "shared memory (MPI-3 window)" }
 
   public init() throws {
     var r: Int32 = 0, s: Int32 = 0
@@ -56,9 +66,32 @@ public final class MPICommunicator: Communicator {
     if rc != 0 { throw MPIError(operation: op, code: rc) }
   }
 
+  /// The window segment `buffer` is, if any: 0 gradients, 1 parameters.
+  private func segment(_ buffer: UnsafeMutableBufferPointer<Float>) -> Int32? {
+    guard let s = shared, buffer.count == s.count else { return nil }
+    if buffer.baseAddress == s.grads { return 0 }
+    if buffer.baseAddress == s.params { return 1 }
+    return nil
+  }
+
+  public func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)? {
+    guard size > 1, Self.sharedMemoryAllowed, shared == nil, layout.total > 0 else { return nil }
+    var g: UnsafeMutablePointer<Float>?, p: UnsafeMutablePointer<Float>?
+    let rc = vae_mpi_shm_init(layout.total, &g, &p)
+    if rc == -1 { return nil }  // ranks on several nodes: MPI collectives
+    try check(rc, "shared-memory window")
+    guard let g, let p else { return nil }
+    shared = (g, p, layout.total)
+    return (Arena(layout: layout, external: p), Arena(layout: layout, external: g))
+  }
+
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
-    if buffer.count >= size && buffer.count <= Int(Int32.max) {
+    if segment(buffer) != nil {
+      let shards = shards(of: buffer.count)
+      try reduceScatterSum(buffer, shards: shards)
+      try allgather(buffer, shards: shards)
+    } else if buffer.count >= size && buffer.count <= Int(Int32.max) {
       let shards = shards(of: buffer.count)
       try reduceScatterSum(buffer, shards: shards)
       try allgather(buffer, shards: shards)
@@ -83,6 +116,11 @@ public final class MPICommunicator: Communicator {
   public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
     precondition(shards.count == size)
+    if segment(buffer) == 0 {
+      let mine = shards[rank]
+      try check(vae_mpi_shm_reduce_scatter(mine.lowerBound, mine.upperBound), "shared-memory reduce")
+      return
+    }
     let (counts, displs) = countsAndDispls(shards)
     try check(vae_mpi_reduce_scatter_sum_f32(base, counts, displs), "reduce-scatter")
   }
@@ -90,6 +128,11 @@ public final class MPICommunicator: Communicator {
   public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
     precondition(shards.count == size)
+    if let which = segment(buffer) {
+      let counts = shards.map(\.count), displs = shards.map(\.lowerBound)
+      try check(vae_mpi_shm_allgather(which, counts, displs), "shared-memory allgather")
+      return
+    }
     let (counts, displs) = countsAndDispls(shards)
     try check(vae_mpi_allgather_f32(base, counts, displs), "allgather")
   }
@@ -131,6 +174,6 @@ public final class MPICommunicator: Communicator {
   public var processorName: String {
     var buf = [CChar](repeating: 0, count: 256)
     _ = vae_mpi_processor_name(&buf, Int32(buf.count))
-    return String(cString: buf)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
   }
 }

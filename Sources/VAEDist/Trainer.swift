@@ -128,7 +128,9 @@ public final class Trainer {
     self.output = output
     self.parallel = parallel
     shard = comm.shard(of: config.batch)
-    model = VAEModel(config: config.model, maxBatch: max(shard.count, 1))
+    let shared = try comm.makeSharedArenas(layout: config.model.layout)
+    model = VAEModel(
+      config: config.model, maxBatch: max(shard.count, 1), params: shared?.params, grads: shared?.grads)
     model.initialise(rng: CounterRNG(seed: config.seed))
     adam = Adam(config: config.adam, layout: model.params.layout)
     batcher = Batcher(
@@ -261,6 +263,7 @@ public final class Trainer {
       Console.out(
         "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)\(parallel.shardOptimizer && comm.size > 1 ? ", sharded optimizer" : "")")
       Console.out(environmentNote)
+      if let m = comm as? MPICommunicator { Console.out("gradient exchange: \(m.transport)") }
     }
     while step < totalSteps {
       let t = try trainStep()
@@ -370,7 +373,9 @@ public final class Trainer {
 
   func openMetrics() throws {
     let fm = FileManager.default
-    if !fm.fileExists(atPath: metricsPath) { fm.createFile(atPath: metricsPath, contents: nil) }
+    if !fm.fileExists(atPath: metricsPath) && !fm.createFile(atPath: metricsPath, contents: nil) {
+      throw TrainError.io("\(metricsPath): cannot create")
+    }
     guard let h = FileHandle(forWritingAtPath: metricsPath) else {
       throw TrainError.io("\(metricsPath): cannot open for writing")
     }

@@ -188,6 +188,25 @@ final class MPITests: XCTestCase {
     }
   }
 
+  /// With the shared-memory window off (VAE_DIST_SHM=0, the path ranks on several hosts use),
+  /// MPI reduce-scatter + allgather give the same run to 1e-4, and sharding is still bit-identical.
+  func testMPICollectivesPathMatchesSharedMemoryPath() throws {
+    let off = ["VAE_DIST_SHM": "0"]
+    assertSucceeded(try run(np: 3, smoke("shm", steps: 100)), "np 3 shared memory")
+    assertSucceeded(try run(np: 3, smoke("coll", steps: 100), env: off), "np 3 collectives")
+    assertSucceeded(try run(np: 3, smoke("collz", steps: 100, extra: ["--shard-optimizer"]), env: off), "np 3 collectives, sharded")
+    let a = try metrics("shm").filter { $0["loss"] != nil }, b = try metrics("coll").filter { $0["loss"] != nil }
+    XCTAssertEqual(a.count, b.count)
+    for (x, y) in zip(a, b) {
+      let u = try XCTUnwrap(x["loss"] as? Double), v = try XCTUnwrap(y["loss"] as? Double)
+      XCTAssertEqual(u, v, accuracy: 1e-4 * abs(u))
+    }
+    let c = try checkpoint("coll"), z = try checkpoint("collz")
+    for (x, y) in zip(c.tensors, z.tensors) {
+      XCTAssertTrue(x.bytes == y.bytes, "collectives path: \(x.name) differs between sharded and unsharded")
+    }
+  }
+
   /// np 8 on 2 cores (oversubscribed) completes a short run; B = 50 over 8 ranks is uneven.
   func testEightRanksOversubscribed() throws {
     let r = try run(np: 8, smoke("np8", steps: 40, batch: 50))

@@ -30,4 +30,20 @@ void vae_mpi_abort(int code);
 double vae_mpi_wtime(void);
 int vae_mpi_processor_name(char *buf, int len);
 void vae_mpi_error_string(int code, char *buf, int len);
+
+/* Intra-node shared-memory gradient exchange (MPI-3 shared windows), used when every rank runs
+ * on one node. Each rank owns a segment of 2·count floats: its gradient arena, then its
+ * parameter arena; the model computes straight into them, so nothing is copied in.
+ * vae_mpi_shm_init returns 0 and the two pointers, or a non-zero code when the ranks span
+ * several nodes (-1) or MPI refused the window (an MPI error code). */
+int vae_mpi_shm_init(size_t count, float **grads, float **params);
+int vae_mpi_shm_active(void);
+/* Reduce-scatter of the gradient segments: rank r sums rows [lo, hi) over every rank's segment,
+ * in rank order, into its own segment. Synchronises first (the others' backward must be done). */
+int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi);
+/* Allgather of the gradient (which = 0) or parameter (which = 1) segments: copies every other
+ * rank's [displs[q], displs[q] + counts[q]) from its segment into ours. Synchronises before
+ * and after (so the next step may overwrite). */
+int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs);
+void vae_mpi_shm_free(void);
 #endif
