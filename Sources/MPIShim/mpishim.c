@@ -226,6 +226,13 @@ int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs)
   return shm_sync();
 }
 
+const float *vae_mpi_shm_segment(int q, int which) {
+  if (g_seg == NULL || q < 0 || q >= g_node_size) return NULL;
+  return g_seg[q] + (which ? g_count : 0);
+}
+
+int vae_mpi_shm_sync(void) { return shm_sync(); }
+
 void vae_mpi_shm_free(void) {
   if (g_win != MPI_WIN_NULL) {
     MPI_Win_unlock_all(g_win);

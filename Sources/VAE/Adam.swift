@@ -48,8 +48,17 @@ public final class Adam: @unchecked Sendable {
   /// One update: g = scale·grads (+ L2), then Adam. `range` restricts it to a slice of the
   /// arenas (a rank's shard); the step counter advances once per call.
   public func update(params: Arena, grads: Arena, scale: Float, range: Range<Int>? = nil) {
-    step += 1
+    beginStep()
     let r = range ?? 0..<params.count
+    apply(params: params, gradients: UnsafePointer(grads.base + r.lowerBound), range: r, scale: scale)
+  }
+
+  /// Advances the step counter: call once per optimizer step, before `apply`.
+  public func beginStep() { step += 1 }
+
+  /// The update of step `step` on `range` of the arenas, reading the gradients of that range
+  /// from `gradients` (which may point into memory another rank owns). Call `beginStep` first.
+  public func apply(params: Arena, gradients: UnsafePointer<Float>, range r: Range<Int>, scale: Float) {
     let c = config
     let t = Double(step)
     let bc1 = 1 - pow(Double(c.beta1), t)
@@ -60,7 +69,7 @@ public final class Adam: @unchecked Sendable {
     let decay: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
     let o = r.lowerBound
     vae_adam_update(
-      params.base + o, grads.base + o, m.base + o, v.base + o, r.count, scale, l2, decay,
+      params.base + o, gradients, m.base + o, v.base + o, r.count, scale, l2, decay,
       c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
   }
 }

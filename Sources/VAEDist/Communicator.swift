@@ -25,6 +25,13 @@ public protocol Communicator: AnyObject {
   func abort(code: Int32, message: String) -> Never
   /// Clean shutdown at the end of a successful run.
   func finalize()
+  /// Sums `buffer` over all ranks and hands the sum to `body` in parts — (range, pointer to the
+  /// summed values of that range) — possibly pointing into memory another rank owns and valid
+  /// only inside `body`; every rank sees the same bits. Returns the seconds spent exchanging
+  /// (excluding `body`). A shared-memory communicator saves the allgather's copy this way.
+  func withAllreducedSum(
+    _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double
   /// Parameter and gradient arenas in memory the ranks of one node share, when the
   /// communicator can exchange through it (nil: ordinary arenas).
   func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)?
@@ -32,6 +39,16 @@ public protocol Communicator: AnyObject {
 
 extension Communicator {
   public var isRoot: Bool { rank == 0 }
+
+  public func withAllreducedSum(
+    _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
+    let t0 = wallTime()
+    try allreduceSum(buffer)
+    let t1 = wallTime()
+    if let base = buffer.baseAddress { try body(0..<buffer.count, UnsafePointer(base)) }
+    return t1 - t0
+  }
 
   /// Rows [⌊rB/P⌋, ⌊(r+1)B/P⌋) of a global batch of `globalBatch` rows: any P ≤ B works.
   public func shard(of globalBatch: Int) -> Range<Int> {

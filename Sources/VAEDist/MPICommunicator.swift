@@ -100,6 +100,33 @@ public final class MPICommunicator: Communicator {
     }
   }
 
+  /// On the shared-memory window: reduce-scatter, then `body` reads every shard where its owner
+  /// summed it (no allgather copy), then a barrier so owners may overwrite their segments.
+  public func withAllreducedSum(
+    _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
+    guard size > 1, segment(buffer) == 0, let base = buffer.baseAddress else {
+      let t0 = wallTime()
+      try allreduceSum(buffer)
+      let t1 = wallTime()
+      if let base = buffer.baseAddress { try body(0..<buffer.count, UnsafePointer(base)) }
+      return t1 - t0
+    }
+    _ = base
+    let t0 = wallTime()
+    let shards = shards(of: buffer.count)
+    try reduceScatterSum(buffer, shards: shards)
+    try check(vae_mpi_shm_sync(), "barrier")  // every owner has summed its shard
+    let t1 = wallTime()
+    for (q, r) in shards.enumerated() where !r.isEmpty {
+      guard let seg = vae_mpi_shm_segment(Int32(q), 0) else { throw MPIError(operation: "shared segment", code: -1) }
+      try body(r, seg + r.lowerBound)
+    }
+    let t2 = wallTime()
+    try check(vae_mpi_shm_sync(), "barrier")
+    return (t1 - t0) + (wallTime() - t2)
+  }
+
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
     try check(vae_mpi_allreduce_sum_f64(base, buffer.count), "allreduce")

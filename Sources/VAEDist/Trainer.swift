@@ -176,9 +176,10 @@ public final class Trainer {
       try comm.allgather(model.params.data, shards: paramShards)
       commSeconds += (t1 - t0) + (comm.wallTime() - t2)
     } else {
-      try comm.allreduceSum(model.grads.data)
-      commSeconds += comm.wallTime() - t0
-      adam.update(params: model.params, grads: model.grads, scale: scale)
+      adam.beginStep()
+      commSeconds += try comm.withAllreducedSum(model.grads.data) { range, g in
+        adam.apply(params: model.params, gradients: g, range: range, scale: scale)
+      }
     }
     step += 1
     return terms
@@ -204,10 +205,16 @@ public final class Trainer {
     lap("backward")
     try comm.barrier()
     lap("wait")
-    try comm.allreduceSum(model.grads.data)
+    adam.beginStep()
+    var adamSeconds = 0.0
+    _ = try comm.withAllreducedSum(model.grads.data) { range, g in
+      let a = comm.wallTime()
+      adam.apply(params: model.params, gradients: g, range: range, scale: 1 / Float(config.batch))
+      adamSeconds += comm.wallTime() - a
+    }
     lap("allreduce")
-    adam.update(params: model.params, grads: model.grads, scale: 1 / Float(config.batch))
-    lap("adam")
+    phases["allreduce", default: 0] -= adamSeconds
+    phases["adam", default: 0] += adamSeconds
     step += 1
   }
 
