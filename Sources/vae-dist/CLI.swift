@@ -510,11 +510,15 @@ struct Bench: ParsableCommand {
     if profile {
       var phases: [String: Double] = [:]
       for _ in 0..<steps { try trainer.profiledStep(&phases) }
+      // Every rank's phases, printed by rank 0 in rank order (imbalance shows as "wait").
+      let keys = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
+      var table = [Double](repeating: 0, count: keys.count * comm.size)
+      for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
+      table = try comm.allreduceSum(table)
       if comm.isRoot {
-        let total = phases.values.reduce(0, +)
-        for k in ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"] {
-          let v = phases[k] ?? 0
-          Console.out(String(format: "  %-12@ %7.3f ms/step  %5.1f%%", k as NSString, 1000 * v / Double(steps), 100 * v / total))
+        for (i, k) in keys.enumerated() {
+          let perRank = (0..<comm.size).map { String(format: "%7.3f", 1000 * table[$0 * keys.count + i] / Double(steps)) }
+          Console.out(String(format: "  %-12@", k as NSString) + perRank.joined(separator: " ") + " ms/step")
         }
       }
     }
