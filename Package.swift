@@ -38,10 +38,12 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
       ]),
+    // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
+    .target(name: "TestSupport", path: "Tests/TestSupport"),
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
-    .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE"]),
-    .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE"]),
-    .testTarget(name: "CLITests", dependencies: ["vae-dist"]),
-    .testTarget(name: "MPITests", dependencies: ["vae-dist", "VAEDist", "VAE"]),
+    .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
+    .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
+    .testTarget(name: "MPITests", dependencies: ["vae-dist", "VAEDist", "VAE", "TestSupport"]),
   ]
 )

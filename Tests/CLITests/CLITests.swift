@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// End-to-end tests of the `vae-dist` executable: help texts, one-line errors, and a smoke run
@@ -36,35 +37,11 @@ final class CLITests: XCTestCase {
   /// Runs vae-dist in the test's temporary directory (so nothing lands in the package), with
   /// OpenBLAS on one thread. `environment` adds or overrides variables.
   private func vaeDist(_ args: [String], environment: [String: String] = [:]) throws -> Output {
-    let binary = try XCTUnwrap(CLIBinary.path, CLIBinary.notFoundMessage)
-    let outPath = tmp + "/.stdout-\(UUID().uuidString)", errPath = tmp + "/.stderr-\(UUID().uuidString)"
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    defer {
-      try? FileManager.default.removeItem(atPath: outPath)
-      try? FileManager.default.removeItem(atPath: errPath)
-    }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
-    p.arguments = args
-    var env = ProcessInfo.processInfo.environment
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    p.currentDirectoryURL = URL(fileURLWithPath: tmp)
-    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    p.waitUntilExit()
-    try? out.close()
-    try? err.close()
-    return Output(
-      status: p.terminationStatus,
-      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    var env = environment
+    if env["OPENBLAS_NUM_THREADS"] == nil { env["OPENBLAS_NUM_THREADS"] = "1" }
+    let r = try Subprocess.run([binary] + args, environment: env, cwd: tmp)
+    return Output(status: r.status, stdout: r.stdout, stderr: r.stderr)
   }
 
   /// Runs a command that must fail: non-zero exit, exactly one line on stderr, starting with
@@ -398,44 +375,5 @@ final class CLITests: XCTestCase {
     try assertFails(
       ["train", "--config", config, "--out", b, "--quiet", "--seed", "12", "--steps", "9", "--resume", "auto"],
       mentions: ["seed", "final.safetensors"])
-  }
-}
-
-/// The `vae-dist` executable built beside the test bundle (`.build/<config>/vae-dist`), or
-/// `$VAE_DIST_BIN`.
-enum CLIBinary {
-  static let path: String? = {
-    let fm = FileManager.default
-    func isExecutableFile(_ p: String) -> Bool {
-      var isDir: ObjCBool = false
-      return fm.fileExists(atPath: p, isDirectory: &isDir) && !isDir.boolValue && fm.isExecutableFile(atPath: p)
-    }
-    if let env = ProcessInfo.processInfo.environment["VAE_DIST_BIN"], !env.isEmpty {
-      return isExecutableFile(env) ? env : nil
-    }
-    var dirs: [URL] = []
-    // Linux: Bundle.main is the directory holding the test runner (…/debug/); macOS: the xctest
-    // bundle sits in …/debug/ too.
-    dirs.append(Bundle.main.bundleURL)
-    dirs.append(Bundle.main.bundleURL.deletingLastPathComponent())
-    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") {
-      dirs.append(b.bundleURL.deletingLastPathComponent())
-    }
-    // The runner itself (…/debug/vae-distPackageTests.xctest, or …/Contents/MacOS/… on macOS).
-    var u = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
-    for _ in 0..<4 {
-      u.deleteLastPathComponent()
-      dirs.append(u)
-    }
-    for d in dirs {
-      let candidate = d.appendingPathComponent("vae-dist").path
-      if isExecutableFile(candidate) { return candidate }
-    }
-    return nil
-  }()
-
-  static var notFoundMessage: String {
-    "vae-dist executable not found next to the test bundle (looked beside \(Bundle.main.bundlePath) and "
-      + "\(CommandLine.arguments.first ?? "?")); build it first (swift build) or set VAE_DIST_BIN"
   }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import VAE
 import VAEDist
+import TestSupport
 import XCTest
 
 /// End-to-end tests of `mpirun … vae-dist train`: they run the built binary under Open MPI
@@ -29,59 +30,28 @@ final class MPITests: XCTestCase {
     return nil
   }
 
-  /// The `vae-dist` built beside this test bundle.
   static var binary: String {
-    get throws {
-      var dirs: [URL] = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-      dirs.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent())
-      for b in Bundle.allBundles { dirs.append(b.bundleURL.deletingLastPathComponent()) }
-      for d in dirs {
-        let p = d.appendingPathComponent("vae-dist").path
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-      }
-      throw XCTSkip("vae-dist binary not found next to the test bundle")
-    }
+    get throws { try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage) }
   }
 
-  struct Result {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-    var seconds: Double
+  typealias Result = Subprocess.Result
+
+  /// mpirun's environment: runs as root, one BLAS thread per rank, session files in `tmp`.
+  var mpiEnvironment: [String: String] {
+    ["OMPI_MCA_orte_tmpdir_base": tmp.path, "OMPI_ALLOW_RUN_AS_ROOT": "1",
+     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"]
   }
 
   /// Runs `mpirun -np NP vae-dist train ARGS` (or, with np == 0, the binary alone).
   func run(np: Int, _ args: [String], mpiExtra: [String] = [], env: [String: String] = [:]) throws -> Result {
     let bin = try Self.binary
-    let p = Process()
-    var environment = ProcessInfo.processInfo.environment
-    environment["OMPI_MCA_orte_tmpdir_base"] = tmp.path
-    environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    environment["OPENBLAS_NUM_THREADS"] = "1"
-    for (k, v) in env { environment[k] = v }
-    p.environment = environment
-    p.currentDirectoryURL = Self.root
-    if np == 0 {
-      p.executableURL = URL(fileURLWithPath: bin)
-      p.arguments = ["train"] + args
-    } else {
-      p.executableURL = URL(fileURLWithPath: Self.which("mpirun")!)
-      p.arguments =
-        ["--timeout", "240", "--oversubscribe", "--bind-to", "none", "--mca", "btl_vader_single_copy_mechanism", "none", "-np", "\(np)"]
-        + mpiExtra + [bin, "train"] + args
-    }
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    let start = Date()
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return Result(
-      status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-      stderr: String(decoding: e, as: UTF8.self), seconds: Date().timeIntervalSince(start))
+    let environment = mpiEnvironment.merging(env) { $1 }
+    if np == 0 { return try Subprocess.run([bin, "train"] + args, environment: environment, cwd: Self.root.path) }
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    let argv =
+      [mpirun, "--timeout", "240", "--oversubscribe", "--bind-to", "none", "--mca", "btl_vader_single_copy_mechanism", "none",
+       "-np", "\(np)"] + mpiExtra + [bin, "train"] + args
+    return try Subprocess.run(argv, environment: environment, cwd: Self.root.path)
   }
 
   func smoke(_ out: String, steps: Int = 200, batch: Int = 100, extra: [String] = []) -> [String] {
@@ -253,24 +223,15 @@ final class MPITests: XCTestCase {
   func testTwoHostsOverTCPMatchFourLocalRanks() throws {
     let bin = try Self.binary
     assertSucceeded(try run(np: 4, smoke("local4", steps: 60)), "np 4 local")
-    let p = Process()
-    var environment = ProcessInfo.processInfo.environment
-    environment["OMPI_MCA_orte_tmpdir_base"] = tmp.path
-    environment["OPENBLAS_NUM_THREADS"] = "1"
-    p.environment = environment
-    p.executableURL = Self.root.appendingPathComponent("scripts/mpi-two-hosts")
     // The script sets --out itself: drop smoke()'s.
     var args = smoke("ignored", steps: 60)
     if let i = args.firstIndex(of: "--out") { args.removeSubrange(i...(i + 1)) }
-    p.arguments = [bin, tmp.appendingPathComponent("hosts2").path] + args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    p.waitUntilExit()
-    if p.terminationStatus == 77 { throw XCTSkip(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    XCTAssertEqual(p.terminationStatus, 0, text)
+    let r = try Subprocess.run(
+      [Self.root.appendingPathComponent("scripts/mpi-two-hosts").path, bin, tmp.appendingPathComponent("hosts2").path] + args,
+      environment: ["OMPI_MCA_orte_tmpdir_base": tmp.path, "OPENBLAS_NUM_THREADS": "1"])
+    let text = r.stdout + r.stderr
+    if r.status == 77 { throw XCTSkip(text.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    XCTAssertEqual(r.status, 0, text)
     XCTAssertTrue(text.contains("4 ranks saw 2 distinct host names"), text)
     let a = try metrics("local4"), b = try metrics("hosts2")
     XCTAssertEqual(a.count, b.count)
@@ -287,29 +248,11 @@ final class MPITests: XCTestCase {
   }
 
   func runMPMD(_ argLists: [[String]], bin: String) throws -> Result {
-    var args = ["--timeout", "120", "--oversubscribe", "--bind-to", "none"]
+    var argv = [try XCTUnwrap(Self.which("mpirun")), "--timeout", "120", "--oversubscribe", "--bind-to", "none"]
     for (i, a) in argLists.enumerated() {
-      if i > 0 { args.append(":") }
-      args += ["-np", "1", bin, "train"] + a
+      if i > 0 { argv.append(":") }
+      argv += ["-np", "1", bin, "train"] + a
     }
-    let p = Process()
-    var environment = ProcessInfo.processInfo.environment
-    environment["OMPI_MCA_orte_tmpdir_base"] = tmp.path
-    environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-    environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    environment["OPENBLAS_NUM_THREADS"] = "1"
-    p.environment = environment
-    p.executableURL = URL(fileURLWithPath: Self.which("mpirun")!)
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    let start = Date()
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                  stderr: String(decoding: e, as: UTF8.self), seconds: Date().timeIntervalSince(start))
+    return try Subprocess.run(argv, environment: mpiEnvironment, cwd: Self.root.path)
   }
 }

@@ -1,5 +1,6 @@
 import CZlib
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import VAE
@@ -72,24 +73,9 @@ private final class TempDir {
   }
 }
 
-/// Root of the package, from this file's path (Tests/VAEDataTests/IDXTests.swift).
-private let packageRoot: String = {
-  var url = URL(fileURLWithPath: #filePath)
-  for _ in 0..<3 { url.deleteLastPathComponent() }
-  return url.path
-}()
 
-/// The shared MNIST copy, if this machine has it.
-private func sharedMNISTDataDirectory() -> String? {
-  let candidates = ["/work/shared/data", packageRoot + "/../shared/data"]
-  for dir in candidates {
-    var isDir: ObjCBool = false
-    if FileManager.default.fileExists(atPath: dir + "/mnist", isDirectory: &isDir), isDir.boolValue {
-      return dir
-    }
-  }
-  return nil
-}
+/// A data directory holding MNIST, if this machine has one.
+private func sharedMNISTDataDirectory() -> String? { TestPaths.mnistDataDirectory }
 
 final class IDXTests: XCTestCase {
 
@@ -528,7 +514,7 @@ final class IDXTests: XCTestCase {
 
   func testRealMNIST() throws {
     guard let dataDir = sharedMNISTDataDirectory() else {
-      throw XCTSkip("no shared MNIST at /work/shared/data/mnist or \(packageRoot)/../shared/data/mnist")
+      throw XCTSkip("no MNIST in any of \(TestPaths.dataDirectoryCandidates) (run scripts/get-data)")
     }
     let splits = try DatasetRegistry.load(name: "mnist", dataDirectory: dataDir)
     XCTAssertEqual(splits.train.count, 60_000)

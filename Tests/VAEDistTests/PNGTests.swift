@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import VAEDist
@@ -98,10 +99,10 @@ final class PNGTests: XCTestCase {
     """
 
   private func decodeWithPython(_ path: String) throws -> [String: Any] {
-    guard try pythonRun("import zlib, struct, json", []).status == 0 else {
+    guard try Subprocess.python("import zlib, struct, json", []).status == 0 else {
       throw XCTSkip("python3 unavailable")
     }
-    let r = try pythonRun(Self.decoder, [path])
+    let r = try Subprocess.python(Self.decoder, [path])
     XCTAssertEqual(r.status, 0, r.stderr)
     return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
   }
@@ -146,7 +147,7 @@ final class PNGTests: XCTestCase {
       try SafeTensors.writeAtomically(PNG.zlibStored(data), to: path)
       let script = "import sys, zlib; d = zlib.decompress(open(sys.argv[1], 'rb').read()); "
         + "print(len(d), zlib.crc32(d) & 0xFFFFFFFF)"
-      let r = try pythonRun(script, [path])
+      let r = try Subprocess.python(script, [path])
       guard r.status == 0 || !r.stderr.contains("No such file") else { throw XCTSkip("python3 unavailable") }
       XCTAssertEqual(r.status, 0, r.stderr)
       XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
@@ -202,20 +203,4 @@ final class PNGTests: XCTestCase {
     }
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [])
   }
-}
-
-/// Runs `python3 -c script args…` and returns its exit status and output.
-private func pythonRun(_ script: String, _ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = ["python3", "-c", script] + args
-  let out = Pipe()
-  let err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import VAE
@@ -24,12 +25,7 @@ final class PythonInteropTests: XCTestCase {
   /// The first data directory holding a complete `mnist/`: `<package>/data`, `$VAE_DIST_DATA`,
   /// then `<package>/../shared/data` (the machine's shared copy).
   private func mnistDataDirectory() -> (String, DataSplits)? {
-    var candidates = [TT.packageRoot + "/data"]
-    if let env = ProcessInfo.processInfo.environment[DatasetRegistry.environmentVariable], !env.isEmpty {
-      candidates.append(env)
-    }
-    candidates.append(TT.packageRoot + "/../shared/data")
-    for c in candidates {
+    for c in TestPaths.dataDirectoryCandidates {
       if let d = try? DatasetRegistry.load(name: "mnist", dataDirectory: c, trainLimit: 2000) { return (c, d) }
     }
     return nil
@@ -137,86 +133,3 @@ final class PythonInteropTests: XCTestCase {
 }
 
 // MARK: - Subprocesses and the vae-dist binary
-
-/// Runs a program to completion; stdout and stderr go through temporary files (no pipe
-/// deadlock however much a child prints).
-enum Subprocess {
-  struct Result {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-  }
-
-  static func run(
-    _ argv: [String], environment: [String: String] = [:], removing: [String] = [], cwd: String? = nil
-  ) throws -> Result {
-    let tmp = NSTemporaryDirectory() + "vae-dist-sub-" + UUID().uuidString
-    let outPath = tmp + ".out", errPath = tmp + ".err"
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    defer {
-      try? FileManager.default.removeItem(atPath: outPath)
-      try? FileManager.default.removeItem(atPath: errPath)
-    }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: argv[0])
-    p.arguments = Array(argv.dropFirst())
-    var env = ProcessInfo.processInfo.environment
-    for k in removing { env[k] = nil }
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    p.waitUntilExit()
-    try? out.close()
-    try? err.close()
-    return Result(
-      status: p.terminationStatus,
-      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
-  }
-}
-
-/// The `vae-dist` executable built beside the test bundle (`.build/<config>/vae-dist`), or
-/// `$VAE_DIST_BIN`.
-enum VAEDistBinary {
-  static let path: String? = {
-    let fm = FileManager.default
-    func isExecutableFile(_ p: String) -> Bool {
-      var isDir: ObjCBool = false
-      return fm.fileExists(atPath: p, isDirectory: &isDir) && !isDir.boolValue && fm.isExecutableFile(atPath: p)
-    }
-    if let env = ProcessInfo.processInfo.environment["VAE_DIST_BIN"], !env.isEmpty {
-      return isExecutableFile(env) ? env : nil
-    }
-    var dirs: [URL] = []
-    // Linux: Bundle.main is the directory holding the test runner (…/debug/); macOS: the xctest
-    // bundle sits in …/debug/ too.
-    dirs.append(Bundle.main.bundleURL)
-    dirs.append(Bundle.main.bundleURL.deletingLastPathComponent())
-    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") {
-      dirs.append(b.bundleURL.deletingLastPathComponent())
-    }
-    // The runner itself (…/debug/vae-distPackageTests.xctest, or …/Contents/MacOS/… on macOS).
-    var u = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
-    for _ in 0..<4 {
-      u.deleteLastPathComponent()
-      dirs.append(u)
-    }
-    for d in dirs {
-      let candidate = d.appendingPathComponent("vae-dist").path
-      if isExecutableFile(candidate) { return candidate }
-    }
-    return nil
-  }()
-
-  static var notFoundMessage: String {
-    "vae-dist executable not found next to the test bundle (looked beside \(Bundle.main.bundlePath) and "
-      + "\(CommandLine.arguments.first ?? "?")); build it first (swift build) or set VAE_DIST_BIN"
-  }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import VAEDist
@@ -464,7 +465,7 @@ final class SafeTensorsTests: XCTestCase {
   // MARK: Interop with the reference implementation (Python safetensors)
 
   private func requireSafetensorsPython() throws {
-    let r = try runPython("import safetensors.numpy, numpy", [])
+    let r = try Subprocess.python("import safetensors.numpy, numpy", [])
     if r.status != 0 {
       throw XCTSkip("python3 with safetensors and numpy unavailable: \(r.stderr.suffix(200))")
     }
@@ -487,7 +488,7 @@ final class SafeTensorsTests: XCTestCase {
              "values": v.astype(np.float64).ravel().tolist()} for k, v in tensors.items()}}
       print(json.dumps(out))
       """
-    let r = try runPython(script, [path])
+    let r = try Subprocess.python(script, [path])
     XCTAssertEqual(r.status, 0, r.stderr)
     let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
     XCTAssertEqual(obj["metadata"] as? [String: String], sampleMetadata)
@@ -522,7 +523,7 @@ final class SafeTensorsTests: XCTestCase {
           "nothing": np.zeros((0, 3), dtype=np.float32),
       }, sys.argv[1], metadata={"format": "pt", "note": "quote \\" and ü"})
       """
-    let r = try runPython(script, [path])
+    let r = try Subprocess.python(script, [path])
     XCTAssertEqual(r.status, 0, r.stderr)
     let f = try SafeTensors.read(path: path)
     XCTAssertEqual(f.metadata, ["format": "pt", "note": "quote \" and ü"])
@@ -539,20 +540,4 @@ final class SafeTensorsTests: XCTestCase {
     let again = try SafeTensors.decode(SafeTensors.encode(tensors: f.tensors, metadata: f.metadata), file: "again")
     XCTAssertEqual(again.tensors, f.tensors)
   }
-}
-
-/// Runs `python3 -c script args…` and returns its exit status and output.
-private func runPython(_ script: String, _ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-  let p = Process()
-  p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  p.arguments = ["python3", "-c", script] + args
-  let out = Pipe()
-  let err = Pipe()
-  p.standardOutput = out
-  p.standardError = err
-  try p.run()
-  let o = out.fileHandleForReading.readDataToEndOfFile()
-  let e = err.fileHandleForReading.readDataToEndOfFile()
-  p.waitUntilExit()
-  return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
