@@ -1,3 +1,5 @@
+import CSupport
+
 #if canImport(Glibc)
 import Glibc
 #else
@@ -113,6 +115,7 @@ public final class VAEModel: @unchecked Sendable {
   /// Per-example log p(x|z) and KL of the last `loss` call.
   public let reconPerExample: Buffer
   public let klPerExample: Buffer
+  let rowScratch: Buffer
   // Gradients of activations.
   let dLogits: Buffer
   let dDecH: [Buffer]
@@ -176,6 +179,7 @@ public final class VAEModel: @unchecked Sendable {
     dLogits = Buffer(b * config.inputSize)
     reconPerExample = Buffer(b)
     klPerExample = Buffer(b)
+    rowScratch = Buffer(b)
   }
 
   /// PyTorch's `nn.Linear` default: weight and bias ~ U(−1/√in, 1/√in), one stream per tensor.
@@ -254,22 +258,10 @@ public final class VAEModel: @unchecked Sendable {
     var total = 0.0
     switch config.likelihood {
     case .bernoulli:
-      for r in 0..<batch {
-        var acc: Float = 0
-        let xr = x + r * n
-        let lr = l + r * n
-        for j in 0..<n {
-          let v = lr[j]
-          let e = expf(-abs(v))  // in (0, 1]
-          acc += xr[j] * v - max(v, 0) - log1pf(e)
-          if let gradient {
-            let sig = v >= 0 ? 1 / (1 + e) : e / (1 + e)
-            gradient[r * n + j] = sig - xr[j]
-          }
-        }
-        perExample?[r] = acc
-        total += Double(acc)
-      }
+      // Vectorised in C (CSupport): one exp and one log1p per pixel, plus the gradient.
+      let rows = perExample ?? rowScratch.ptr
+      vae_bernoulli_loglik(x, l, batch, n, rows, gradient)
+      for r in 0..<batch { total += Double(rows[r]) }
     case .gaussian(let sigma):
       let inv = 1 / (sigma * sigma)
       let c = -0.5 * logf(2 * Float.pi * sigma * sigma) * Float(n)
