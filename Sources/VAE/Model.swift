@@ -223,7 +223,6 @@ public final class VAEModel: @unchecked Sendable {
   @discardableResult
   public func loss(x: UnsafePointer<Float>, eps: UnsafePointer<Float>, batch: Int) -> LossTerms {
     encode(x, batch: batch)
-    let zn = batch * config.zdim
     let d = config.zdim
     var klTotal = 0.0
     for r in 0..<batch {
@@ -239,7 +238,6 @@ public final class VAEModel: @unchecked Sendable {
       klPerExample.ptr[r] = kl
       klTotal += Double(kl)
     }
-    _ = zn
     decode(UnsafePointer(z.ptr), batch: batch)
     let reconTotal = reconstruction(x: x, logits: UnsafePointer(logits.ptr), batch: batch,
                                     perExample: reconPerExample.ptr, gradient: dLogits.ptr)
