@@ -48,7 +48,10 @@ struct VAEDistCLI: ParsableCommand {
     } else {
       let full = fullMessage(for: error)
       let first = full.split(separator: "\n").first.map(String.init) ?? full
-      message = first.replacingOccurrences(of: "Error: ", with: "") + " (see 'vae-dist help')"
+      let names = configuration.subcommands.map { $0._commandName }
+      let sub = CommandLine.arguments.dropFirst().first { names.contains($0) }
+      message = first.replacingOccurrences(of: "Error: ", with: "")
+        + " (see 'vae-dist \(sub.map { "\($0) " } ?? "")--help')"
     }
     Console.error("vae-dist: error: " + Console.rankPrefix + message.replacingOccurrences(of: "\n", with: " "))
     Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
