@@ -65,10 +65,17 @@ public struct ParallelOptions: Sendable {
   /// Testing only: after step `step`, rank `rank` nudges one parameter, as a silent hardware or
   /// software fault would, so the replica check can be seen to catch it.
   public var perturb: (rank: Int, step: Int)?
-  public init(shardOptimizer: Bool = false, checkEvery: Int = 1000, perturb: (rank: Int, step: Int)? = nil) {
+  /// Benchmarks: a barrier before the gradient exchange, timed on its own (`waitSeconds`), so
+  /// waiting for the slowest rank is not counted as exchange.
+  public var separateWait: Bool
+  public init(
+    shardOptimizer: Bool = false, checkEvery: Int = 1000, perturb: (rank: Int, step: Int)? = nil,
+    separateWait: Bool = false
+  ) {
     self.shardOptimizer = shardOptimizer
     self.checkEvery = checkEvery
     self.perturb = perturb
+    self.separateWait = separateWait
   }
 }
 
@@ -87,6 +94,8 @@ public final class Trainer {
   let paramShards: [Range<Int>]
   /// Seconds spent in gradient/parameter collectives since the last metrics line.
   public var commSeconds = 0.0
+  /// With `parallel.separateWait`: seconds spent waiting for the slowest rank before exchanges.
+  public var waitSeconds = 0.0
   let estimator: Estimator
   let testX: [Float]
   let testRange: Range<Int>
@@ -167,6 +176,11 @@ public final class Trainer {
     let terms = model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
     model.backward()
     let scale = 1 / Float(config.batch)
+    if parallel.separateWait && comm.size > 1 {
+      let w = comm.wallTime()
+      try comm.barrier()
+      waitSeconds += comm.wallTime() - w
+    }
     let t0 = comm.wallTime()
     if parallel.shardOptimizer && comm.size > 1 {
       try comm.reduceScatterSum(model.grads.data, shards: paramShards)

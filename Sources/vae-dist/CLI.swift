@@ -494,21 +494,24 @@ struct Bench: ParsableCommand {
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
                               output: OutputOptions(quiet: true),
-                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: 0))
+                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: 0, separateWait: true))
     for _ in 0..<warmup { try trainer.trainStep() }
     var rates: [Double] = []
     var shares: [Double] = []
+    var waits: [Double] = []
     for _ in 0..<repeats {
       try comm.barrier()
       trainer.commSeconds = 0
+      trainer.waitSeconds = 0
       let t0 = comm.wallTime()
       for _ in 0..<steps { try trainer.trainStep() }
       let dt = comm.wallTime() - t0
       // Ranks synchronise every step (allreduce), so rank 0's time is the job's; the share
       // of time in collectives is averaged over ranks.
-      let sums = try comm.allreduceSum([trainer.commSeconds / dt])
+      let sums = try comm.allreduceSum([trainer.commSeconds / dt, trainer.waitSeconds / dt])
       rates.append(Double(steps) / dt)
       shares.append(sums[0] / Double(comm.size))
+      waits.append(sums[1] / Double(comm.size))
     }
     if profile {
       var phases: [String: Double] = [:]
@@ -530,13 +533,14 @@ struct Bench: ParsableCommand {
     let mid = order[order.count / 2]
     let median = rates[mid]
     let share = shares[mid]
+    let wait = waits[mid]
     let sps = median * Double(c.batch)
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
     if json {
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(comm.size), \"shard_optimizer\": \(shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(comm.size), \"shard_optimizer\": \(shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
     } else {
-      Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in allreduce (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
-                         config, BLASInfo.coreName, BLASInfo.threads, comm.size, c.batch, median, sps, 100 * share, repeats, steps, gflops))
+      Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in the gradient exchange, %.1f%% waiting for the slowest rank (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
+                         config, BLASInfo.coreName, BLASInfo.threads, comm.size, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
     }
   }
 }
