@@ -39,25 +39,33 @@ public final class Batcher: @unchecked Sendable {
   /// Full global batches per epoch; the remainder of an epoch is dropped (each epoch reshuffles).
   public var stepsPerEpoch: Int { dataset.count / globalBatch }
 
-  /// The shuffle of `epoch`: a Fisher–Yates permutation from stream (shuffle, epoch).
+  /// The shuffle of `epoch`: a Fisher–Yates permutation from stream (shuffle, epoch). Made in
+  /// place in the batcher's own buffer (no allocation at epoch boundaries).
   public func order(epoch: Int) -> [Int32] {
     if epoch != permutationEpoch {
-      permutation = Batcher.permutation(count: dataset.count, rng: rng, epoch: epoch)
+      if permutation.count != dataset.count { permutation = [Int32](repeating: 0, count: dataset.count) }
+      permutation.withUnsafeMutableBufferPointer { Batcher.shuffle($0, rng: rng, epoch: epoch) }
       permutationEpoch = epoch
     }
     return permutation
   }
 
   public static func permutation(count: Int, rng: CounterRNG, epoch: Int) -> [Int32] {
-    var p = (0..<count).map { Int32($0) }
+    var p = [Int32](repeating: 0, count: count)
+    p.withUnsafeMutableBufferPointer { shuffle($0, rng: rng, epoch: epoch) }
+    return p
+  }
+
+  /// Fills `p` with 0..<count, then shuffles it with the stream of (shuffle, epoch).
+  static func shuffle(_ p: UnsafeMutableBufferPointer<Int32>, rng: CounterRNG, epoch: Int) {
+    for i in 0..<p.count { p[i] = Int32(i) }
     var s = rng.stream(.shuffle, epoch: UInt64(epoch))
-    var i = count - 1
+    var i = p.count - 1
     while i > 0 {
       let j = s.nextInt(below: i + 1)
       p.swapAt(i, j)
       i -= 1
     }
-    return p
   }
 
   /// Fills `x` with rows `rows` (a slice of global batch `batchInEpoch` of `epoch`) and

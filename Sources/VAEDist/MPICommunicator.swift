@@ -44,6 +44,8 @@ public final class MPICommunicator: Communicator {
   public let rank: Int
   public let size: Int
   private var cachedCounts: (key: [Range<Int>], counts: [Int32], displs: [Int32])?
+  /// Shards of the arena length and their counts/offsets, computed once (no allocation per step).
+  private var cachedShards: (count: Int, shards: [Range<Int>], counts: [Int], displs: [Int])?
   /// The shared-memory window's gradient and parameter segments (this rank's), when in use.
   private var shared: (grads: UnsafeMutablePointer<Float>, params: UnsafeMutablePointer<Float>, count: Int)?
   /// Set VAE_DIST_SHM=0 to exchange through MPI collectives even on one node.
@@ -74,6 +76,14 @@ public final class MPICommunicator: Communicator {
     return nil
   }
 
+  private func arenaShards(_ count: Int) -> (shards: [Range<Int>], counts: [Int], displs: [Int]) {
+    if let c = cachedShards, c.count == count { return (c.shards, c.counts, c.displs) }
+    let shards = shards(of: count)
+    let c = (count: count, shards: shards, counts: shards.map(\.count), displs: shards.map(\.lowerBound))
+    cachedShards = c
+    return (c.shards, c.counts, c.displs)
+  }
+
   public func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)? {
     guard size > 1, Self.sharedMemoryAllowed, shared == nil, layout.total > 0 else { return nil }
     var g: UnsafeMutablePointer<Float>?, p: UnsafeMutablePointer<Float>?
@@ -88,7 +98,7 @@ public final class MPICommunicator: Communicator {
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
     if segment(buffer) != nil {
-      let shards = shards(of: buffer.count)
+      let shards = arenaShards(buffer.count).shards
       try reduceScatterSum(buffer, shards: shards)
       try allgather(buffer, shards: shards)
     } else if buffer.count >= size && buffer.count <= Int(Int32.max) {
@@ -114,7 +124,7 @@ public final class MPICommunicator: Communicator {
     }
     _ = base
     let t0 = wallTime()
-    let shards = shards(of: buffer.count)
+    let shards = arenaShards(buffer.count).shards
     try reduceScatterSum(buffer, shards: shards)
     try check(vae_mpi_shm_sync(), "barrier")  // every owner has summed its shard
     let t1 = wallTime()
@@ -156,8 +166,9 @@ public final class MPICommunicator: Communicator {
     guard size > 1, let base = buffer.baseAddress else { return }
     precondition(shards.count == size)
     if let which = segment(buffer) {
-      let counts = shards.map(\.count), displs = shards.map(\.lowerBound)
-      try check(vae_mpi_shm_allgather(which, counts, displs), "shared-memory allgather")
+      let cached = arenaShards(buffer.count)
+      precondition(cached.shards == shards, "the shared window is exchanged in its arena shards")
+      try check(vae_mpi_shm_allgather(which, cached.counts, cached.displs), "shared-memory allgather")
       return
     }
     let (counts, displs) = countsAndDispls(shards)

@@ -61,6 +61,22 @@ public enum VAEDistBinary {
     return nil
   }()
 
+  /// The release build of `vae-dist` (for tests of optimised-code properties): $VAE_DIST_RELEASE_BIN,
+  /// else `release/vae-dist` beside the debug build directory, else `<package>/.build/release/vae-dist`.
+  public static var releasePath: String? {
+    let fm = FileManager.default
+    if let env = ProcessInfo.processInfo.environment["VAE_DIST_RELEASE_BIN"], !env.isEmpty {
+      return fm.isExecutableFile(atPath: env) ? env : nil
+    }
+    var candidates: [String] = []
+    if let debug = path {
+      let dir = URL(fileURLWithPath: debug).resolvingSymlinksInPath().deletingLastPathComponent()
+      candidates.append(dir.deletingLastPathComponent().appendingPathComponent("release/vae-dist").path)
+    }
+    candidates.append(TestPaths.packageRoot + "/.build/release/vae-dist")
+    return candidates.first { fm.isExecutableFile(atPath: $0) }
+  }
+
   public static var notFoundMessage: String {
     "vae-dist executable not found next to the test bundle (looked beside \(Bundle.main.bundlePath) and "
       + "\(CommandLine.arguments.first ?? "?")); build it first (swift build) or set VAE_DIST_BIN"

@@ -73,9 +73,18 @@ choose_blas_kernel() {
   say "OpenBLAS kernel: $("$bin" blas --kernel)"
 }
 
+# swift build without its per-file progress lines; fails the script when the build fails.
+quiet_build() {
+  set +e
+  (cd "$ROOT" && swift build "$@" 2>&1 | grep --line-buffered -Ev '^\[[0-9]+/[0-9]+\]'; exit "${PIPESTATUS[0]}")
+  local rc=$?
+  set -e
+  [ "$rc" -eq 0 ] || die "swift build $* failed"
+}
+
 build_release() {
   say "building (release)"
-  (cd "$ROOT" && swift build -c release 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' ) || die "swift build failed"
+  quiet_build -c release
   BIN="$ROOT/.build/release/vae-dist"
   [ -x "$BIN" ] || die "build produced no $BIN"
 }
