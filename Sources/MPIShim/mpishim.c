@@ -48,22 +48,22 @@ int vae_mpi_is_initialized(void) {
 
 #define CHUNK ((size_t)INT_MAX / 2)
 
-int vae_mpi_allreduce_sum_f32(float *buf, size_t count) {
+/* In-place sum of `count` elements of `size` bytes, in chunks whose counts fit in an int. */
+static int allreduce_sum_chunked(char *buf, size_t count, size_t size, MPI_Datatype type) {
   for (size_t at = 0; at < count; at += CHUNK) {
     size_t n = count - at < CHUNK ? count - at : CHUNK;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at * size, (int)n, type, MPI_SUM, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) return rc;
   }
   return MPI_SUCCESS;
 }
 
+int vae_mpi_allreduce_sum_f32(float *buf, size_t count) {
+  return allreduce_sum_chunked((char *)buf, count, sizeof(float), MPI_FLOAT);
+}
+
 int vae_mpi_allreduce_sum_f64(double *buf, size_t count) {
-  for (size_t at = 0; at < count; at += CHUNK) {
-    size_t n = count - at < CHUNK ? count - at : CHUNK;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return rc;
-  }
-  return MPI_SUCCESS;
+  return allreduce_sum_chunked((char *)buf, count, sizeof(double), MPI_DOUBLE);
 }
 
 int vae_mpi_reduce_scatter_sum_f32(float *buf, const int *counts, const int *displs) {
