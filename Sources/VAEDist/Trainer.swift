@@ -167,20 +167,37 @@ public final class Trainer {
 
   /// One optimizer step on global batch `step`. Returns this rank's loss terms (sums).
   @discardableResult
-  public func trainStep() throws -> LossTerms {
+  public func trainStep() throws -> LossTerms { try step(timer: nil) }
+
+  /// `trainStep` with each phase timed (seconds, accumulated into `phases`), for
+  /// `vae-dist bench --profile`. Waiting for the slowest rank is timed apart ("wait").
+  public func profiledStep(_ phases: inout [String: Double]) throws {
+    let timer = PhaseTimer(clock: comm.wallTime)
+    timer.phases = phases
+    try step(timer: timer)
+    phases = timer.phases
+  }
+
+  /// batch → forward → backward → sum the gradients over ranks → scale 1/B → Adam.
+  private func step(timer: PhaseTimer?) throws -> LossTerms {
     let spe = batcher.stepsPerEpoch
     let epoch = step / spe
     let b = shard.count
     batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: shard, x: x.ptr, indices: indices)
     fillNoise(epoch: epoch, rows: b)
+    timer?.lap("batch+noise")
     let terms = model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
+    timer?.lap("forward")
     model.backward()
-    let scale = 1 / Float(config.batch)
-    if parallel.separateWait && comm.size > 1 {
+    timer?.lap("backward")
+    if comm.size > 1 && (parallel.separateWait || timer != nil) {
       let w = comm.wallTime()
       try comm.barrier()
       waitSeconds += comm.wallTime() - w
     }
+    timer?.lap("wait")
+    let scale = 1 / Float(config.batch)
+    var adamSeconds = 0.0
     let t0 = comm.wallTime()
     if parallel.shardOptimizer && comm.size > 1 {
       try comm.reduceScatterSum(model.grads.data, shards: paramShards)
@@ -189,47 +206,19 @@ public final class Trainer {
       let t2 = comm.wallTime()
       try comm.allgather(model.params.data, shards: paramShards)
       commSeconds += (t1 - t0) + (comm.wallTime() - t2)
+      adamSeconds = t2 - t1
     } else {
       adam.beginStep()
       commSeconds += try comm.withAllreducedSum(model.grads.data) { range, g in
+        let a = timer == nil ? 0 : comm.wallTime()
         adam.apply(params: model.params, gradients: g, range: range, scale: scale)
+        if timer != nil { adamSeconds += comm.wallTime() - a }
       }
     }
+    timer?.lap("allreduce")
+    timer?.move(adamSeconds, from: "allreduce", to: "adam")
     step += 1
     return terms
-  }
-
-  /// `trainStep` with each phase timed (seconds, accumulated into `phases`), for `vae-dist bench --profile`.
-  public func profiledStep(_ phases: inout [String: Double]) throws {
-    let spe = batcher.stepsPerEpoch
-    let epoch = step / spe
-    let b = shard.count
-    var t = comm.wallTime()
-    func lap(_ name: String) {
-      let now = comm.wallTime()
-      phases[name, default: 0] += now - t
-      t = now
-    }
-    batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: shard, x: x.ptr, indices: indices)
-    fillNoise(epoch: epoch, rows: b)
-    lap("batch+noise")
-    model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
-    lap("forward")
-    model.backward()
-    lap("backward")
-    try comm.barrier()
-    lap("wait")
-    adam.beginStep()
-    var adamSeconds = 0.0
-    _ = try comm.withAllreducedSum(model.grads.data) { range, g in
-      let a = comm.wallTime()
-      adam.apply(params: model.params, gradients: g, range: range, scale: 1 / Float(config.batch))
-      adamSeconds += comm.wallTime() - a
-    }
-    lap("allreduce")
-    phases["allreduce", default: 0] -= adamSeconds
-    phases["adam", default: 0] += adamSeconds
-    step += 1
   }
 
   func fillNoise(epoch: Int, rows: Int) {
@@ -573,6 +562,26 @@ public final class Trainer {
     let out = kept.map { $0 + "\n" }.joined()
     try? SafeTensors.writeAtomically(Array(out.utf8), to: metricsPath)
     return elapsed
+  }
+}
+
+/// Accumulates the time between successive `lap` calls under each phase's name.
+final class PhaseTimer {
+  var phases: [String: Double] = [:]
+  private let clock: () -> Double
+  private var last: Double
+  init(clock: @escaping () -> Double) {
+    self.clock = clock
+    last = clock()
+  }
+  func lap(_ name: String) {
+    let now = clock()
+    phases[name, default: 0] += now - last
+    last = now
+  }
+  func move(_ seconds: Double, from: String, to: String) {
+    phases[from, default: 0] -= seconds
+    phases[to, default: 0] += seconds
   }
 }
 
