@@ -19,12 +19,15 @@ public struct RunConfig: Sendable, Hashable {
   public var keepCheckpoints: Int
   public var logEvery: Int
   public var evalSamples: Int
+  /// Under MPI: compare replicas' parameter checksums every N steps (0: only at start and end).
+  public var checkEvery: Int
 
   public init(
     name: String, model: ModelConfig, dataset: String = "mnist", binarize: Binarization = .dynamic,
     trainLimit: Int? = nil, batch: Int = 100, epochs: Int? = 10, steps: Int? = nil,
     adam: AdamConfig = AdamConfig(), seed: UInt64 = 1, checkpointEvery: Int = 1000,
-    evalEvery: Int = 0, keepCheckpoints: Int = 3, logEvery: Int = 50, evalSamples: Int = 1
+    evalEvery: Int = 0, keepCheckpoints: Int = 3, logEvery: Int = 50, evalSamples: Int = 1,
+    checkEvery: Int = 1000
   ) {
     self.name = name
     self.model = model
@@ -41,6 +44,7 @@ public struct RunConfig: Sendable, Hashable {
     self.keepCheckpoints = keepCheckpoints
     self.logEvery = logEvery
     self.evalSamples = evalSamples
+    self.checkEvery = checkEvery
   }
 
   /// Total optimizer steps for a training set of `trainCount` examples.
@@ -68,7 +72,7 @@ public struct RunConfig: Sendable, Hashable {
     s += "  weight_decay_mode: \(adam.decoupled ? "decoupled" : "l2")\n"
     s += "  seed: \(seed)\n  checkpoint_every: \(checkpointEvery)\n  eval_every: \(evalEvery)\n"
     s += "  keep_checkpoints: \(keepCheckpoints)\n  log_every: \(logEvery)\n"
-    s += "  eval_samples: \(evalSamples)\n"
+    s += "  eval_samples: \(evalSamples)\n  check_every: \(checkEvery)\n"
     return s
   }
 

@@ -60,8 +60,6 @@ public struct ParallelOptions: Sendable {
   /// ZeRO stage 1: reduce-scatter the gradients, Adam on this rank's 1/P of the arena, then
   /// allgather the parameters. Same bytes on the wire as one allreduce; Adam work ÷ P.
   public var shardOptimizer: Bool
-  /// Compare replicas' parameter checksums every N steps (0: never).
-  public var checkEvery: Int
   /// Testing only: after step `step`, rank `rank` nudges one parameter, as a silent hardware or
   /// software fault would, so the replica check can be seen to catch it.
   public var perturb: (rank: Int, step: Int)?
@@ -69,11 +67,10 @@ public struct ParallelOptions: Sendable {
   /// waiting for the slowest rank is not counted as exchange.
   public var separateWait: Bool
   public init(
-    shardOptimizer: Bool = false, checkEvery: Int = 1000, perturb: (rank: Int, step: Int)? = nil,
+    shardOptimizer: Bool = false, perturb: (rank: Int, step: Int)? = nil,
     separateWait: Bool = false
   ) {
     self.shardOptimizer = shardOptimizer
-    self.checkEvery = checkEvery
     self.perturb = perturb
     self.separateWait = separateWait
   }
@@ -310,7 +307,7 @@ public final class Trainer {
         windowStart = Date()
         windowStepStart = step
       }
-      if comm.size > 1 && parallel.checkEvery > 0 && step % parallel.checkEvery == 0 {
+      if comm.size > 1 && config.checkEvery > 0 && step % config.checkEvery == 0 {
         try checkReplicas(what: "parameters at step \(step)")
       }
       if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {

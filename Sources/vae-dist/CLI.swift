@@ -128,8 +128,8 @@ struct Train: ParsableCommand {
   var comm: String = "auto"
   @Flag(name: .long, help: "Under MPI: shard Adam's work over ranks (ZeRO stage 1); same results.")
   var shardOptimizer = false
-  @Option(name: .long, help: "Under MPI: compare replicas' parameter checksums every N steps (0: never).")
-  var checkEvery: Int = 1000
+  @Option(name: .long, help: "Under MPI: compare replicas' parameter checksums every N steps (0: only at start and end); overrides train.check_every.")
+  var checkEvery: Int?
   @Option(name: .long, help: ArgumentHelp("Testing: RANK:STEP perturbs one replica.", visibility: .hidden))
   var debugPerturb: String?
 
@@ -149,6 +149,7 @@ struct Train: ParsableCommand {
     try check(evalEvery, "eval-every", 0...Int.max)
     try check(checkpointEvery, "checkpoint-every", 0...Int.max)
     try check(logEvery, "log-every", 1...Int.max)
+    try check(checkEvery, "check-every", 0...Int.max)
     if epochs != nil && steps != nil { throw ConfigError("--epochs and --steps: give one of them, not both") }
     if let zdim { c.model.zdim = zdim }
     if let epochs { c.epochs = epochs; c.steps = nil }
@@ -163,6 +164,7 @@ struct Train: ParsableCommand {
     if let evalEvery { c.evalEvery = evalEvery }
     if let checkpointEvery { c.checkpointEvery = checkpointEvery }
     if let logEvery { c.logEvery = logEvery }
+    if let checkEvery { c.checkEvery = checkEvery }
     return c
   }
 
@@ -170,7 +172,6 @@ struct Train: ParsableCommand {
     guard let mode = CommMode(rawValue: comm) else {
       throw ConfigError("--comm: expected auto, local or mpi, got '\(comm)'")
     }
-    guard checkEvery >= 0 else { throw ConfigError("--check-every: expected an integer ≥ 0, got \(checkEvery)") }
     var perturb: (rank: Int, step: Int)?
     if let d = debugPerturb {
       let parts = d.split(separator: ":").compactMap { Int($0) }
@@ -199,7 +200,7 @@ struct Train: ParsableCommand {
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir,
       output: OutputOptions(quiet: quiet || !comm.isRoot),
-      parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: checkEvery, perturb: perturb))
+      parallel: ParallelOptions(shardOptimizer: shardOptimizer, perturb: perturb))
     let s = try trainer.run(resume: resumeMode)
     defer { comm.finalize() }
     if comm.isRoot {
@@ -488,13 +489,14 @@ struct Bench: ParsableCommand {
     var c = try ConfigLoader.load(path: config)
     c.steps = warmup + steps * repeats
     c.epochs = nil
+    c.checkEvery = 0
     try applyThreads(threads)
     let data = try loadData(c, dataFlag: dataOptions.data)
     let tmp = NSTemporaryDirectory() + "vae-dist-bench-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
                               output: OutputOptions(quiet: true),
-                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, checkEvery: 0, separateWait: true))
+                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, separateWait: true))
     for _ in 0..<warmup { try trainer.trainStep() }
     var rates: [Double] = []
     var shares: [Double] = []

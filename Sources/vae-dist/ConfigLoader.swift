@@ -19,7 +19,7 @@ enum ConfigLoader {
     "train": [
       "batch", "epochs", "steps", "lr", "beta1", "beta2", "adam_eps", "weight_decay",
       "weight_decay_mode", "seed", "checkpoint_every", "eval_every", "keep_checkpoints",
-      "log_every", "eval_samples",
+      "log_every", "eval_samples", "check_every",
     ],
   ]
   static let topLevel = ["name", "model", "data", "train", "environment"]
@@ -107,7 +107,8 @@ enum ConfigLoader {
       evalEvery: try r.int(train["eval_every"], "train.eval_every", default: 0, range: 0...Int.max),
       keepCheckpoints: try r.int(train["keep_checkpoints"], "train.keep_checkpoints", default: 3, range: 1...1_000_000),
       logEvery: try r.int(train["log_every"], "train.log_every", default: 50, range: 1...Int.max),
-      evalSamples: try r.int(train["eval_samples"], "train.eval_samples", default: 1, range: 1...100_000))
+      evalSamples: try r.int(train["eval_samples"], "train.eval_samples", default: 1, range: 1...100_000),
+      checkEvery: try r.int(train["check_every"], "train.check_every", default: 1000, range: 0...Int.max))
   }
 
   struct Reader {
