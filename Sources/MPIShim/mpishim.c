@@ -197,6 +197,15 @@ static void sum2_into(float *restrict out, const float *restrict a, const float 
   for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+void vae_mpi_shm_reduce_chunk(size_t at, size_t n, float *out) {
+  if (g_node_size < 2) {
+    memcpy(out, g_seg[0] + at, n * sizeof(float));
+    return;
+  }
+  sum2_into(out, g_seg[0] + at, g_seg[1] + at, n);
+  for (int q = 2; q < g_node_size; q++) add_into(out, g_seg[q] + at, n);
+}
+
 int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi) {
   int rc = shm_sync();
   if (rc != MPI_SUCCESS) return rc;
@@ -207,8 +216,7 @@ int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi) {
   float tmp[2048];
   for (size_t at = lo; at < hi; at += 2048) {
     size_t m = hi - at < 2048 ? hi - at : 2048;
-    sum2_into(tmp, g_seg[0] + at, g_seg[1] + at, m);
-    for (int q = 2; q < g_node_size; q++) add_into(tmp, g_seg[q] + at, m);
+    vae_mpi_shm_reduce_chunk(at, m, tmp);
     memcpy(g_seg[g_node_rank] + at, tmp, m * sizeof(float));
   }
   return MPI_SUCCESS;

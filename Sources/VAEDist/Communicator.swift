@@ -32,6 +32,13 @@ public protocol Communicator: AnyObject {
   func withAllreducedSum(
     _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double
+  /// Sums `buffer` over all ranks but hands `body` only this rank's shard of the sum, in one or
+  /// more parts (range, pointer valid only inside `body`), e.g. to run Adam on it straight
+  /// from cache. Returns the seconds spent exchanging (excluding `body`).
+  func withReducedShard(
+    _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
+    _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double
   /// Parameter and gradient arenas in memory the ranks of one node share, when the
   /// communicator can exchange through it (nil: ordinary arenas).
   func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)?
@@ -39,6 +46,18 @@ public protocol Communicator: AnyObject {
 
 extension Communicator {
   public var isRoot: Bool { rank == 0 }
+
+  public func withReducedShard(
+    _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
+    _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
+    let t0 = wallTime()
+    try reduceScatterSum(buffer, shards: shards)
+    let t1 = wallTime()
+    let mine = shards[rank]
+    if let base = buffer.baseAddress, !mine.isEmpty { try body(mine, UnsafePointer(base + mine.lowerBound)) }
+    return t1 - t0
+  }
 
   public func withAllreducedSum(
     _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void

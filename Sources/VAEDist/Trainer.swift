@@ -195,15 +195,17 @@ public final class Trainer {
     timer?.lap("wait")
     let scale = 1 / Float(config.batch)
     var adamSeconds = 0.0
-    let t0 = comm.wallTime()
     if parallel.shardOptimizer && comm.size > 1 {
-      try comm.reduceScatterSum(model.grads.data, shards: paramShards)
-      let t1 = comm.wallTime()
-      adam.update(params: model.params, grads: model.grads, scale: scale, range: paramShards[comm.rank])
+      // ZeRO-1: Adam on this rank's shard of the summed gradients, then gather the parameters.
+      adam.beginStep()
+      commSeconds += try comm.withReducedShard(model.grads.data, shards: paramShards) { range, g in
+        let a = timer == nil ? 0 : comm.wallTime()
+        adam.apply(params: model.params, gradients: g, range: range, scale: scale)
+        if timer != nil { adamSeconds += comm.wallTime() - a }
+      }
       let t2 = comm.wallTime()
       try comm.allgather(model.params.data, shards: paramShards)
-      commSeconds += (t1 - t0) + (comm.wallTime() - t2)
-      adamSeconds = t2 - t1
+      commSeconds += comm.wallTime() - t2
     } else {
       adam.beginStep()
       commSeconds += try comm.withAllreducedSum(model.grads.data) { range, g in

@@ -45,6 +45,10 @@ int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi);
  * rank's [displs[q], displs[q] + counts[q]) from its segment into ours. Synchronises before
  * and after (so the next step may overwrite). */
 int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs);
+/* Sum over every rank's gradient segment of [at, at + n), in rank order, into out[n]. No
+ * synchronisation: call vae_mpi_shm_sync first. The same order as vae_mpi_shm_reduce_scatter,
+ * so the results are bit-identical. */
+void vae_mpi_shm_reduce_chunk(size_t at, size_t n, float *out);
 /* Rank q's gradient (which = 0) or parameter (which = 1) segment, readable by every rank. */
 const float *vae_mpi_shm_segment(int q, int which);
 /* Memory fence + barrier over the node: after it, every rank sees every other's writes. */
