@@ -51,6 +51,15 @@ extension Communicator {
     _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
     _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double {
+    try reduceScatterThenCall(buffer, shards: shards, body)
+  }
+
+  /// `withReducedShard` through the collectives: reduce-scatter in place, then `body` on this
+  /// rank's shard of the buffer.
+  func reduceScatterThenCall(
+    _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
+    _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
     let t0 = wallTime()
     try reduceScatterSum(buffer, shards: shards)
     let t1 = wallTime()
@@ -60,6 +69,13 @@ extension Communicator {
   }
 
   public func withAllreducedSum(
+    _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
+    try allreduceThenCall(buffer, body)
+  }
+
+  /// `withAllreducedSum` through the collectives: allreduce in place, then `body` on the whole.
+  func allreduceThenCall(
     _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double {
     let t0 = wallTime()

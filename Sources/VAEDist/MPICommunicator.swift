@@ -115,14 +115,7 @@ public final class MPICommunicator: Communicator {
   public func withAllreducedSum(
     _ buffer: UnsafeMutableBufferPointer<Float>, _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double {
-    guard size > 1, segment(buffer) == 0, let base = buffer.baseAddress else {
-      let t0 = wallTime()
-      try allreduceSum(buffer)
-      let t1 = wallTime()
-      if let base = buffer.baseAddress { try body(0..<buffer.count, UnsafePointer(base)) }
-      return t1 - t0
-    }
-    _ = base
+    guard size > 1, segment(buffer) == 0 else { return try allreduceThenCall(buffer, body) }
     let t0 = wallTime()
     let shards = arenaShards(buffer.count).shards
     try reduceScatterSum(buffer, shards: shards)
@@ -144,14 +137,7 @@ public final class MPICommunicator: Communicator {
     _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
     _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double {
-    guard size > 1, segment(buffer) == 0 else {
-      let t0 = wallTime()
-      try reduceScatterSum(buffer, shards: shards)
-      let t1 = wallTime()
-      let mine = shards[rank]
-      if let base = buffer.baseAddress, !mine.isEmpty { try body(mine, UnsafePointer(base + mine.lowerBound)) }
-      return t1 - t0
-    }
+    guard size > 1, segment(buffer) == 0 else { return try reduceScatterThenCall(buffer, shards: shards, body) }
     var t = wallTime()
     try check(vae_mpi_shm_sync(), "barrier")  // every rank's backward is done
     var exchange = wallTime() - t
