@@ -84,7 +84,7 @@ struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a VAE from a config file; flags override the file.",
     discussion: """
-      Writes the run directory (default runs/<config name>): config.yaml, metrics.jsonl,
+      Writes the run directory (default runs/<config name>): config.yaml, metrics.jsonl, \
       checkpoints/step-NNNNNNNN.safetensors and final.safetensors, and prints the held-out ELBO.
       Example: vae-dist train --config configs/mnist.yaml --epochs 2 --out runs/try
       """)
@@ -333,7 +333,7 @@ struct Sample: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Decode z ~ N(0, I) into a PNG grid of generated images.",
     discussion: """
-      Pixels are the decoder's means (Bernoulli probabilities). With --manifold and a 2-D latent
+      Pixels are the decoder's means (Bernoulli probabilities). With --manifold and a 2-D latent \
       space, draws the tutorial-style grid of decoded points at evenly spaced quantiles of N(0, I).
       Example: vae-dist sample --checkpoint runs/mnist/final.safetensors --n 64 --out samples.png
       """)
@@ -388,7 +388,7 @@ struct Reconstruct: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Encode test images and decode them again: a PNG with originals and reconstructions.",
     discussion: """
-      Rows alternate: test images as the model sees them (binarised with the fixed held-out seed
+      Rows alternate: test images as the model sees them (binarised with the fixed held-out seed \
       when the run binarised), then their reconstructions from z = μ(x).
       Example: vae-dist reconstruct --checkpoint runs/mnist/final.safetensors --out recon.png
       """)
@@ -457,9 +457,9 @@ struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Measure training throughput (steps/s, samples/s) of a config, warm-up excluded.",
     discussion: """
-      Runs the real step (batch, forward, backward, allreduce, Adam) on the config's data and
-      prints the median over --repeats timed blocks, and the share of a step spent in the
-      gradient collectives. Under mpirun it measures the data-parallel step (global samples/s).
+      Runs the real step (batch, forward, backward, allreduce, Adam) on the config's data and \
+      prints the median over --repeats timed blocks, and the share of a step spent in the \
+      gradient collectives. Under mpirun it measures the data-parallel step (global samples/s). \
       scripts/bench wraps this (and scripts/bench --scaling runs it for np 1, 2, 4, 8).
       """)
   @Option(name: .long, help: ArgumentHelp("YAML config.", valueName: "file"))
@@ -551,8 +551,8 @@ struct BLAS: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show the OpenBLAS kernel and thread count in use, and whether it is a slow fallback.",
     discussion: """
-      Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and silently uses its SSE3
-      'Prescott' kernel. --kernel prints only the kernel name; --best prints the fastest kernel
+      Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and silently uses its SSE3 \
+      'Prescott' kernel. --kernel prints only the kernel name; --best prints the fastest kernel \
       this CPU supports (what the launcher scripts put in OPENBLAS_CORETYPE when it is unset).
       """)
   @Flag(name: .long, help: "Print only the kernel OpenBLAS chose.")
