@@ -266,6 +266,7 @@ public final class Trainer {
       if let w = BLASInfo.fallbackWarning() { Console.error(w) }
     }
     let start = Date()
+    let firstStep = step  // after a resume, only this session's steps count for samples/s
     var windowStart = Date()
     var windowStepStart = step
     if comm.isRoot && !output.quiet {
@@ -335,7 +336,7 @@ public final class Trainer {
     let trained = Date().timeIntervalSince(start)
     return TrainSummary(
       steps: step, testELBO: e.elbo, testRecon: e.recon, testKL: e.kl, seconds: elapsed,
-      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(step) / trained : 0,
+      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(step - firstStep) / trained : 0,
       runDirectory: runDirectory)
   }
 
