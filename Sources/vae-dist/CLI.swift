@@ -477,7 +477,7 @@ struct Bench: ParsableCommand {
   var shardOptimizer = false
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
-  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, allreduce, Adam).")
+  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
   var profile = false
 
   func run() throws {
