@@ -129,10 +129,10 @@ void vae_mpi_error_string(int code, char *buf, int len) {
 static MPI_Comm g_node = MPI_COMM_NULL;
 static MPI_Win g_win = MPI_WIN_NULL;
 static int g_node_rank = 0, g_node_size = 0;
-static size_t g_count = 0;
-static float **g_seg = NULL; /* g_seg[q]: rank q's segment (grads then params) */
+static float **g_seg = NULL;  /* g_seg[q]: rank q's gradient segment */
+static float *g_params = NULL; /* the node's one parameter copy (after rank 0's gradients), or NULL */
 
-int vae_mpi_shm_init(size_t count, float **grads, float **params) {
+int vae_mpi_shm_init(size_t count, int share_params, float **grads, float **params) {
   int world = 0, rc;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &g_node);
@@ -150,7 +150,8 @@ int vae_mpi_shm_init(size_t count, float **grads, float **params) {
   MPI_Info_create(&info);
   MPI_Info_set(info, "alloc_shared_noncontig", "true");
   float *base = NULL;
-  rc = MPI_Win_allocate_shared((MPI_Aint)(2 * count * sizeof(float)), sizeof(float), info, g_node,
+  size_t mine = count + (share_params && g_node_rank == 0 ? count : 0);
+  rc = MPI_Win_allocate_shared((MPI_Aint)(mine * sizeof(float)), sizeof(float), info, g_node,
                                &base, &g_win);
   MPI_Info_free(&info);
   if (rc != MPI_SUCCESS) { MPI_Comm_free(&g_node); return rc; }
@@ -163,11 +164,11 @@ int vae_mpi_shm_init(size_t count, float **grads, float **params) {
     if (rc != MPI_SUCCESS) return rc;
     g_seg[q] = ptr;
   }
-  memset(base, 0, 2 * count * sizeof(float));
+  memset(base, 0, mine * sizeof(float));
   MPI_Win_lock_all(MPI_MODE_NOCHECK, g_win);
-  g_count = count;
+  g_params = share_params ? g_seg[0] + count : NULL;
   *grads = base;
-  *params = base + count;
+  *params = g_params;
   MPI_Win_sync(g_win);
   return MPI_Barrier(g_node);
 }
@@ -225,18 +226,19 @@ int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi) {
 int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs) {
   int rc = shm_sync();
   if (rc != MPI_SUCCESS) return rc;
-  size_t off = which ? g_count : 0;
-  float *mine = g_seg[g_node_rank] + off;
+  /* The shared parameter copy is everyone's already: the barrier is the whole gather. */
+  if (which) return MPI_SUCCESS;
+  float *mine = g_seg[g_node_rank];
   for (int q = 0; q < g_node_size; q++) {
     if (q == g_node_rank || counts[q] == 0) continue;
-    memcpy(mine + displs[q], g_seg[q] + off + displs[q], counts[q] * sizeof(float));
+    memcpy(mine + displs[q], g_seg[q] + displs[q], counts[q] * sizeof(float));
   }
   return shm_sync();
 }
 
-const float *vae_mpi_shm_segment(int q, int which) {
+const float *vae_mpi_shm_segment(int q) {
   if (g_seg == NULL || q < 0 || q >= g_node_size) return NULL;
-  return g_seg[q] + (which ? g_count : 0);
+  return g_seg[q];
 }
 
 int vae_mpi_shm_sync(void) { return shm_sync(); }
@@ -249,4 +251,5 @@ void vae_mpi_shm_free(void) {
   if (g_node != MPI_COMM_NULL) MPI_Comm_free(&g_node);
   free(g_seg);
   g_seg = NULL;
+  g_params = NULL;
 }

@@ -39,9 +39,19 @@ public protocol Communicator: AnyObject {
     _ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>],
     _ body: (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) throws -> Double
-  /// Parameter and gradient arenas in memory the ranks of one node share, when the
-  /// communicator can exchange through it (nil: ordinary arenas).
-  func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)?
+  /// A gradient arena in memory the ranks of one node share, when the communicator can
+  /// exchange through it (nil: ordinary arenas); with `shareParameters`, also the node's one
+  /// parameter copy, which the sharded optimizer updates in disjoint slices.
+  func makeSharedArenas(layout: ParameterLayout, shareParameters: Bool) throws -> SharedArenas?
+}
+
+/// Arenas in a node's shared memory (see `Communicator.makeSharedArenas`).
+public struct SharedArenas {
+  /// This rank's gradients, readable by the other ranks of the node.
+  public let grads: Arena
+  /// The parameters every rank of the node reads and (each its slice) writes; nil when every
+  /// rank keeps its own replica.
+  public let params: Arena?
 }
 
 extension Communicator {
@@ -126,5 +136,5 @@ public final class LocalCommunicator: Communicator {
     exit(code)
   }
   public func finalize() {}
-  public func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)? { nil }
+  public func makeSharedArenas(layout: ParameterLayout, shareParameters: Bool) throws -> SharedArenas? { nil }
 }

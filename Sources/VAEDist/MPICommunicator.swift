@@ -46,8 +46,9 @@ public final class MPICommunicator: Communicator {
   private var cachedCounts: (key: [Range<Int>], counts: [Int32], displs: [Int32])?
   /// Shards of the arena length and their counts/offsets, computed once (no allocation per step).
   private var cachedShards: (count: Int, shards: [Range<Int>], counts: [Int], displs: [Int])?
-  /// The shared-memory window's gradient and parameter segments (this rank's), when in use.
-  private var shared: (grads: UnsafeMutablePointer<Float>, params: UnsafeMutablePointer<Float>, count: Int)?
+  /// The shared-memory window, when in use: this rank's gradient segment and the node's shared
+  /// parameter copy (if the parameters are shared).
+  private var shared: (grads: UnsafeMutablePointer<Float>, params: UnsafeMutablePointer<Float>?, count: Int)?
   /// Set VAE_DIST_SHM=0 to exchange through MPI collectives even on one node.
   public static var sharedMemoryAllowed: Bool {
     ProcessInfo.processInfo.environment["VAE_DIST_SHM"] != "0"
@@ -68,7 +69,7 @@ public final class MPICommunicator: Communicator {
     if rc != 0 { throw MPIError(operation: op, code: rc) }
   }
 
-  /// The window segment `buffer` is, if any: 0 gradients, 1 parameters.
+  /// The window segment `buffer` is, if any: 0 gradients, 1 the shared parameters.
   private func segment(_ buffer: UnsafeMutableBufferPointer<Float>) -> Int32? {
     guard let s = shared, buffer.count == s.count else { return nil }
     if buffer.baseAddress == s.grads { return 0 }
@@ -84,20 +85,22 @@ public final class MPICommunicator: Communicator {
     return (c.shards, c.counts, c.displs)
   }
 
-  public func makeSharedArenas(layout: ParameterLayout) throws -> (params: Arena, grads: Arena)? {
+  public func makeSharedArenas(layout: ParameterLayout, shareParameters: Bool) throws -> SharedArenas? {
     guard size > 1, Self.sharedMemoryAllowed, shared == nil, layout.total > 0 else { return nil }
     var g: UnsafeMutablePointer<Float>?, p: UnsafeMutablePointer<Float>?
-    let rc = vae_mpi_shm_init(layout.total, &g, &p)
+    let rc = vae_mpi_shm_init(layout.total, shareParameters ? 1 : 0, &g, &p)
     if rc == -1 { return nil }  // ranks on several nodes: MPI collectives
     try check(rc, "shared-memory window")
-    guard let g, let p else { return nil }
+    guard let g else { return nil }
     shared = (g, p, layout.total)
-    return (Arena(layout: layout, external: p), Arena(layout: layout, external: g))
+    return SharedArenas(
+      grads: Arena(layout: layout, external: g), params: p.map { Arena(layout: layout, external: $0) })
   }
 
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
     guard size > 1, let base = buffer.baseAddress else { return }
-    if segment(buffer) != nil {
+    precondition(segment(buffer) != 1, "the shared parameters are one copy: there is nothing to sum")
+    if segment(buffer) == 0 {
       let shards = arenaShards(buffer.count).shards
       try reduceScatterSum(buffer, shards: shards)
       try allgather(buffer, shards: shards)
@@ -122,7 +125,7 @@ public final class MPICommunicator: Communicator {
     try check(vae_mpi_shm_sync(), "barrier")  // every owner has summed its shard
     let t1 = wallTime()
     for (q, r) in shards.enumerated() where !r.isEmpty {
-      guard let seg = vae_mpi_shm_segment(Int32(q), 0) else { throw MPIError(operation: "shared segment", code: -1) }
+      guard let seg = vae_mpi_shm_segment(Int32(q)) else { throw MPIError(operation: "shared segment", code: -1) }
       try body(r, seg + r.lowerBound)
     }
     let t2 = wallTime()

@@ -66,13 +66,20 @@ public struct ParallelOptions: Sendable {
   /// Benchmarks: a barrier before the gradient exchange, timed on its own (`waitSeconds`), so
   /// waiting for the slowest rank is not counted as exchange.
   public var separateWait: Bool
+  /// Gradient accumulation: each rank splits its shard into this many micro-batches (floor
+  /// split, like the ranks' shards), runs forward and backward on each in turn and sums their
+  /// gradients in order, so activation memory shrinks by this factor. The sum is the same
+  /// one-step gradient up to summation order; with K micro-batches on one process it is
+  /// bit-identical to K ranks on one node, whose shared-memory reduction adds in rank order.
+  public var microBatches: Int
   public init(
-    shardOptimizer: Bool = false, perturb: (rank: Int, step: Int)? = nil,
-    separateWait: Bool = false
+    shardOptimizer: Bool = true, perturb: (rank: Int, step: Int)? = nil,
+    separateWait: Bool = false, microBatches: Int = 1
   ) {
     self.shardOptimizer = shardOptimizer
     self.perturb = perturb
     self.separateWait = separateWait
+    self.microBatches = microBatches
   }
 }
 
@@ -89,6 +96,9 @@ public final class Trainer {
   public let output: OutputOptions
   public let parallel: ParallelOptions
   let paramShards: [Range<Int>]
+  /// The ranks of this node share one parameter copy (sharded optimizer on the shared-memory
+  /// window): rank 0 alone writes it outside Adam, and each rank's Adam writes its own slice.
+  public let parametersShared: Bool
   /// Seconds spent in gradient/parameter collectives since the last metrics line.
   public var commSeconds = 0.0
   /// With `parallel.separateWait`: seconds spent waiting for the slowest rank before exchanges.
@@ -98,6 +108,10 @@ public final class Trainer {
   let testRange: Range<Int>
   let dataChecksum: UInt32
   let shard: Range<Int>
+  /// The rows of `shard` each micro-batch takes (one range without accumulation).
+  let microShards: [Range<Int>]
+  /// The running gradient sum over micro-batches (nil without accumulation).
+  let accumulated: Buffer?
   let x: Buffer
   let eps: Buffer
   let indices: UnsafeMutablePointer<Int>
@@ -133,11 +147,22 @@ public final class Trainer {
     self.runDirectory = runDirectory
     self.output = output
     self.parallel = parallel
-    shard = comm.shard(of: config.batch)
-    let shared = try comm.makeSharedArenas(layout: config.model.layout)
+    let shard = comm.shard(of: config.batch)
+    self.shard = shard
+    let k = parallel.microBatches
+    guard k >= 1, k <= config.batch / comm.size else {
+      throw TrainError.badSetting(
+        "--micro-batches: \(k) micro-batches need at least \(k) rows per rank, but a global batch of \(config.batch) over \(comm.size) rank(s) gives \(config.batch / comm.size); expected 1…\(config.batch / comm.size)")
+    }
+    microShards = (0..<k).map { j in
+      (shard.lowerBound + j * shard.count / k)..<(shard.lowerBound + (j + 1) * shard.count / k)
+    }
+    let rows = max(microShards.map(\.count).max() ?? 1, 1)
+    let shared = try comm.makeSharedArenas(
+      layout: config.model.layout, shareParameters: parallel.shardOptimizer && comm.size > 1)
+    parametersShared = shared?.params != nil
     model = VAEModel(
-      config: config.model, maxBatch: max(shard.count, 1), params: shared?.params, grads: shared?.grads)
-    model.initialise(rng: CounterRNG(seed: config.seed))
+      config: config.model, maxBatch: rows, params: shared?.params, grads: shared?.grads)
     adam = Adam(config: config.adam, layout: model.params.layout)
     batcher = Batcher(
       dataset: data.train, binarization: config.binarize, rng: CounterRNG(seed: config.seed),
@@ -146,13 +171,23 @@ public final class Trainer {
     testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
     testX = Batcher.heldOut(data.test, binarization: config.binarize)
     dataChecksum = data.dataChecksum()
-    x = Buffer(max(shard.count, 1) * config.model.inputSize)
-    eps = Buffer(max(shard.count, 1) * config.model.zdim)
-    indices = .allocate(capacity: max(shard.count, 1))
+    x = Buffer(rows * config.model.inputSize)
+    eps = Buffer(rows * config.model.zdim)
+    indices = .allocate(capacity: rows)
+    accumulated = k > 1 ? Buffer(model.grads.count) : nil
     totalSteps = config.totalSteps(trainCount: data.train.count)
     paramShards = comm.shards(of: model.params.count)
     environmentNote =
       "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
+    try writeParameters { model.initialise(rng: CounterRNG(seed: config.seed)) }
+  }
+
+  /// Writes the parameters outside Adam (initialisation, restore): every rank its own replica,
+  /// or, when the node shares one copy, rank 0 alone and then a barrier.
+  func writeParameters(_ body: () -> Void) throws {
+    guard parametersShared else { return body() }
+    if comm.isRoot { body() }
+    try comm.allgather(model.params.data, shards: paramShards)  // on the shared copy: a barrier
   }
 
   deinit { indices.deallocate() }
@@ -179,14 +214,18 @@ public final class Trainer {
   private func step(timer: PhaseTimer?) throws -> LossTerms {
     let spe = batcher.stepsPerEpoch
     let epoch = step / spe
-    let b = shard.count
-    batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: shard, x: x.ptr, indices: indices)
-    fillNoise(epoch: epoch, rows: b)
-    timer?.lap("batch+noise")
-    let terms = model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
-    timer?.lap("forward")
-    model.backward()
-    timer?.lap("backward")
+    var terms = LossTerms()
+    for (j, rows) in microShards.enumerated() {
+      let b = rows.count
+      batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: rows, x: x.ptr, indices: indices)
+      fillNoise(epoch: epoch, rows: b)
+      timer?.lap("batch+noise")
+      terms = terms + model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: b)
+      timer?.lap("forward")
+      model.backward()
+      if let acc = accumulated { accumulate(acc, micro: j) }
+      timer?.lap("backward")
+    }
     if comm.size > 1 && (parallel.separateWait || timer != nil) {
       let w = comm.wallTime()
       try comm.barrier()
@@ -218,6 +257,19 @@ public final class Trainer {
     timer?.move(adamSeconds, from: "allreduce", to: "adam")
     step += 1
     return terms
+  }
+
+  /// Adds micro-batch `j`'s gradients to the running sum in order, ((g0 + g1) + g2) + …, the
+  /// last one into the gradient arena itself (the same order as the ranks' reduction).
+  func accumulate(_ acc: Buffer, micro j: Int) {
+    let g = model.grads.base, a = acc.ptr, n = model.grads.count
+    if j == 0 {
+      a.update(from: g, count: n)
+    } else if j < microShards.count - 1 {
+      for i in 0..<n { a[i] += g[i] }
+    } else {
+      for i in 0..<n { g[i] = a[i] + g[i] }
+    }
   }
 
   func fillNoise(epoch: Int, rows: Int) {
@@ -271,7 +323,7 @@ public final class Trainer {
     var windowStepStart = step
     if comm.isRoot && !output.quiet {
       Console.out(
-        "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)\(parallel.shardOptimizer && comm.size > 1 ? ", sharded optimizer" : "")")
+        "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)\(parallel.shardOptimizer && comm.size > 1 ? ", sharded optimizer" : "")\(microShards.count > 1 ? ", \(microShards.count) micro-batches per rank" : "")")
       Console.out(environmentNote)
       if let m = comm as? MPICommunicator { Console.out("gradient exchange: \(m.transport)") }
     }
@@ -528,7 +580,7 @@ public final class Trainer {
       throw TrainError.badSetting(
         "\(c.path): the checkpoint is at step \(c.state.step), past this run's \(totalSteps) steps")
     }
-    model.params.copy(from: c.params)
+    try writeParameters { model.params.copy(from: c.params) }
     adam.m.copy(from: m)
     adam.v.copy(from: v)
     adam.step = c.state.adamStep

@@ -126,8 +126,13 @@ struct Train: ParsableCommand {
     "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
     valueName: "auto|local|mpi"))
   var comm: String = "auto"
-  @Flag(name: .long, help: "Under MPI: shard Adam's work over ranks (ZeRO stage 1); same results.")
-  var shardOptimizer = false
+  @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+    "Under MPI: each rank runs Adam on 1/P of the parameters (ZeRO stage 1); bit-identical results, less work and memory. On by default; --no-shard-optimizer runs the whole Adam on every rank."))
+  var shardOptimizer = true
+  @Option(name: .long, help: ArgumentHelp(
+    "Gradient accumulation: each rank splits its share of every global batch into K micro-batches, run one after another and summed; activations need 1/K of the memory and the step is the same up to summation order (K on one process reproduces K ranks on one node bit for bit).",
+    valueName: "K"))
+  var microBatches: Int = 1
   @Option(name: .long, help: "Under MPI: compare replicas' parameter checksums every N steps (0: only at start and end); overrides train.check_every.")
   var checkEvery: Int?
   @Option(name: .long, help: ArgumentHelp("Testing: RANK:STEP perturbs one replica.", visibility: .hidden))
@@ -200,7 +205,7 @@ struct Train: ParsableCommand {
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir,
       output: OutputOptions(quiet: quiet || !comm.isRoot),
-      parallel: ParallelOptions(shardOptimizer: shardOptimizer, perturb: perturb))
+      parallel: ParallelOptions(shardOptimizer: shardOptimizer, perturb: perturb, microBatches: microBatches))
     let s = try trainer.run(resume: resumeMode)
     defer { comm.finalize() }
     if comm.isRoot {
@@ -473,8 +478,10 @@ struct Bench: ParsableCommand {
   var repeats: Int = 5
   @Option(name: .long, help: "OpenBLAS threads.")
   var threads: Int?
-  @Flag(name: .long, help: "Under MPI: the sharded optimizer (ZeRO stage 1).")
-  var shardOptimizer = false
+  @Flag(inversion: .prefixedNo, help: "Under MPI: the sharded optimizer (ZeRO stage 1), as in training (on by default).")
+  var shardOptimizer = true
+  @Option(name: .long, help: ArgumentHelp("Micro-batches per rank and step, as in training.", valueName: "K"))
+  var microBatches: Int = 1
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
   @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
@@ -496,7 +503,8 @@ struct Bench: ParsableCommand {
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
                               output: OutputOptions(quiet: true),
-                              parallel: ParallelOptions(shardOptimizer: shardOptimizer, separateWait: true))
+                              parallel: ParallelOptions(
+                                shardOptimizer: shardOptimizer, separateWait: true, microBatches: microBatches))
     for _ in 0..<warmup { try trainer.trainStep() }
     var rates: [Double] = []
     var shares: [Double] = []

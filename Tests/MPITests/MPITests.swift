@@ -132,12 +132,41 @@ final class MPITests: XCTestCase {
     }
   }
 
+  /// The whole file, with the header's world_size value swapped for `worldSize` (same length).
+  func bytes(_ out: String, worldSize: Int) throws -> Data {
+    let path = tmp.appendingPathComponent(out).appendingPathComponent("final.safetensors")
+    var text = try Data(contentsOf: path)
+    let from = try XCTUnwrap(text.range(of: Data("\"world_size\":\"".utf8)))
+    let digit = from.upperBound
+    text[digit] = UInt8(ascii: "0") + UInt8(worldSize)
+    return text
+  }
+
+  /// A checkpoint written under np P is byte for byte the one a single process writes with
+  /// --micro-batches P (the same shards, summed in the same rank order), except world_size:
+  /// the data-parallel step is exactly gradient accumulation. P = 4 and 3 (B = 100: uneven
+  /// shards), with the sharded optimizer (the default) and without it.
+  func testCheckpointUnderNpIsByteIdenticalToMicroBatches() throws {
+    for (np, extra) in [(4, [String]()), (3, []), (2, ["--no-shard-optimizer"])] {
+      assertSucceeded(try run(np: 0, smoke("m\(np)", steps: 60, extra: ["--micro-batches", "\(np)"])), "np 1 × \(np) micro-batches")
+      assertSucceeded(try run(np: np, smoke("p\(np)", steps: 60, extra: extra)), "np \(np) \(extra)")
+      XCTAssertEqual(try checkpoint("m\(np)").metadata["world_size"], "1")
+      XCTAssertEqual(try checkpoint("p\(np)").metadata["world_size"], "\(np)")
+      let a = try bytes("m\(np)", worldSize: np), b = try bytes("p\(np)", worldSize: np)
+      XCTAssertEqual(a.count, b.count)
+      XCTAssertTrue(a == b, "np \(np) \(extra): final.safetensors differs from np 1 --micro-batches \(np) beyond world_size")
+    }
+    // And accumulation is a real change of summation order: without it np 1 differs in bits.
+    assertSucceeded(try run(np: 0, smoke("m1", steps: 60)), "np 1")
+    XCTAssertFalse(try bytes("m1", worldSize: 4) == bytes("p4", worldSize: 4))
+  }
+
   /// ZeRO-1 sharding changes where Adam runs, not the numbers: bit-identical parameters and
   /// moments at np 2 and 3; and a sharded run's checkpoint resumes unsharded to the same bytes.
   func testShardedOptimizerIsBitIdentical() throws {
     for np in [2, 3] {
-      assertSucceeded(try run(np: np, smoke("u\(np)", steps: 120)), "unsharded np \(np)")
-      assertSucceeded(try run(np: np, smoke("s\(np)", steps: 120, extra: ["--shard-optimizer"])), "sharded np \(np)")
+      assertSucceeded(try run(np: np, smoke("u\(np)", steps: 120, extra: ["--no-shard-optimizer"])), "unsharded np \(np)")
+      assertSucceeded(try run(np: np, smoke("s\(np)", steps: 120)), "sharded (the default) np \(np)")
       let u = try checkpoint("u\(np)"), s = try checkpoint("s\(np)")
       XCTAssertEqual(u.tensors.count, s.tensors.count)
       for (x, y) in zip(u.tensors, s.tensors) {
@@ -151,7 +180,8 @@ final class MPITests: XCTestCase {
     try FileManager.default.copyItem(
       at: tmp.appendingPathComponent("s3/checkpoints/step-00000100.safetensors"),
       to: dir.appendingPathComponent("checkpoints/step-00000100.safetensors"))
-    assertSucceeded(try run(np: 3, smoke("r3", steps: 120, extra: ["--resume", "auto"])), "unsharded resume")
+    assertSucceeded(
+      try run(np: 3, smoke("r3", steps: 120, extra: ["--resume", "auto", "--no-shard-optimizer"])), "unsharded resume")
     let a = try checkpoint("s3"), b = try checkpoint("r3")
     for (x, y) in zip(a.tensors, b.tensors) {
       XCTAssertTrue(x.bytes == y.bytes, "resumed unsharded: \(x.name) differs")
@@ -163,8 +193,8 @@ final class MPITests: XCTestCase {
   func testMPICollectivesPathMatchesSharedMemoryPath() throws {
     let off = ["VAE_DIST_SHM": "0"]
     assertSucceeded(try run(np: 3, smoke("shm", steps: 100)), "np 3 shared memory")
-    assertSucceeded(try run(np: 3, smoke("coll", steps: 100), env: off), "np 3 collectives")
-    assertSucceeded(try run(np: 3, smoke("collz", steps: 100, extra: ["--shard-optimizer"]), env: off), "np 3 collectives, sharded")
+    assertSucceeded(try run(np: 3, smoke("coll", steps: 100, extra: ["--no-shard-optimizer"]), env: off), "np 3 collectives")
+    assertSucceeded(try run(np: 3, smoke("collz", steps: 100), env: off), "np 3 collectives, sharded")
     let a = try metrics("shm").filter { $0["loss"] != nil }, b = try metrics("coll").filter { $0["loss"] != nil }
     XCTAssertEqual(a.count, b.count)
     for (x, y) in zip(a, b) {
@@ -210,9 +240,12 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(p.seconds, 60)
   }
 
-  /// A replica that silently diverges is caught by the periodic checksum and named.
+  /// A replica that silently diverges is caught by the periodic checksum and named. (With the
+  /// sharded optimizer on one node the ranks share one parameter copy, which cannot diverge;
+  /// replicas exist with --no-shard-optimizer or across nodes.)
   func testDivergedReplicaStopsTheJob() throws {
-    let r = try run(np: 3, smoke("d", steps: 100, extra: ["--check-every", "20", "--debug-perturb", "2:30"]))
+    let r = try run(
+      np: 3, smoke("d", steps: 100, extra: ["--check-every", "20", "--debug-perturb", "2:30", "--no-shard-optimizer"]))
     XCTAssertNotEqual(r.status, 0)
     XCTAssertTrue(r.stderr.contains("rank 2: checksum of parameters at step 40 differs from rank 0's"), r.stderr)
     XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("d/final.safetensors").path))

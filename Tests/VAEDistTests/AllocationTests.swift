@@ -59,7 +59,7 @@ final class AllocationTests: XCTestCase {
     guard let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: FileManager.default.isExecutableFile)
     else { throw XCTSkip("mpirun not found") }
     let prefix = [mpirun, "--timeout", "120", "-np", "2", "--oversubscribe", "--bind-to", "none", "-x", "LD_PRELOAD"]
-    for extra in [[], ["--shard-optimizer"]] {
+    for extra in [["--no-shard-optimizer"], []] {
       let short = try allocations(prefix, steps: 50, extra: extra)
       let long = try allocations(prefix, steps: 150, extra: extra)
       print("np 2 \(extra): \(short) allocations with 200 timed steps, \(long) with 600 (all processes)")

@@ -31,26 +31,29 @@ double vae_mpi_wtime(void);
 int vae_mpi_processor_name(char *buf, int len);
 void vae_mpi_error_string(int code, char *buf, int len);
 
-/* Intra-node shared-memory gradient exchange (MPI-3 shared windows), used when every rank runs
- * on one node. Each rank owns a segment of 2·count floats: its gradient arena, then its
- * parameter arena; the model computes straight into them, so nothing is copied in.
- * vae_mpi_shm_init returns 0 and the two pointers, or a non-zero code when the ranks span
- * several nodes (-1) or MPI refused the window (an MPI error code). */
-int vae_mpi_shm_init(size_t count, float **grads, float **params);
+/* Intra-node shared-memory exchange (MPI-3 shared windows), used when every rank runs on one
+ * node. Each rank owns a segment of `count` floats, its gradient arena, which the model
+ * computes straight into, so nothing is copied in. With share_params, rank 0's segment is
+ * followed by the node's single parameter copy: the sharded optimizer updates it in disjoint
+ * slices, so no parameter allgather copies anything. vae_mpi_shm_init returns 0 and the
+ * pointers (params NULL without share_params), or a non-zero code when the ranks span several
+ * nodes (-1) or MPI refused the window (an MPI error code). */
+int vae_mpi_shm_init(size_t count, int share_params, float **grads, float **params);
 int vae_mpi_shm_active(void);
 /* Reduce-scatter of the gradient segments: rank r sums rows [lo, hi) over every rank's segment,
  * in rank order, into its own segment. Synchronises first (the others' backward must be done). */
 int vae_mpi_shm_reduce_scatter(size_t lo, size_t hi);
-/* Allgather of the gradient (which = 0) or parameter (which = 1) segments: copies every other
- * rank's [displs[q], displs[q] + counts[q]) from its segment into ours. Synchronises before
- * and after (so the next step may overwrite). */
+/* Allgather of the gradient segments (which = 0): copies every other rank's
+ * [displs[q], displs[q] + counts[q]) from its segment into ours, synchronising before and after
+ * (so the next step may overwrite). For the shared parameters (which = 1) only the first
+ * synchronisation: every rank's slice is already in the one copy. */
 int vae_mpi_shm_allgather(int which, const size_t *counts, const size_t *displs);
 /* Sum over every rank's gradient segment of [at, at + n), in rank order, into out[n]. No
  * synchronisation: call vae_mpi_shm_sync first. The same order as vae_mpi_shm_reduce_scatter,
  * so the results are bit-identical. */
 void vae_mpi_shm_reduce_chunk(size_t at, size_t n, float *out);
-/* Rank q's gradient (which = 0) or parameter (which = 1) segment, readable by every rank. */
-const float *vae_mpi_shm_segment(int q, int which);
+/* Rank q's gradient segment, readable by every rank. */
+const float *vae_mpi_shm_segment(int q);
 /* Memory fence + barrier over the node: after it, every rank sees every other's writes. */
 int vae_mpi_shm_sync(void);
 void vae_mpi_shm_free(void);
