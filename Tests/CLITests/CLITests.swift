@@ -187,6 +187,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", c, "--epochs=-3"] + out, mentions: ["--epochs", "-3"])
     try assertFails(["train", "--config", c, "--epochs", "-3"] + out, mentions: ["--epochs"])
     try assertFails(["train", "--config", c, "--batch", "0"] + out, mentions: ["--batch"])
+    try assertFails(["train", "--config", c, "--micro-batches", "0"] + out, mentions: ["--micro-batches"])
+    try assertFails(["train", "--config", c, "--micro-batches", "51"] + out, mentions: ["--micro-batches", "51", "1…50"])
     try assertFails(["train", "--config", c, "--zdim", "abc"] + out, mentions: ["--zdim", "abc"])
     try assertFails(["train", "--config", c, "--lr", "fast"] + out, mentions: ["--lr", "fast"])
     try assertFails(["train", "--config", c, "--lr", "0"] + out, mentions: ["--lr"])

@@ -145,7 +145,8 @@ final class MPITests: XCTestCase {
   /// A checkpoint written under np P is byte for byte the one a single process writes with
   /// --micro-batches P (the same shards, summed in the same rank order), except world_size:
   /// the data-parallel step is exactly gradient accumulation. P = 4 and 3 (B = 100: uneven
-  /// shards), with the sharded optimizer (the default) and without it.
+  /// shards), with the sharded optimizer (the default) and without it. Every process runs
+  /// OpenBLAS on one thread (mpiEnvironment): its threaded GEMM adds in another order.
   func testCheckpointUnderNpIsByteIdenticalToMicroBatches() throws {
     for (np, extra) in [(4, [String]()), (3, []), (2, ["--no-shard-optimizer"])] {
       assertSucceeded(try run(np: 0, smoke("m\(np)", steps: 60, extra: ["--micro-batches", "\(np)"])), "np 1 × \(np) micro-batches")

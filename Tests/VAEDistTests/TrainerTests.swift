@@ -403,6 +403,40 @@ final class TrainerTests: XCTestCase {
     XCTAssertEqual(leftovers, [])
   }
 
+  // MARK: (f2) gradient accumulation
+
+  /// --micro-batches K: activations sized for the largest micro-batch, the same training up to
+  /// summation order (B = 20 in 6/7/7 rows), and K outside 1…B/P named as a flag error.
+  func testMicroBatchesAccumulateTheSameStep() throws {
+    let c = TT.tinyConfig(steps: 12, batch: 20)
+    func make(_ k: Int, _ name: String) throws -> Trainer {
+      try Trainer(
+        config: c, data: TT.synthetic, comm: LocalCommunicator(), runDirectory: dir(name),
+        output: OutputOptions(quiet: true, terminal: false), parallel: ParallelOptions(microBatches: k))
+    }
+    let one = try make(1, "k1"), three = try make(3, "k3")
+    XCTAssertEqual(one.model.maxBatch, 20)
+    XCTAssertEqual(three.model.maxBatch, 7)
+    var lossOne = 0.0, lossThree = 0.0
+    for _ in 0..<12 {
+      lossOne += try one.trainStep().negativeELBO
+      lossThree += try three.trainStep().negativeELBO
+    }
+    XCTAssertEqual(lossThree, lossOne, accuracy: 1e-5 * abs(lossOne))
+    let a = one.model.params.toArray(), b = three.model.params.toArray()
+    var diff = 0.0, norm = 0.0
+    for (x, y) in zip(a, b) {
+      diff += Double(x - y) * Double(x - y)
+      norm += Double(x) * Double(x)
+    }
+    XCTAssertLessThan((diff / norm).squareRoot(), 1e-5, "12 steps with 3 micro-batches drifted from one batch")
+    for bad in [0, 21] {
+      XCTAssertThrowsError(try make(bad, "bad")) { e in
+        XCTAssertTrue("\(e)".contains("--micro-batches") && "\(e)".contains("expected 1…20"), "\(e)")
+      }
+    }
+  }
+
   // MARK: (g) sharding arithmetic
 
   func testShardRangesTileTheBatch() {
