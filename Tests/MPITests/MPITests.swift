@@ -187,6 +187,18 @@ final class MPITests: XCTestCase {
     for (x, y) in zip(a.tensors, b.tensors) {
       XCTAssertTrue(x.bytes == y.bytes, "resumed unsharded: \(x.name) differs")
     }
+    // And the other way: the unsharded run's step-100 checkpoint resumed sharded (into the
+    // node's one shared parameter copy, which rank 0 alone writes) ends on the same bytes.
+    let dir2 = tmp.appendingPathComponent("q3")
+    try FileManager.default.createDirectory(at: dir2.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
+    try FileManager.default.copyItem(
+      at: tmp.appendingPathComponent("u3/checkpoints/step-00000100.safetensors"),
+      to: dir2.appendingPathComponent("checkpoints/step-00000100.safetensors"))
+    assertSucceeded(try run(np: 3, smoke("q3", steps: 120, extra: ["--resume", "auto"])), "sharded resume")
+    let c = try checkpoint("u3"), d = try checkpoint("q3")
+    for (x, y) in zip(c.tensors, d.tensors) {
+      XCTAssertTrue(x.bytes == y.bytes, "resumed sharded: \(x.name) differs")
+    }
   }
 
   /// With the shared-memory window off (VAE_DIST_SHM=0, the path ranks on several hosts use),
