@@ -82,6 +82,11 @@ int vae_mpi_allgather_f32(float *buf, const int *counts, const int *displs) {
                         MPI_COMM_WORLD);
 }
 
+int vae_mpi_gather_f32(const float *send, int count, float *recv, const int *counts, const int *displs,
+                       int root) {
+  return MPI_Gatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, root, MPI_COMM_WORLD);
+}
+
 int vae_mpi_allgather_u64(unsigned long long value, unsigned long long *out) {
   return MPI_Allgather(&value, 1, MPI_UNSIGNED_LONG_LONG, out, 1, MPI_UNSIGNED_LONG_LONG,
                        MPI_COMM_WORLD);

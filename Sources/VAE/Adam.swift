@@ -32,33 +32,69 @@ public struct AdamConfig: Sendable, Hashable, Codable {
 /// Adam over whole arenas in one fused pass (gradient scale, weight decay, both moments and the
 /// parameter update per element), the same arithmetic as `torch.optim.Adam`'s default path.
 /// The loop is C (`vae_adam_update`), vectorised for AVX-512/AVX2 and picked at load time.
+/// A sharded optimizer (ZeRO stage 1) owns the moments of one slice of the arena only.
 public final class Adam: @unchecked Sendable {
   public var config: AdamConfig
-  public let m: Arena
-  public let v: Arena
+  public let layout: ParameterLayout
+  /// The slice of the arena whose moments this optimizer keeps: all of it, or a rank's shard.
+  public let owned: Range<Int>
+  /// First and second moments of `owned` (element 0 is arena element `owned.lowerBound`).
+  public let mSlice: UnsafeMutableBufferPointer<Float>
+  public let vSlice: UnsafeMutableBufferPointer<Float>
   /// Number of updates applied so far.
   public var step: Int = 0
 
-  public init(config: AdamConfig, layout: ParameterLayout) {
+  public init(config: AdamConfig, layout: ParameterLayout, owning: Range<Int>? = nil) {
     self.config = config
-    m = Arena(layout: layout)
-    v = Arena(layout: layout)
+    self.layout = layout
+    owned = owning ?? 0..<layout.total
+    precondition(owned.lowerBound >= 0 && owned.upperBound <= layout.total, "moments outside the arena")
+    mSlice = .allocate(capacity: owned.count)
+    vSlice = .allocate(capacity: owned.count)
+    mSlice.initialize(repeating: 0)
+    vSlice.initialize(repeating: 0)
+  }
+
+  deinit {
+    mSlice.deallocate()
+    vSlice.deallocate()
+  }
+
+  /// True when this optimizer keeps the moments of the whole arena.
+  public var ownsAll: Bool { owned.count == layout.total }
+  /// The first moments as an arena (a view: no copy). Only when `ownsAll`.
+  public var m: Arena { whole(mSlice) }
+  /// The second moments as an arena (a view: no copy). Only when `ownsAll`.
+  public var v: Arena { whole(vSlice) }
+
+  private func whole(_ b: UnsafeMutableBufferPointer<Float>) -> Arena {
+    precondition(ownsAll, "a sharded optimizer holds only its slice of the moments")
+    return Arena(layout: layout, view: b.baseAddress!)
+  }
+
+  /// Takes this optimizer's slice of whole-arena moments (e.g. from a checkpoint).
+  public func load(m: Arena, v: Arena) {
+    precondition(m.count == layout.total && v.count == layout.total)
+    mSlice.baseAddress!.update(from: m.base + owned.lowerBound, count: owned.count)
+    vSlice.baseAddress!.update(from: v.base + owned.lowerBound, count: owned.count)
   }
 
   /// One update: g = scale·grads (+ L2), then Adam. `range` restricts it to a slice of the
   /// arenas (a rank's shard); the step counter advances once per call.
   public func update(params: Arena, grads: Arena, scale: Float, range: Range<Int>? = nil) {
     beginStep()
-    let r = range ?? 0..<params.count
+    let r = range ?? owned
     apply(params: params, gradients: UnsafePointer(grads.base + r.lowerBound), range: r, scale: scale)
   }
 
   /// Advances the step counter: call once per optimizer step, before `apply`.
   public func beginStep() { step += 1 }
 
-  /// The update of step `step` on `range` of the arenas, reading the gradients of that range
-  /// from `gradients` (which may point into memory another rank owns). Call `beginStep` first.
+  /// The update of step `step` on `range` of the arenas (within `owned`), reading the
+  /// gradients of that range from `gradients` (which may point into memory another rank
+  /// owns). Call `beginStep` first.
   public func apply(params: Arena, gradients: UnsafePointer<Float>, range r: Range<Int>, scale: Float) {
+    precondition(r.lowerBound >= owned.lowerBound && r.upperBound <= owned.upperBound, "update outside the owned slice")
     let c = config
     let t = Double(step)
     let bc1 = 1 - pow(Double(c.beta1), t)
@@ -67,9 +103,9 @@ public final class Adam: @unchecked Sendable {
     let invSqrtBC2 = Float(1 / bc2.squareRoot())
     let l2: Float = c.decoupled ? 0 : c.weightDecay
     let decay: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
-    let o = r.lowerBound
+    let o = r.lowerBound - owned.lowerBound
     vae_adam_update(
-      params.base + o, gradients, m.base + o, v.base + o, r.count, scale, l2, decay,
-      c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
+      params.base + r.lowerBound, gradients, mSlice.baseAddress! + o, vSlice.baseAddress! + o, r.count,
+      scale, l2, decay, c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
   }
 }

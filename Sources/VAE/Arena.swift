@@ -57,6 +57,13 @@ public final class Arena: @unchecked Sendable {
     owned = false
   }
 
+  /// A view of memory someone else owns and keeps alive, as it is (not zeroed).
+  public init(layout: ParameterLayout, view: UnsafeMutablePointer<Float>) {
+    self.layout = layout
+    data = UnsafeMutableBufferPointer(start: view, count: layout.total)
+    owned = false
+  }
+
   deinit { if owned { data.deallocate() } }
 
   public var base: UnsafeMutablePointer<Float> { data.baseAddress! }

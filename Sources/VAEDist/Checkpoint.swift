@@ -68,7 +68,7 @@ public enum Checkpoint {
   public static let format = "vae-dist/1"
 
   public static func encode(
-    params: Arena, adam: Adam?, state: TrainingState, modelJSON: String, configYAML: String
+    params: Arena, moments: (m: Arena, v: Arena)?, state: TrainingState, modelJSON: String, configYAML: String
   ) -> [UInt8] {
     var tensors: [SafeTensor] = []
     func add(_ prefix: String, _ arena: Arena) {
@@ -79,9 +79,9 @@ public enum Checkpoint {
       }
     }
     add("", params)
-    if let adam {
-      add("adam.m.", adam.m)
-      add("adam.v.", adam.v)
+    if let moments {
+      add("adam.m.", moments.m)
+      add("adam.v.", moments.v)
     }
     var crc: uLong = crc32(0, nil, 0)
     for t in tensors {
@@ -107,11 +107,11 @@ public enum Checkpoint {
   }
 
   public static func save(
-    path: String, params: Arena, adam: Adam?, state: TrainingState, modelJSON: String,
+    path: String, params: Arena, moments: (m: Arena, v: Arena)?, state: TrainingState, modelJSON: String,
     configYAML: String
   ) throws {
     let bytes = encode(
-      params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: configYAML)
+      params: params, moments: moments, state: state, modelJSON: modelJSON, configYAML: configYAML)
     try SafeTensors.writeAtomically(bytes, to: path)
   }
 

@@ -14,6 +14,11 @@ public protocol Communicator: AnyObject {
   func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws
   /// In place: rank r's `shards[r]` of `buffer` is copied to every rank.
   func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws
+  /// Rank r's `mine` (its `shards[r]`, in rank order) into `full` on `root`, which alone
+  /// passes `full` (the others nil).
+  func gather(
+    _ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?, shards: [Range<Int>],
+    root: Int) throws
   /// One value from every rank, in rank order.
   func allgather(_ value: UInt64) throws -> [UInt64]
   /// Root's bytes to every rank (any length; receivers' arrays are resized).
@@ -128,6 +133,13 @@ public final class LocalCommunicator: Communicator {
   public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
   public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
   public func allgather(_ value: UInt64) throws -> [UInt64] { [value] }
+  public func gather(
+    _ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?, shards: [Range<Int>],
+    root: Int
+  ) throws {
+    guard let full, let m = mine.baseAddress, let f = full.baseAddress, let r = shards.first else { return }
+    (f + r.lowerBound).update(from: m, count: min(mine.count, r.count))
+  }
   public func broadcast(_ bytes: inout [UInt8], root: Int) throws {}
   public func barrier() throws {}
   public func wallTime() -> Double { Date().timeIntervalSince(start) }

@@ -199,6 +199,16 @@ public final class MPICommunicator: Communicator {
     try check(vae_mpi_allgather_f32(base, counts, displs), "allgather")
   }
 
+  public func gather(
+    _ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?, shards: [Range<Int>],
+    root: Int
+  ) throws {
+    precondition(shards.count == size && mine.count == shards[rank].count)
+    let (counts, displs) = countsAndDispls(shards)
+    let send = mine.baseAddress ?? UnsafePointer(scratch.ptr)
+    try check(vae_mpi_gather_f32(send, Int32(mine.count), full?.baseAddress, counts, displs, Int32(root)), "gather")
+  }
+
   public func allgather(_ value: UInt64) throws -> [UInt64] {
     var out = [UInt64](repeating: 0, count: size)
     try out.withUnsafeMutableBufferPointer { p in

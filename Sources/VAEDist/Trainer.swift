@@ -163,7 +163,12 @@ public final class Trainer {
     parametersShared = shared?.params != nil
     model = VAEModel(
       config: config.model, maxBatch: rows, params: shared?.params, grads: shared?.grads)
-    adam = Adam(config: config.adam, layout: model.params.layout)
+    let paramShards = comm.shards(of: model.params.count)
+    self.paramShards = paramShards
+    // Sharded: this rank keeps Adam's moments for its slice only (memory ÷ P).
+    adam = Adam(
+      config: config.adam, layout: model.params.layout,
+      owning: parallel.shardOptimizer && comm.size > 1 ? paramShards[comm.rank] : nil)
     batcher = Batcher(
       dataset: data.train, binarization: config.binarize, rng: CounterRNG(seed: config.seed),
       globalBatch: config.batch)
@@ -176,7 +181,6 @@ public final class Trainer {
     indices = .allocate(capacity: rows)
     accumulated = k > 1 ? Buffer(model.grads.count) : nil
     totalSteps = config.totalSteps(trainCount: data.train.count)
-    paramShards = comm.shards(of: model.params.count)
     environmentNote =
       "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
     try writeParameters { model.initialise(rng: CounterRNG(seed: config.seed)) }
@@ -366,10 +370,11 @@ public final class Trainer {
         try checkReplicas(what: "parameters at step \(step)")
       }
       if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
-        try gatherMoments()
+        let moments = try gatherMoments()
         let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
-        if comm.isRoot {
-          try saveCheckpoint(path: Checkpoint.stepPath(runDirectory: runDirectory, step: step), window: w)
+        if comm.isRoot, let moments {
+          try saveCheckpoint(
+            path: Checkpoint.stepPath(runDirectory: runDirectory, step: step), window: w, moments: moments)
           pruneCheckpoints()
         }
       }
@@ -379,9 +384,11 @@ public final class Trainer {
     let epoch = max(step - 1, 0) / batcher.stepsPerEpoch
     try logEvaluation(e, epoch: epoch, elapsed: elapsed)
     if comm.size > 1 { try checkReplicas(what: "final parameters") }
-    try gatherMoments()
-    if comm.isRoot {
-      try saveCheckpoint(path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), window: [0, 0, 0])
+    let moments = try gatherMoments()
+    if comm.isRoot, let moments {
+      try saveCheckpoint(
+        path: (runDirectory as NSString).appendingPathComponent("final.safetensors"), window: [0, 0, 0],
+        moments: moments)
       if output.terminal && !output.quiet { Console.raw("\n") }
       try metrics?.close()
     }
@@ -451,13 +458,13 @@ public final class Trainer {
   }
 
   /// `window`: the metrics window's sums over all ranks (recon, kl, count).
-  func saveCheckpoint(path: String, window w: [Double]) throws {
+  func saveCheckpoint(path: String, window w: [Double], moments: (m: Arena, v: Arena)) throws {
     let state = TrainingState(
       step: step, epoch: step / batcher.stepsPerEpoch, seed: config.seed, worldSize: comm.size,
       globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
       windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
     try Checkpoint.save(
-      path: path, params: model.params, adam: adam, state: state, modelJSON: config.modelJSON,
+      path: path, params: model.params, moments: moments, state: state, modelJSON: config.modelJSON,
       configYAML: config.yaml)
   }
 
@@ -557,12 +564,16 @@ public final class Trainer {
     try agree("checksum of \(what)", parameterChecksum()) { String(format: "%016llx", $0) }
   }
 
-  /// With the sharded optimizer each rank holds only its slice of Adam's moments up to date:
-  /// gather them before a checkpoint so every checkpoint has the same (whole) format.
-  func gatherMoments() throws {
-    guard parallel.shardOptimizer && comm.size > 1 else { return }
-    try comm.allgather(adam.m.data, shards: paramShards)
-    try comm.allgather(adam.v.data, shards: paramShards)
+  /// Adam's moments of the whole arena, for a checkpoint: rank 0 gets them (the others nil).
+  /// With the sharded optimizer each rank holds only its slice, so the slices are gathered to
+  /// rank 0 into arenas allocated for this checkpoint; checkpoints keep one (whole) format.
+  func gatherMoments() throws -> (m: Arena, v: Arena)? {
+    if adam.ownsAll { return (adam.m, adam.v) }
+    let layout = model.params.layout
+    let full = comm.isRoot ? (m: Arena(layout: layout), v: Arena(layout: layout)) : nil
+    try comm.gather(UnsafeBufferPointer(adam.mSlice), into: full?.m.data, shards: paramShards, root: 0)
+    try comm.gather(UnsafeBufferPointer(adam.vSlice), into: full?.v.data, shards: paramShards, root: 0)
+    return full
   }
 
   func restore(_ c: LoadedCheckpoint) throws {
@@ -581,8 +592,7 @@ public final class Trainer {
         "\(c.path): the checkpoint is at step \(c.state.step), past this run's \(totalSteps) steps")
     }
     try writeParameters { model.params.copy(from: c.params) }
-    adam.m.copy(from: m)
-    adam.v.copy(from: v)
+    adam.load(m: m, v: v)
     adam.step = c.state.adamStep
     step = c.state.step
     // The saved window holds every rank's sums: rank 0 carries them, the others start empty.

@@ -52,7 +52,7 @@ final class CheckpointTests: XCTestCase {
   /// A valid checkpoint, as the tensors and metadata `Checkpoint.encode` writes.
   private func validFile() -> SafeTensorsFile {
     let (params, adam) = filledArenas()
-    let bytes = Checkpoint.encode(params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: configYAML)
+    let bytes = Checkpoint.encode(params: params, moments: (adam.m, adam.v), state: state, modelJSON: modelJSON, configYAML: configYAML)
     return try! SafeTensors.decode(bytes, file: "valid")
   }
 
@@ -91,7 +91,7 @@ final class CheckpointTests: XCTestCase {
   func testSaveLoadRoundTripIsExact() throws {
     let (params, adam) = filledArenas()
     let path = dir + "/ck.safetensors"
-    try Checkpoint.save(path: path, params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: configYAML)
+    try Checkpoint.save(path: path, params: params, moments: (adam.m, adam.v), state: state, modelJSON: modelJSON, configYAML: configYAML)
     let c = try Checkpoint.load(path: path)
     XCTAssertEqual(c.path, path)
     XCTAssertEqual(c.model, model)
@@ -122,14 +122,14 @@ final class CheckpointTests: XCTestCase {
 
     // Saving what was loaded reproduces the file byte for byte.
     let again = Checkpoint.encode(
-      params: c.params, adam: adam, state: c.state, modelJSON: RunConfig.modelJSON(c.model), configYAML: c.configYAML)
+      params: c.params, moments: (adam.m, adam.v), state: c.state, modelJSON: RunConfig.modelJSON(c.model), configYAML: c.configYAML)
     XCTAssertEqual(again, try TT.bytes(path))
   }
 
   func testCheckpointWithoutAdamLoadsWithoutMoments() throws {
     let (params, _) = filledArenas()
     let path = dir + "/noadam.safetensors"
-    try Checkpoint.save(path: path, params: params, adam: nil, state: state, modelJSON: modelJSON, configYAML: "")
+    try Checkpoint.save(path: path, params: params, moments: nil, state: state, modelJSON: modelJSON, configYAML: "")
     let c = try Checkpoint.load(path: path)
     XCTAssertNil(c.adamM)
     XCTAssertNil(c.adamV)
@@ -139,10 +139,10 @@ final class CheckpointTests: XCTestCase {
   func testSaveOverwritesAtomicallyAndLeavesNoTemporaryFiles() throws {
     let (params, adam) = filledArenas()
     let path = dir + "/ck.safetensors"
-    try Checkpoint.save(path: path, params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: "a")
+    try Checkpoint.save(path: path, params: params, moments: (adam.m, adam.v), state: state, modelJSON: modelJSON, configYAML: "a")
     var s2 = state
     s2.step = 2000
-    try Checkpoint.save(path: path, params: params, adam: adam, state: s2, modelJSON: modelJSON, configYAML: "b")
+    try Checkpoint.save(path: path, params: params, moments: (adam.m, adam.v), state: s2, modelJSON: modelJSON, configYAML: "b")
     XCTAssertEqual(try Checkpoint.load(path: path).state.step, 2000)
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["ck.safetensors"])
   }
@@ -255,7 +255,7 @@ final class CheckpointTests: XCTestCase {
   func testFlippedDataByteFailsTheChecksum() throws {
     let path = dir + "/flip.safetensors"
     let (params, adam) = filledArenas()
-    try Checkpoint.save(path: path, params: params, adam: adam, state: state, modelJSON: modelJSON, configYAML: configYAML)
+    try Checkpoint.save(path: path, params: params, moments: (adam.m, adam.v), state: state, modelJSON: modelJSON, configYAML: configYAML)
     var b = try TT.bytes(path)
     // Flip one bit in the middle of the data block (a parameter's mantissa).
     let headerLength = Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24

@@ -141,6 +141,32 @@ final class AdamTests: XCTestCase {
     XCTAssertEqual(grads.toArray(), [1, -1] + gs[2].map(Float.init) + [2, -2], "grads are read-only")
   }
 
+  /// A sharded Adam keeps only its slice's moments (memory ÷ P) and updates that slice with
+  /// the same bits as a whole-arena Adam; `load` takes its slice of whole moments.
+  func testShardedMomentsMatchTheWholeArena() {
+    let layout = ParameterLayout(specs: [TensorSpec(name: "a", shape: [4]), TensorSpec(name: "b", shape: [5])])
+    let whole = Adam(config: AdamConfig(lr: 0.01), layout: layout)
+    let halves = [Adam(config: AdamConfig(lr: 0.01), layout: layout, owning: 0..<4),
+                  Adam(config: AdamConfig(lr: 0.01), layout: layout, owning: 4..<9)]
+    XCTAssertEqual(halves.map(\.mSlice.count), [4, 5])
+    XCTAssertFalse(halves[0].ownsAll)
+    let p1 = Arena(layout: layout), p2 = Arena(layout: layout), g = Arena(layout: layout)
+    for i in 0..<9 { p1.base[i] = Float(i) * 0.1; p2.base[i] = Float(i) * 0.1 }
+    for step in 1...4 {
+      for i in 0..<9 { g.base[i] = Float((i * 7 + step * 3) % 11) - 5 }
+      whole.update(params: p1, grads: g, scale: 0.5)
+      for h in halves { h.update(params: p2, grads: g, scale: 0.5) }
+    }
+    XCTAssertEqual(p1.toArray().map(\.bitPattern), p2.toArray().map(\.bitPattern))
+    let m = whole.m.toArray(), v = whole.v.toArray()
+    XCTAssertEqual(Array(halves[0].mSlice) + Array(halves[1].mSlice), m)
+    XCTAssertEqual(Array(halves[0].vSlice) + Array(halves[1].vSlice), v)
+    let fresh = Adam(config: AdamConfig(lr: 0.01), layout: layout, owning: 4..<9)
+    fresh.load(m: whole.m, v: whole.v)
+    XCTAssertEqual(Array(fresh.mSlice), Array(m[4..<9]))
+    XCTAssertEqual(Array(fresh.vSlice), Array(v[4..<9]))
+  }
+
   func testScaleMultipliesTheGradient() {
     // Stored gradients are 4·g; scale 1/4 must give exactly Adam on g: the moments show it
     // directly (Adam's step is nearly invariant to the gradient's scale, its moments are not).

@@ -21,6 +21,9 @@ int vae_mpi_allreduce_sum_f64(double *buf, size_t count);
 int vae_mpi_reduce_scatter_sum_f32(float *buf, const int *counts, const int *displs);
 /* In-place allgather: rank r contributes buf[displs[r] ..< displs[r] + counts[r]]. */
 int vae_mpi_allgather_f32(float *buf, const int *counts, const int *displs);
+/* Gather of every rank's `count` floats to `root`, into recv at displs[q] (recv: root only). */
+int vae_mpi_gather_f32(const float *send, int count, float *recv, const int *counts, const int *displs,
+                       int root);
 /* In-place allgather of one uint64 per rank into out[size]. */
 int vae_mpi_allgather_u64(unsigned long long value, unsigned long long *out);
 int vae_mpi_bcast_bytes(void *buf, size_t count, int root);
