@@ -154,8 +154,10 @@ public final class Trainer {
       throw TrainError.badSetting(
         "--micro-batches: \(k) micro-batches need at least \(k) rows per rank, but a global batch of \(config.batch) over \(comm.size) rank(s) gives \(config.batch / comm.size); expected 1…\(config.batch / comm.size)")
     }
+    // Split as the ranks split the batch, so K micro-batches take K ranks' rows.
     microShards = (0..<k).map { j in
-      (shard.lowerBound + j * shard.count / k)..<(shard.lowerBound + (j + 1) * shard.count / k)
+      let r = shardRange(rank: j, size: k, count: shard.count)
+      return (shard.lowerBound + r.lowerBound)..<(shard.lowerBound + r.upperBound)
     }
     let rows = max(microShards.map(\.count).max() ?? 1, 1)
     let shared = try comm.makeSharedArenas(
