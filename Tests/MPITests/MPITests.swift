@@ -168,36 +168,33 @@ final class MPITests: XCTestCase {
     for np in [2, 3] {
       assertSucceeded(try run(np: np, smoke("u\(np)", steps: 120, extra: ["--no-shard-optimizer"])), "unsharded np \(np)")
       assertSucceeded(try run(np: np, smoke("s\(np)", steps: 120)), "sharded (the default) np \(np)")
-      let u = try checkpoint("u\(np)"), s = try checkpoint("s\(np)")
-      XCTAssertEqual(u.tensors.count, s.tensors.count)
-      for (x, y) in zip(u.tensors, s.tensors) {
-        XCTAssertEqual(x.name, y.name)
-        XCTAssertTrue(x.bytes == y.bytes, "np \(np): \(x.name) differs between sharded and unsharded")
-      }
+      try assertSameTensors("u\(np)", "s\(np)", "np \(np), sharded vs unsharded")
     }
-    // Resume the sharded np 3 run from its step-100 checkpoint without sharding.
-    let dir = tmp.appendingPathComponent("r3")
+    // Resume each np 3 run's step-100 checkpoint the other way (the unsharded one into the
+    // node's one shared parameter copy, which rank 0 alone writes): the same final bytes.
+    try resumeAndCompare(from: "s3", as: "r3", extra: ["--no-shard-optimizer"], "resumed unsharded")
+    try resumeAndCompare(from: "u3", as: "q3", extra: [], "resumed sharded")
+  }
+
+  /// Copies run `source`'s step-100 checkpoint into a fresh run directory `name`, resumes it
+  /// at np 3 for the rest of the 120 steps with `extra`, and compares every final tensor.
+  func resumeAndCompare(from source: String, as name: String, extra: [String], _ what: String) throws {
+    let dir = tmp.appendingPathComponent(name)
     try FileManager.default.createDirectory(at: dir.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
     try FileManager.default.copyItem(
-      at: tmp.appendingPathComponent("s3/checkpoints/step-00000100.safetensors"),
+      at: tmp.appendingPathComponent("\(source)/checkpoints/step-00000100.safetensors"),
       to: dir.appendingPathComponent("checkpoints/step-00000100.safetensors"))
-    assertSucceeded(
-      try run(np: 3, smoke("r3", steps: 120, extra: ["--resume", "auto", "--no-shard-optimizer"])), "unsharded resume")
-    let a = try checkpoint("s3"), b = try checkpoint("r3")
-    for (x, y) in zip(a.tensors, b.tensors) {
-      XCTAssertTrue(x.bytes == y.bytes, "resumed unsharded: \(x.name) differs")
-    }
-    // And the other way: the unsharded run's step-100 checkpoint resumed sharded (into the
-    // node's one shared parameter copy, which rank 0 alone writes) ends on the same bytes.
-    let dir2 = tmp.appendingPathComponent("q3")
-    try FileManager.default.createDirectory(at: dir2.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
-    try FileManager.default.copyItem(
-      at: tmp.appendingPathComponent("u3/checkpoints/step-00000100.safetensors"),
-      to: dir2.appendingPathComponent("checkpoints/step-00000100.safetensors"))
-    assertSucceeded(try run(np: 3, smoke("q3", steps: 120, extra: ["--resume", "auto"])), "sharded resume")
-    let c = try checkpoint("u3"), d = try checkpoint("q3")
-    for (x, y) in zip(c.tensors, d.tensors) {
-      XCTAssertTrue(x.bytes == y.bytes, "resumed sharded: \(x.name) differs")
+    assertSucceeded(try run(np: 3, smoke(name, steps: 120, extra: ["--resume", "auto"] + extra)), what)
+    try assertSameTensors(source, name, what)
+  }
+
+  /// The final checkpoints of runs `a` and `b` hold the same tensors, name for name, bit for bit.
+  func assertSameTensors(_ a: String, _ b: String, _ what: String, line: UInt = #line) throws {
+    let x = try checkpoint(a), y = try checkpoint(b)
+    XCTAssertEqual(x.tensors.count, y.tensors.count, what, line: line)
+    for (s, t) in zip(x.tensors, y.tensors) {
+      XCTAssertEqual(s.name, t.name, what, line: line)
+      XCTAssertTrue(s.bytes == t.bytes, "\(what): \(s.name) differs", line: line)
     }
   }
 
@@ -214,10 +211,7 @@ final class MPITests: XCTestCase {
       let u = try XCTUnwrap(x["loss"] as? Double), v = try XCTUnwrap(y["loss"] as? Double)
       XCTAssertEqual(u, v, accuracy: 1e-4 * abs(u))
     }
-    let c = try checkpoint("coll"), z = try checkpoint("collz")
-    for (x, y) in zip(c.tensors, z.tensors) {
-      XCTAssertTrue(x.bytes == y.bytes, "collectives path: \(x.name) differs between sharded and unsharded")
-    }
+    try assertSameTensors("coll", "collz", "collectives path, sharded vs unsharded")
   }
 
   /// np 8 on 2 cores (oversubscribed) completes a short run; B = 50 over 8 ranks is uneven.
