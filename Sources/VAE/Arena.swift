@@ -28,6 +28,14 @@ public struct ParameterLayout: Sendable, Hashable {
     self.total = at
   }
 
+  /// Each layer's `weight` [out, in] then `bias` [out], in order.
+  public init(linears: [LinearSpec]) {
+    self.init(specs: linears.flatMap {
+      [TensorSpec(name: "\($0.name).weight", shape: [$0.outFeatures, $0.inFeatures]),
+       TensorSpec(name: "\($0.name).bias", shape: [$0.outFeatures])]
+    })
+  }
+
   public func range(of index: Int) -> Range<Int> { offsets[index]..<(offsets[index] + specs[index].count) }
 
   public func index(of name: String) -> Int? { specs.firstIndex { $0.name == name } }

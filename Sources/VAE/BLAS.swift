@@ -37,7 +37,7 @@ public enum BLASInfo {
     let fix = best.map { $0 == "Haswell" ? "OPENBLAS_CORETYPE=Haswell" : "OPENBLAS_CORETYPE=\($0) (or Haswell)" }
       ?? "OPENBLAS_CORETYPE=Haswell"
     return "warning: OpenBLAS chose its \(coreName) fallback kernel on a CPU with AVX2 and FMA "
-      + "(2-3× slower GEMMs); set \(fix); scripts/train does this for you"
+      + "(2-3× slower GEMMs); set \(fix)"
   }
 }
 

@@ -52,9 +52,8 @@ public final class Estimator: @unchecked Sendable {
     case .zero:
       eps.ptr.update(repeating: 0, count: count * d)
     case .sampled(let rng):
-      for r in 0..<count {
-        var s = rng.stream(.evalNoise, epoch: UInt64(sample), index: UInt64(firstIndex + r))
-        for j in 0..<d { eps.ptr[r * d + j] = s.nextNormal() }
+      rng.fillNormal(eps.ptr, rows: count, dim: d, purpose: .evalNoise, epoch: UInt64(sample)) {
+        UInt64(firstIndex + $0)
       }
     }
   }

@@ -59,6 +59,30 @@ public struct Linear: Sendable {
   }
 }
 
+/// A layer's name and shape, before it has a place in an arena.
+public struct LinearSpec: Sendable, Hashable {
+  public let name: String
+  public let inFeatures: Int
+  public let outFeatures: Int
+  public init(name: String, inFeatures: Int, outFeatures: Int) {
+    self.name = name
+    self.inFeatures = inFeatures
+    self.outFeatures = outFeatures
+  }
+}
+
+extension Linear {
+  /// The layers of `specs`, each over its `weight` and `bias` in `layout` (built from `specs`).
+  public static func layers(_ specs: [LinearSpec], layout: ParameterLayout) -> [Linear] {
+    specs.map { s in
+      guard let w = layout.range(named: s.name + ".weight"), let b = layout.range(named: s.name + ".bias") else {
+        preconditionFailure("layout has no tensors for layer \(s.name)")
+      }
+      return Linear(weight: w, bias: b, inFeatures: s.inFeatures, outFeatures: s.outFeatures)
+    }
+  }
+}
+
 /// In place: dh *= (h > 0), the ReLU derivative from its (post-activation) output.
 @inlinable
 public func reluBackward(_ h: UnsafePointer<Float>, _ dh: UnsafeMutablePointer<Float>, count: Int) {

@@ -41,39 +41,32 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     self.likelihood = likelihood
   }
 
-  /// Tensors in arena order, named like a PyTorch module.
-  public var layout: ParameterLayout {
-    var specs: [TensorSpec] = []
-    func linear(_ name: String, _ inF: Int, _ outF: Int) {
-      specs.append(TensorSpec(name: "\(name).weight", shape: [outF, inF]))
-      specs.append(TensorSpec(name: "\(name).bias", shape: [outF]))
-    }
+  /// The fully connected layers in arena order, named like a PyTorch module: the encoder's
+  /// hidden layers, the μ and log σ² heads, the decoder's hidden layers and its output. The
+  /// one walk over the shape: the layout, the MAC count and `VAEModel` all read it.
+  public var linears: [LinearSpec] {
+    var out: [LinearSpec] = []
     var prev = inputSize
     for (i, h) in hidden.enumerated() {
-      linear("encoder.\(i)", prev, h)
+      out.append(LinearSpec(name: "encoder.\(i)", inFeatures: prev, outFeatures: h))
       prev = h
     }
-    linear("encoder.mu", prev, zdim)
-    linear("encoder.logvar", prev, zdim)
+    out.append(LinearSpec(name: "encoder.mu", inFeatures: prev, outFeatures: zdim))
+    out.append(LinearSpec(name: "encoder.logvar", inFeatures: prev, outFeatures: zdim))
     prev = zdim
     for (i, h) in decoderHidden.enumerated() {
-      linear("decoder.\(i)", prev, h)
+      out.append(LinearSpec(name: "decoder.\(i)", inFeatures: prev, outFeatures: h))
       prev = h
     }
-    linear("decoder.out", prev, inputSize)
-    return ParameterLayout(specs: specs)
+    out.append(LinearSpec(name: "decoder.out", inFeatures: prev, outFeatures: inputSize))
+    return out
   }
 
+  /// Tensors in arena order: each layer's `weight` [out, in], then its `bias` [out].
+  public var layout: ParameterLayout { ParameterLayout(linears: linears) }
+
   /// Multiply-adds of one forward pass of one example (GEMMs only).
-  public var forwardMACs: Int {
-    var macs = 0
-    var prev = inputSize
-    for h in hidden { macs += prev * h; prev = h }
-    macs += 2 * prev * zdim
-    prev = zdim
-    for h in decoderHidden { macs += prev * h; prev = h }
-    return macs + prev * inputSize
-  }
+  public var forwardMACs: Int { linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures } }
 }
 
 /// Loss terms summed over a batch: `recon` = Σ log p(x|z), `kl` = Σ KL(q(z|x) ‖ N(0, I)).
@@ -139,29 +132,13 @@ public final class VAEModel: @unchecked Sendable {
     if let grads { precondition(grads.layout == layout) }
     self.params = params ?? Arena(layout: layout)
     self.grads = grads ?? Arena(layout: layout)
-    var k = 0
-    func next(_ inF: Int, _ outF: Int) -> Linear {
-      defer { k += 2 }
-      return Linear(
-        weight: layout.range(of: k), bias: layout.range(of: k + 1), inFeatures: inF, outFeatures: outF)
-    }
-    var prev = config.inputSize
-    var enc: [Linear] = []
-    for h in config.hidden {
-      enc.append(next(prev, h))
-      prev = h
-    }
-    encoder = enc
-    muHead = next(prev, config.zdim)
-    logvarHead = next(prev, config.zdim)
-    prev = config.zdim
-    var dec: [Linear] = []
-    for h in config.decoderHidden {
-      dec.append(next(prev, h))
-      prev = h
-    }
-    decoder = dec
-    output = next(prev, config.inputSize)
+    let layers = Linear.layers(config.linears, layout: layout)
+    let e = config.hidden.count, d = config.decoderHidden.count
+    encoder = Array(layers[0..<e])
+    muHead = layers[e]
+    logvarHead = layers[e + 1]
+    decoder = Array(layers[(e + 2)..<(e + 2 + d)])
+    output = layers[e + 2 + d]
 
     let b = maxBatch
     encH = config.hidden.map { Buffer(b * $0) }

@@ -107,3 +107,19 @@ import Darwin
 @usableFromInline func _sin(_ x: Double) -> Double { Darwin.sin(x) }
 @usableFromInline func _cos(_ x: Double) -> Double { Darwin.cos(x) }
 #endif
+
+extension CounterRNG {
+  /// Fills `rows` × `dim` standard normals (reparameterisation noise, latent samples): row `r`
+  /// draws from stream (purpose, epoch, index(r)), so a row depends only on its key. The one
+  /// place noise is drawn: training, evaluation and sampling all call it.
+  @inlinable
+  public func fillNormal(
+    _ out: UnsafeMutablePointer<Float>, rows: Int, dim: Int, purpose: Purpose, epoch: UInt64 = 0,
+    index: (Int) -> UInt64
+  ) {
+    for r in 0..<rows {
+      var s = stream(purpose, epoch: epoch, index: index(r))
+      for j in 0..<dim { out[r * dim + j] = s.nextNormal() }
+    }
+  }
+}

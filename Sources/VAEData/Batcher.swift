@@ -50,12 +50,6 @@ public final class Batcher: @unchecked Sendable {
     return permutation
   }
 
-  public static func permutation(count: Int, rng: CounterRNG, epoch: Int) -> [Int32] {
-    var p = [Int32](repeating: 0, count: count)
-    p.withUnsafeMutableBufferPointer { shuffle($0, rng: rng, epoch: epoch) }
-    return p
-  }
-
   /// Fills `p` with 0..<count, then shuffles it with the stream of (shuffle, epoch).
   static func shuffle(_ p: UnsafeMutableBufferPointer<Int32>, rng: CounterRNG, epoch: Int) {
     for i in 0..<p.count { p[i] = Int32(i) }

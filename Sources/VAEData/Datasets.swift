@@ -73,12 +73,12 @@ public struct DataSplits: Sendable {
   }
 }
 
-/// Errors of the data set registry. Each `description` is one line saying what to do.
+/// Errors of the data set registry. Each `description` is one line of facts.
 public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
   /// The name is not one of `DatasetRegistry.names`.
   case unknownDataset(String, known: [String])
-  /// Some of the data set's files are absent; `hint` says how to get them.
-  case missingFiles(dataset: String, directory: String, missing: [String], hint: String)
+  /// Some of the data set's files are absent (the CLI adds how to get them).
+  case missingFiles(dataset: String, directory: String, missing: [String])
   /// `trainLimit` must be at least 1.
   case badTrainLimit(Int)
   /// The train and test images have different shapes.
@@ -90,8 +90,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
     switch self {
     case .unknownDataset(let name, let known):
       return "unknown dataset '\(name)': expected one of \(known.joined(separator: ", "))"
-    case .missingFiles(let dataset, let directory, let missing, let hint):
-      return "\(dataset): missing \(missing.joined(separator: ", ")) in \(directory): \(hint)"
+    case .missingFiles(let dataset, let directory, let missing):
+      return "\(dataset): missing \(missing.joined(separator: ", ")) in \(directory)"
     case .badTrainLimit(let n):
       return "train limit \(n) is invalid: expected a positive number of training examples"
     case .shapeMismatch(let dataset, let tr, let tc, let sr, let sc):
@@ -153,17 +153,12 @@ public enum DatasetRegistry {
     switch name {
     case "mnist":
       let dir = join(dataDirectory, "mnist")
-      let files = try locateFiles(
-        dataset: name, directories: [dir],
-        hint: "run scripts/get-data (it fills ${VAE_DIST_DATA:-./data}/mnist), or pass --data DIR")
+      let files = try locateFiles(dataset: name, directories: [dir])
       return try loadIDX(name: name, files: files, trainLimit: trainLimit)
     case "fashion-mnist":
       var dirs = [join(dataDirectory, "fashion-mnist")]
       if let fashionFallback { dirs.append(fashionFallback) }
-      let files = try locateFiles(
-        dataset: name, directories: dirs,
-        hint: "run apt-get install dataset-fashion-mnist (installs \(systemFashionMNISTDirectory)), "
-          + "or copy the four files there")
+      let files = try locateFiles(dataset: name, directories: dirs)
       return try loadIDX(name: name, files: files, trainLimit: trainLimit)
     case "synthetic":
       return synthetic(seed: 0, trainCount: trainLimit ?? syntheticTrainCount, testCount: syntheticTestCount)
@@ -179,7 +174,7 @@ public enum DatasetRegistry {
 
   /// The first directory holding all four files (each raw or `.gz`; raw preferred when both
   /// exist). When none does, reports what the first directory lacks.
-  static func locateFiles(dataset: String, directories: [String], hint: String) throws -> Files {
+  static func locateFiles(dataset: String, directories: [String]) throws -> Files {
     let bases = [trainImagesFile, trainLabelsFile, testImagesFile, testLabelsFile]
     var firstMissing: [String]? = nil
     for dir in directories {
@@ -203,7 +198,7 @@ public enum DatasetRegistry {
     }
     var where_ = directories.first ?? "."
     if directories.count > 1 { where_ += " (nor in " + directories.dropFirst().joined(separator: ", ") + ")" }
-    throw DataError.missingFiles(dataset: dataset, directory: where_, missing: firstMissing ?? bases, hint: hint)
+    throw DataError.missingFiles(dataset: dataset, directory: where_, missing: firstMissing ?? bases)
   }
 
   static func loadIDX(name: String, files: Files, trainLimit: Int?) throws -> DataSplits {

@@ -60,20 +60,31 @@ final class GradientCheckTests: XCTestCase {
   }
 
   /// `decoderHidden: nil` mirrors the encoder, and the layout is the reference's naming.
-  func testLayoutMatchesReferenceNaming() {
+  /// The arena layout is the checkpoint format (PyTorch names and shapes, in this order): the
+  /// expected table is written out here, not derived by code that could share a bug.
+  func testLayoutMatchesPyTorchNamingTable() {
     let config = ModelConfig(inputSize: 10, hidden: [8, 6, 4], zdim: 2)
     XCTAssertEqual(config.decoderHidden, [4, 6, 8])
-    let ref = ReferenceVAE(
-      inputSize: 10, hidden: [8, 6, 4], decoderHidden: [4, 6, 8], zdim: 2, likelihood: .bernoulli)
-    XCTAssertEqual(config.layout.specs.map(\.name), ref.specs.map(\.name))
-    XCTAssertEqual(config.layout.specs.map(\.shape), ref.specs.map(\.shape))
-    var at = 0
-    for (i, s) in config.layout.specs.enumerated() {
-      XCTAssertEqual(config.layout.offsets[i], at)
-      XCTAssertEqual(config.layout.range(of: i), at..<(at + s.count))
-      at += s.count
-    }
-    XCTAssertEqual(config.layout.total, at)
+    let expected: [(String, [Int])] = [
+      ("encoder.0.weight", [8, 10]), ("encoder.0.bias", [8]),
+      ("encoder.1.weight", [6, 8]), ("encoder.1.bias", [6]),
+      ("encoder.2.weight", [4, 6]), ("encoder.2.bias", [4]),
+      ("encoder.mu.weight", [2, 4]), ("encoder.mu.bias", [2]),
+      ("encoder.logvar.weight", [2, 4]), ("encoder.logvar.bias", [2]),
+      ("decoder.0.weight", [4, 2]), ("decoder.0.bias", [4]),
+      ("decoder.1.weight", [6, 4]), ("decoder.1.bias", [6]),
+      ("decoder.2.weight", [8, 6]), ("decoder.2.bias", [8]),
+      ("decoder.out.weight", [10, 8]), ("decoder.out.bias", [10]),
+    ]
+    XCTAssertEqual(config.layout.specs.map(\.name), expected.map(\.0))
+    XCTAssertEqual(config.layout.specs.map(\.shape), expected.map(\.1))
+    let offsets = [0, 80, 88, 136, 142, 166, 170, 178, 180, 188, 190, 198, 202, 226, 232, 280, 288, 368]
+    XCTAssertEqual(config.layout.offsets, offsets)
+    XCTAssertEqual(config.layout.total, 378)
+    XCTAssertEqual(config.layout.range(of: 6), 170..<178)
+    XCTAssertEqual(config.layout.range(named: "decoder.out.bias"), 368..<378)
+    // 10·8 + 8·6 + 6·4 + 2·(4·2) + 2·4 + 4·6 + 6·8 + 8·10 multiply-adds per example.
+    XCTAssertEqual(config.forwardMACs, 80 + 48 + 24 + 16 + 8 + 24 + 48 + 80)
   }
 
   // MARK: the check
