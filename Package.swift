@@ -38,12 +38,16 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
       ]),
+    // A test program (MPITests runs it under mpirun): training with an injected fault.
+    .executableTarget(
+      name: "vae-dist-fault-injection", dependencies: ["VAEDist", "VAEData", "VAE"], path: "Tests/FaultInjection"),
     // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
     .target(name: "TestSupport", path: "Tests/TestSupport"),
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
-    .testTarget(name: "MPITests", dependencies: ["vae-dist", "VAEDist", "VAE", "TestSupport"]),
+    .testTarget(
+      name: "MPITests", dependencies: ["vae-dist", "vae-dist-fault-injection", "VAEDist", "VAE", "TestSupport"]),
   ]
 )

@@ -193,38 +193,17 @@ public enum Checkpoint {
       configYAML: meta["config"] ?? "", file: file)
   }
 
-  /// Parses the `model` metadata JSON back into a `ModelConfig`, checking every field.
+  /// Parses the `model` metadata JSON back into a `ModelConfig`, checking every field against
+  /// the config schema.
   public static func parseModelJSON(_ text: String, file: String) throws -> ModelConfig {
-    let bad = { (f: String, e: String) in CheckpointError.badMetadata(file: file, field: "model.\(f)", expected: e) }
     guard let obj = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
       throw CheckpointError.badMetadata(file: file, field: "model", expected: "a JSON object")
     }
-    func posInt(_ k: String) throws -> Int {
-      guard let n = obj[k] as? NSNumber, let v = Int(exactly: n.doubleValue), v > 0, v <= 1_000_000 else {
-        throw bad(k, "a positive integer")
-      }
-      return v
+    do {
+      return try ConfigSchema.decodeModel(obj)
+    } catch {
+      throw CheckpointError.badMetadata(file: file, field: error.path, expected: error.expected)
     }
-    func intList(_ k: String) throws -> [Int] {
-      guard let a = obj[k] as? [NSNumber] else { throw bad(k, "a list of positive integers") }
-      return try a.map {
-        guard let v = Int(exactly: $0.doubleValue), v > 0, v <= 1_000_000 else {
-          throw bad(k, "a list of positive integers")
-        }
-        return v
-      }
-    }
-    let likelihood: Likelihood
-    switch obj["likelihood"] as? String {
-    case "bernoulli": likelihood = .bernoulli
-    case "gaussian":
-      guard let s = obj["sigma"] as? NSNumber, s.doubleValue > 0 else { throw bad("sigma", "a positive number") }
-      likelihood = .gaussian(sigma: s.floatValue)
-    default: throw bad("likelihood", "'bernoulli' or 'gaussian'")
-    }
-    return ModelConfig(
-      inputSize: try posInt("input_size"), hidden: try intList("hidden"),
-      decoderHidden: try intList("decoder_hidden"), zdim: try posInt("zdim"), likelihood: likelihood)
   }
 
   /// Checkpoints in `directory/checkpoints` and `directory/final.safetensors`, newest first

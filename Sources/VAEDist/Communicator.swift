@@ -100,6 +100,23 @@ extension Communicator {
     return t1 - t0
   }
 
+  /// The step's one exchange: sums `gradients` over all ranks and hands the sum to `update` in
+  /// parts (range, pointer valid only inside `update`), e.g. Adam on that range. Without
+  /// `shards` every rank receives the whole sum; with them (the sharded optimizer) rank r
+  /// receives only `shards[r]`, updates its slice of `parameters`, and the slices are then
+  /// gathered to every rank (on a node sharing one parameter copy, only a barrier). Returns
+  /// the seconds spent exchanging, excluding `update`.
+  public func exchange(
+    gradients: UnsafeMutableBufferPointer<Float>, parameters: UnsafeMutableBufferPointer<Float>,
+    shards: [Range<Int>]?, update: (Range<Int>, UnsafePointer<Float>) throws -> Void
+  ) throws -> Double {
+    guard let shards else { return try withAllreducedSum(gradients, update) }
+    let reduce = try withReducedShard(gradients, shards: shards, update)
+    let t0 = wallTime()
+    try allgather(parameters, shards: shards)
+    return reduce + (wallTime() - t0)
+  }
+
   /// Rows [⌊rB/P⌋, ⌊(r+1)B/P⌋) of a global batch of `globalBatch` rows: any P ≤ B works.
   public func shard(of globalBatch: Int) -> Range<Int> {
     shardRange(rank: rank, size: size, count: globalBatch)

@@ -3,8 +3,6 @@ import Foundation
 
 /// Terminal output through the C side (Swift 6 treats C's `stdout` as unsafe shared state).
 public enum Console {
-  /// "rank N: " on every line of a multi-rank job's errors, so a message names its rank.
-  nonisolated(unsafe) public static var rankPrefix = ""
   public static func out(_ line: String) {
     let s = line + "\n"
     s.withCString { vae_write_stdout($0, strlen($0)) }

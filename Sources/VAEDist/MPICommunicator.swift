@@ -62,7 +62,6 @@ public final class MPICommunicator: Communicator {
     if rc != 0 { throw MPIError(operation: "init", code: rc) }
     rank = Int(r)
     size = Int(s)
-    Console.rankPrefix = s > 1 ? "rank \(r): " : ""
   }
 
   func check(_ rc: Int32, _ op: String) throws {
@@ -242,10 +241,4 @@ public final class MPICommunicator: Communicator {
   }
 
   public func finalize() { _ = vae_mpi_finalize() }
-
-  public var processorName: String {
-    var buf = [CChar](repeating: 0, count: 256)
-    _ = vae_mpi_processor_name(&buf, Int32(buf.count))
-    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-  }
 }

@@ -53,43 +53,15 @@ public struct RunConfig: Sendable, Hashable {
     return (epochs ?? 1) * max(trainCount / batch, 1)
   }
 
-  /// The canonical YAML form (stable key order), which is also hashed for run identity.
-  public var yaml: String {
-    func list(_ a: [Int]) -> String { "[" + a.map(String.init).joined(separator: ", ") + "]" }
-    var s = "name: \(name)\nmodel:\n"
-    s += "  input_size: \(model.inputSize)\n"
-    s += "  hidden: \(list(model.hidden))\n"
-    s += "  decoder_hidden: \(list(model.decoderHidden))\n"
-    s += "  zdim: \(model.zdim)\n"
-    s += "  likelihood: \(model.likelihood.name)\n"
-    if case .gaussian(let sigma) = model.likelihood { s += "  sigma: \(sigma)\n" }
-    s += "data:\n  dataset: \(dataset)\n  binarize: \(binarize.rawValue)\n"
-    if let trainLimit { s += "  train_limit: \(trainLimit)\n" }
-    s += "train:\n  batch: \(batch)\n"
-    if let steps { s += "  steps: \(steps)\n" } else { s += "  epochs: \(epochs ?? 1)\n" }
-    s += "  lr: \(adam.lr)\n  beta1: \(adam.beta1)\n  beta2: \(adam.beta2)\n  adam_eps: \(adam.eps)\n"
-    s += "  weight_decay: \(adam.weightDecay)\n"
-    s += "  weight_decay_mode: \(adam.decoupled ? "decoupled" : "l2")\n"
-    s += "  seed: \(seed)\n  checkpoint_every: \(checkpointEvery)\n  eval_every: \(evalEvery)\n"
-    s += "  keep_checkpoints: \(keepCheckpoints)\n  log_every: \(logEvery)\n"
-    s += "  eval_samples: \(evalSamples)\n  check_every: \(checkEvery)\n"
-    return s
-  }
+  /// Every key's default (docs/ARCHITECTURE.md, "Config"): a 784-500-500-20 Bernoulli VAE on
+  /// dynamically binarised MNIST, batch 100, 10 epochs of Adam 1e-3.
+  public static let defaults = RunConfig(name: "", model: ModelConfig(hidden: [500, 500], zdim: 20))
+
+  /// The canonical YAML form (stable key order; see `ConfigSchema`).
+  public var yaml: String { ConfigSchema.yaml(self) }
 
   /// The model's shape as JSON for checkpoint metadata (read by Python users).
-  public var modelJSON: String { Self.modelJSON(model) }
+  public var modelJSON: String { ConfigSchema.modelJSON(model) }
 
-  public static func modelJSON(_ m: ModelConfig) -> String {
-    func list(_ a: [Int]) -> String { "[" + a.map(String.init).joined(separator: ",") + "]" }
-    var s = "{\"input_size\":\(m.inputSize),\"hidden\":\(list(m.hidden)),"
-    s += "\"decoder_hidden\":\(list(m.decoderHidden)),\"zdim\":\(m.zdim),"
-    s += "\"likelihood\":\"\(m.likelihood.name)\""
-    if case .gaussian(let sigma) = m.likelihood { s += ",\"sigma\":\(sigma)" }
-    return s + "}"
-  }
-
-  /// The parts of the config that must agree for a run to resume from a checkpoint.
-  public var resumeIdentity: String {
-    "\(modelJSON)|\(dataset)|\(binarize.rawValue)|\(trainLimit.map(String.init) ?? "-")|\(batch)|\(seed)"
-  }
+  public static func modelJSON(_ m: ModelConfig) -> String { ConfigSchema.modelJSON(m) }
 }

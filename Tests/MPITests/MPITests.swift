@@ -251,11 +251,22 @@ final class MPITests: XCTestCase {
   /// sharded optimizer on one node the ranks share one parameter copy, which cannot diverge;
   /// replicas exist with --no-shard-optimizer or across nodes.)
   func testDivergedReplicaStopsTheJob() throws {
-    let r = try run(
-      np: 3, smoke("d", steps: 100, extra: ["--check-every", "20", "--debug-perturb", "2:30", "--no-shard-optimizer"]))
+    // Rank 2 sees one corrupted gradient value at step 30; the check every 20 steps names it at 40.
+    let bin = try XCTUnwrap(VAEDistBinary.sibling("vae-dist-fault-injection"), "vae-dist-fault-injection not built")
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    let out = tmp.appendingPathComponent("d").path
+    let r = try Subprocess.run(
+      [mpirun, "--timeout", "120", "--oversubscribe", "--bind-to", "none", "-np", "3", bin, out, "2", "30", "100", "20",
+       "replicas"], environment: mpiEnvironment, cwd: Self.root.path)
     XCTAssertNotEqual(r.status, 0)
     XCTAssertTrue(r.stderr.contains("rank 2: checksum of parameters at step 40 differs from rank 0's"), r.stderr)
-    XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("d/final.safetensors").path))
+    XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/final.safetensors"))
+    // The same program without a fault in range finishes: the failure above is the fault's.
+    let clean = try Subprocess.run(
+      [mpirun, "--timeout", "120", "--oversubscribe", "--bind-to", "none", "-np", "3", bin, out + "-clean", "2", "1000",
+       "60", "20", "replicas"], environment: mpiEnvironment, cwd: Self.root.path)
+    XCTAssertEqual(clean.status, 0, clean.stderr)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: out + "-clean/final.safetensors"))
   }
 
   /// 2 fake hosts × 2 ranks over TCP (network namespaces, scripts/mpi-two-hosts) give the same

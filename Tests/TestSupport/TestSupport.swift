@@ -61,6 +61,13 @@ public enum VAEDistBinary {
     return nil
   }()
 
+  /// Another executable of the package built beside `vae-dist` (e.g. a test program).
+  public static func sibling(_ name: String) -> String? {
+    guard let path else { return nil }
+    let p = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path
+    return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+  }
+
   /// The release build of `vae-dist` (for tests of optimised-code properties): $VAE_DIST_RELEASE_BIN,
   /// else `release/vae-dist` beside the debug build directory, else `<package>/.build/release/vae-dist`.
   public static var releasePath: String? {

@@ -295,7 +295,7 @@ final class CheckpointTests: XCTestCase {
     let cases: [(String, String?, String)] = [
       ("step", "-1", "step"), ("step", nil, "step"), ("seed", "x", "seed"),
       ("world_size", "1.5", "world_size"), ("data_checksum", "4294967296", "data_checksum"),
-("model", "{\"zdim\": 2}", "model.likelihood"),
+      ("model", "{\"zdim\": 2}", "model.input_size"),
       ("model", "not json", "model"),
     ]
     for (key, value, field) in cases {

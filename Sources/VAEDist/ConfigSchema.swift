@@ -1,0 +1,279 @@
+import Foundation
+import VAE
+import VAEData
+
+/// A value of one config key, as read from YAML or JSON or from a `RunConfig`.
+public enum ConfigValue: Sendable, Equatable {
+  case int(Int)
+  case float(Float)
+  case string(String)
+  case ints([Int])
+
+  /// YAML text (`config.yaml`): lists as `[500, 500]`.
+  var yaml: String {
+    switch self {
+    case .int(let i): "\(i)"
+    case .float(let f): "\(f)"
+    case .string(let s): s
+    case .ints(let a): "[" + a.map(String.init).joined(separator: ", ") + "]"
+    }
+  }
+
+  /// JSON text (checkpoint metadata): lists as `[500,500]`, strings quoted.
+  var json: String {
+    switch self {
+    case .int(let i): "\(i)"
+    case .float(let f): "\(f)"
+    case .string(let s): "\"\(s)\""
+    case .ints(let a): "[" + a.map(String.init).joined(separator: ",") + "]"
+    }
+  }
+}
+
+/// What a key accepts. `check` turns a parsed YAML/JSON value into a `ConfigValue`, or returns
+/// nil; `expected` says what was expected in an error message.
+public enum ConfigRule: Sendable {
+  case int(ClosedRange<Int>)
+  case positive
+  case nonNegative
+  /// [0, 1)
+  case unitInterval
+  case choice([String])
+  /// Layer sizes, each 1…100000.
+  case layers
+
+  public var expected: String {
+    switch self {
+    case .int(let r):
+      "an integer from \(r.lowerBound) to \(r.upperBound == Int.max ? "∞" : String(r.upperBound))"
+    case .positive: "a number > 0"
+    case .nonNegative: "a number ≥ 0"
+    case .unitInterval: "a number in [0, 1)"
+    case .choice(let a): "one of \(a.joined(separator: ", "))"
+    case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
+    }
+  }
+
+  public func check(_ v: Any) -> ConfigValue? {
+    switch self {
+    case .int(let r):
+      guard let i = Self.integer(v), r.contains(i) else { return nil }
+      return .int(i)
+    case .positive, .nonNegative, .unitInterval:
+      guard let x = Self.number(v), x.isFinite else { return nil }
+      switch self {
+      case .positive: guard x > 0 else { return nil }
+      case .nonNegative: guard x >= 0 else { return nil }
+      default: guard x >= 0 && x < 1 else { return nil }
+      }
+      return .float(Float(x))
+    case .choice(let allowed):
+      guard let s = v as? String, allowed.contains(s) else { return nil }
+      return .string(s)
+    case .layers:
+      guard let a = v as? [Any] else { return nil }
+      var out: [Int] = []
+      for e in a {
+        guard let i = Self.integer(e), (1...100_000).contains(i) else { return nil }
+        out.append(i)
+      }
+      return .ints(out)
+    }
+  }
+
+  /// Whole numbers from YAML (Int) or JSON (NSNumber holding an integer); never Bool.
+  static func integer(_ v: Any) -> Int? {
+    if v is Bool { return nil }
+    if let i = v as? Int { return i }
+    if let n = v as? NSNumber { return Int(exactly: n.doubleValue) }
+    return nil
+  }
+
+  /// Numbers; YAML 1.1 reads `1e-3` (no dot) as a string, so numeric strings count too.
+  static func number(_ v: Any) -> Double? {
+    if v is Bool { return nil }
+    if let i = v as? Int { return Double(i) }
+    if let d = v as? Double { return d }
+    if let n = v as? NSNumber { return n.doubleValue }
+    if let s = v as? String { return Double(s.trimmingCharacters(in: .whitespaces)) }
+    return nil
+  }
+}
+
+/// One key of the run config: its section and name, what it accepts, its help, and how it is
+/// read from and written to a `RunConfig`. Defaults are `RunConfig.defaults`' values.
+public struct ConfigKey: Sendable {
+  public let section: String
+  public let name: String
+  public let rule: ConfigRule
+  public let help: String
+  /// The value to write out; nil when the key is absent (e.g. `sigma` of a Bernoulli model).
+  let get: @Sendable (RunConfig) -> ConfigValue?
+  let set: @Sendable (inout RunConfig, ConfigValue) -> Void
+
+  public var path: String { "\(section).\(name)" }
+  /// The default, as written in `config.yaml` (nil: none).
+  public var defaultText: String? { self.get(RunConfig.defaults)?.yaml }
+}
+
+/// The one source of truth for the config: every key, in `config.yaml` order, with its rule,
+/// help and accessors. The YAML loader, the YAML and JSON writers, the checkpoint's model
+/// metadata and the CLI's flag checks all read this table.
+public enum ConfigSchema {
+  public static let sections = ["model", "data", "train"]
+
+  public static let keys: [ConfigKey] = [
+    key("model", "input_size", .int(1...1_048_576), "Pixels per image (784 for MNIST).",
+        { .int($0.model.inputSize) }, { c, v in if case .int(let i) = v { c.model.inputSize = i } }),
+    key("model", "hidden", .layers, "Encoder hidden layer sizes, input side first.",
+        { .ints($0.model.hidden) }, { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
+    key("model", "decoder_hidden", .layers, "Decoder hidden layer sizes, z side first (default: hidden reversed).",
+        { .ints($0.model.decoderHidden) }, { c, v in if case .ints(let a) = v { c.model.decoderHidden = a } }),
+    key("model", "zdim", .int(1...10_000), "Latent dimensions.",
+        { .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
+    key("model", "likelihood", .choice(["bernoulli", "gaussian"]), "p(x|z): Bernoulli logits or Gaussian with fixed sigma.",
+        { .string($0.model.likelihood.name) },
+        { c, v in if case .string(let s) = v { c.model.likelihood = s == "gaussian" ? .gaussian(sigma: 1) : .bernoulli } }),
+    key("model", "sigma", .positive, "Standard deviation of the Gaussian likelihood.",
+        { if case .gaussian(let s) = $0.model.likelihood { .float(s) } else { nil } },
+        { c, v in if case .float(let f) = v, case .gaussian = c.model.likelihood { c.model.likelihood = .gaussian(sigma: f) } }),
+    key("data", "dataset", .choice(DatasetRegistry.names), "Data set by name.",
+        { .string($0.dataset) }, { c, v in if case .string(let s) = v { c.dataset = s } }),
+    key("data", "binarize", .choice(Binarization.allCases.map(\.rawValue)),
+        "Pixels: none (intensities), static (one draw), dynamic (a new draw every epoch).",
+        { .string($0.binarize.rawValue) },
+        { c, v in if case .string(let s) = v, let b = Binarization(rawValue: s) { c.binarize = b } }),
+    key("data", "train_limit", .int(1...100_000_000), "Use only the first N training images.",
+        { $0.trainLimit.map { .int($0) } }, { c, v in if case .int(let i) = v { c.trainLimit = i } }),
+    key("train", "batch", .int(1...1_000_000), "Global batch size (split across MPI ranks).",
+        { .int($0.batch) }, { c, v in if case .int(let i) = v { c.batch = i } }),
+    key("train", "epochs", .int(1...1_000_000), "Passes over the training set (or give steps).",
+        { $0.steps == nil ? .int($0.epochs ?? 1) : nil }, { c, v in if case .int(let i) = v { c.epochs = i; c.steps = nil } }),
+    key("train", "steps", .int(1...1_000_000_000), "Optimizer steps in total (instead of epochs).",
+        { $0.steps.map { .int($0) } }, { c, v in if case .int(let i) = v { c.steps = i; c.epochs = nil } }),
+    key("train", "lr", .positive, "Adam learning rate.",
+        { .float($0.adam.lr) }, { c, v in if case .float(let f) = v { c.adam.lr = f } }),
+    key("train", "beta1", .unitInterval, "Adam β1.",
+        { .float($0.adam.beta1) }, { c, v in if case .float(let f) = v { c.adam.beta1 = f } }),
+    key("train", "beta2", .unitInterval, "Adam β2.",
+        { .float($0.adam.beta2) }, { c, v in if case .float(let f) = v { c.adam.beta2 = f } }),
+    key("train", "adam_eps", .positive, "Adam ε.",
+        { .float($0.adam.eps) }, { c, v in if case .float(let f) = v { c.adam.eps = f } }),
+    key("train", "weight_decay", .nonNegative, "Weight decay coefficient.",
+        { .float($0.adam.weightDecay) }, { c, v in if case .float(let f) = v { c.adam.weightDecay = f } }),
+    key("train", "weight_decay_mode", .choice(["l2", "decoupled"]),
+        "l2: added to the gradient (Caffe, torch.optim.Adam); decoupled: AdamW.",
+        { .string($0.adam.decoupled ? "decoupled" : "l2") },
+        { c, v in if case .string(let s) = v { c.adam.decoupled = s == "decoupled" } }),
+    key("train", "seed", .int(0...Int.max), "Random seed (init, shuffle, binarisation, noise).",
+        { .string(String($0.seed)) }, { c, v in if case .int(let i) = v { c.seed = UInt64(i) } }),
+    key("train", "checkpoint_every", .int(0...Int.max), "Checkpoint every N steps (0: only final).",
+        { .int($0.checkpointEvery) }, { c, v in if case .int(let i) = v { c.checkpointEvery = i } }),
+    key("train", "eval_every", .int(0...Int.max), "Held-out ELBO every N steps (0: only at the end).",
+        { .int($0.evalEvery) }, { c, v in if case .int(let i) = v { c.evalEvery = i } }),
+    key("train", "keep_checkpoints", .int(1...1_000_000), "Step checkpoints kept (the newest).",
+        { .int($0.keepCheckpoints) }, { c, v in if case .int(let i) = v { c.keepCheckpoints = i } }),
+    key("train", "log_every", .int(1...Int.max), "Metrics line every N steps.",
+        { .int($0.logEvery) }, { c, v in if case .int(let i) = v { c.logEvery = i } }),
+    key("train", "eval_samples", .int(1...100_000), "Samples of z per held-out image for the ELBO.",
+        { .int($0.evalSamples) }, { c, v in if case .int(let i) = v { c.evalSamples = i } }),
+    key("train", "check_every", .int(0...Int.max),
+        "Under MPI: compare replicas' parameter checksums every N steps (0: only at start and end).",
+        { .int($0.checkEvery) }, { c, v in if case .int(let i) = v { c.checkEvery = i } }),
+  ]
+
+  private static func key(
+    _ section: String, _ name: String, _ rule: ConfigRule, _ help: String,
+    _ get: @escaping @Sendable (RunConfig) -> ConfigValue?,
+    _ set: @escaping @Sendable (inout RunConfig, ConfigValue) -> Void
+  ) -> ConfigKey {
+    ConfigKey(section: section, name: name, rule: rule, help: help, get: get, set: set)
+  }
+
+  /// The key at `path` ("train.lr"). Every path used in code is in the table.
+  public static func key(_ path: String) -> ConfigKey {
+    guard let k = keys.first(where: { $0.path == path }) else { preconditionFailure("no config key \(path)") }
+    return k
+  }
+
+  public static func keys(in section: String) -> [ConfigKey] { keys.filter { $0.section == section } }
+
+  /// A key's help with its default, for `--help` of the flag that overrides it.
+  public static func flagHelp(_ path: String) -> String {
+    let k = key(path)
+    return "\(k.help) Overrides \(k.path)\(k.defaultText.map { " (default \($0))" } ?? "")."
+  }
+
+  /// A bad value of one key: (key path, what was expected, what was given).
+  public struct Invalid: Error, Sendable {
+    public let path: String
+    public let expected: String
+    public let got: String
+  }
+
+  /// Checks `value` against `path`'s rule and writes it into `config`.
+  public static func apply(_ path: String, _ value: Any, to config: inout RunConfig) throws(Invalid) {
+    let k = key(path)
+    guard let v = k.rule.check(value) else { throw Invalid(path: path, expected: k.rule.expected, got: "\(value)") }
+    k.set(&config, v)
+  }
+
+  /// A config from parsed sections (`[section: [name: value]]`, values as YAML or JSON parse
+  /// them), on top of `RunConfig.defaults`. Unknown keys are the caller's to reject first.
+  /// Cross-key rules: `epochs` and `steps` exclude each other; a Gaussian model's data default
+  /// to `binarize: none`; `decoder_hidden` defaults to `hidden` reversed.
+  public static func decode(_ sections: [String: [String: Any]], name: String) throws -> RunConfig {
+    var c = RunConfig.defaults
+    c.name = name
+    let train = sections["train"] ?? [:]
+    if train["epochs"].map(isPresent) == true && train["steps"].map(isPresent) == true {
+      throw ConfigConflict("train.epochs and train.steps both given; set one of them")
+    }
+    for k in keys {
+      guard let raw = sections[k.section]?[k.name], isPresent(raw) else { continue }
+      try apply(k.path, raw, to: &c)
+    }
+    if sections["model"]?["decoder_hidden"].map(isPresent) != true { c.model.decoderHidden = c.model.hidden.reversed() }
+    if sections["data"]?["binarize"].map(isPresent) != true, case .gaussian = c.model.likelihood { c.binarize = .none }
+    return c
+  }
+
+  static func isPresent(_ v: Any) -> Bool { !(v is NSNull) }
+
+  /// Two keys that exclude each other were both given.
+  public struct ConfigConflict: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+  }
+
+  /// The canonical YAML form (stable key order).
+  public static func yaml(_ c: RunConfig) -> String {
+    var s = "name: \(c.name)\n"
+    for section in sections {
+      s += "\(section):\n"
+      for k in keys(in: section) {
+        if let v = k.get(c) { s += "  \(k.name): \(v.yaml)\n" }
+      }
+    }
+    return s
+  }
+
+  /// The model section as one-line JSON, for checkpoint metadata (read by Python users).
+  public static func modelJSON(_ m: ModelConfig) -> String {
+    var c = RunConfig.defaults
+    c.model = m
+    return "{" + keys(in: "model").compactMap { k in k.get(c).map { "\"\(k.name)\":\($0.json)" } }
+      .joined(separator: ",") + "}"
+  }
+
+  /// The model section back from `modelJSON`; every field is required and checked.
+  public static func decodeModel(_ object: [String: Any]) throws(Invalid) -> ModelConfig {
+    var c = RunConfig.defaults
+    for k in keys(in: "model") {
+      if k.name == "sigma", case .bernoulli = c.model.likelihood { continue }
+      guard let raw = object[k.name] else { throw Invalid(path: k.path, expected: k.rule.expected, got: "nothing") }
+      try apply(k.path, raw, to: &c)
+    }
+    return c.model
+  }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import VAE
+
+/// Pictures of a model: decoder outputs as [0, 1] images, latent draws, the 2-D manifold
+/// lattice, and grids of tiles written as PNG (`vae-dist sample`, `reconstruct`).
+public enum ModelImages {
+  /// Decoder outputs of the last `decode` as [0, 1] images: Bernoulli means σ(logit), Gaussian
+  /// means clamped.
+  public static func decoded(_ model: VAEModel, rows: Int) -> [[Float]] {
+    let n = model.config.inputSize
+    return (0..<rows).map { r in
+      (0..<n).map { j in
+        let v = model.logits.ptr[r * n + j]
+        switch model.config.likelihood {
+        case .bernoulli: return 1 / (1 + Foundation.exp(-v))
+        case .gaussian: return min(max(v, 0), 1)
+        }
+      }
+    }
+  }
+
+  /// `count` draws z ~ N(0, I) of `dim` dimensions, row r from stream (sample, index r) of `seed`.
+  public static func latentSamples(count: Int, dim: Int, seed: UInt64, into z: UnsafeMutablePointer<Float>) {
+    CounterRNG(seed: seed).fillNormal(z, rows: count, dim: dim, purpose: .sample) { UInt64($0) }
+  }
+
+  /// A `side` × `side` lattice of the 2-D latent plane at evenly spaced quantiles of N(0, 1):
+  /// row i from the top (z₂ decreasing), column j from the left (z₁ increasing).
+  public static func manifoldLattice(side: Int, into z: UnsafeMutablePointer<Float>) {
+    for i in 0..<side {
+      for j in 0..<side {
+        let r = i * side + j
+        z[r * 2] = Float(inverseNormalCDF((Double(j) + 0.5) / Double(side)))
+        z[r * 2 + 1] = Float(inverseNormalCDF(1 - (Double(i) + 0.5) / Double(side)))
+      }
+    }
+  }
+
+  /// Φ⁻¹(p) by bisection on erfc (plenty fast for a few hundred grid points).
+  public static func inverseNormalCDF(_ p: Double) -> Double {
+    var lo = -10.0, hi = 10.0
+    for _ in 0..<100 {
+      let mid = (lo + hi) / 2
+      if 0.5 * erfc(-mid / 2.0.squareRoot()) < p { lo = mid } else { hi = mid }
+    }
+    return (lo + hi) / 2
+  }
+
+  /// Tiles for `reconstruct`: rows of `columns` originals, each followed by a row of their
+  /// reconstructions; a short last row is padded with black tiles.
+  public static func pairedRows(originals: [[Float]], reconstructions: [[Float]], columns: Int) -> [[Float]] {
+    let blank = [Float](repeating: 0, count: originals.first?.count ?? 0)
+    var tiles: [[Float]] = []
+    var start = 0
+    while start < originals.count {
+      let end = min(start + columns, originals.count)
+      let pad = [[Float]](repeating: blank, count: columns - (end - start))
+      tiles += originals[start..<end] + pad + reconstructions[start..<end] + pad
+      start = end
+    }
+    return tiles
+  }
+
+  /// Height and width of an image of `inputSize` pixels: square when it is a square, else one row.
+  public static func shape(inputSize: Int) -> (height: Int, width: Int) {
+    let s = Int(Double(inputSize).squareRoot().rounded())
+    return s * s == inputSize ? (s, s) : (1, inputSize)
+  }
+
+  /// Writes `tiles` (each `inputSize` values in [0, 1]) as a grid PNG of `columns` columns.
+  public static func writeGrid(_ tiles: [[Float]], inputSize: Int, columns: Int, to path: String) throws {
+    let (h, w) = shape(inputSize: inputSize)
+    let g = PNG.grid(images: tiles, rows: h, cols: w, gridColumns: columns)
+    try PNG.writeGray(path: path, width: g.width, height: g.height, pixels: g.pixels)
+  }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import VAE
+
+/// The files of one run (`--out`): `config.yaml`, `metrics.jsonl`, `checkpoints/step-N.safetensors`
+/// and `final.safetensors` (docs/ARCHITECTURE.md, "Run directory"). Rank 0 alone writes here.
+final class RunDirectory {
+  let path: String
+  private var metrics: FileHandle?
+
+  init(path: String) { self.path = path }
+
+  var checkpointsDirectory: String { (path as NSString).appendingPathComponent("checkpoints") }
+  var metricsPath: String { (path as NSString).appendingPathComponent("metrics.jsonl") }
+  var configPath: String { (path as NSString).appendingPathComponent("config.yaml") }
+  var finalPath: String { (path as NSString).appendingPathComponent("final.safetensors") }
+  func stepPath(_ step: Int) -> String { Checkpoint.stepPath(runDirectory: path, step: step) }
+
+  /// Checkpoints of the run, newest first (see `Checkpoint.candidates`).
+  var checkpoints: [String] { Checkpoint.candidates(runDirectory: path) }
+
+  /// Creates the directories and removes temporary files an interrupted checkpoint write left.
+  func create() throws {
+    do {
+      try FileManager.default.createDirectory(atPath: checkpointsDirectory, withIntermediateDirectories: true)
+    } catch {
+      throw TrainError.io("\(checkpointsDirectory): cannot create the run directory: \(error.localizedDescription)")
+    }
+    removeStaleTemporaryFiles()
+  }
+
+  /// Atomic writes go through `.<name>.tmp-<pid>-<random>` beside the target; a writer killed
+  /// mid-write leaves one behind. Only one job writes a run directory, so any not of this
+  /// process is stale.
+  func removeStaleTemporaryFiles() {
+    let mine = ".tmp-\(getpid())-"
+    for dir in [path, checkpointsDirectory] {
+      for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+      where name.hasPrefix(".") && name.contains(".tmp-") && !name.contains(mine) {
+        try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent(name))
+      }
+    }
+  }
+
+  func writeConfig(_ text: String) throws {
+    do {
+      try SafeTensors.writeAtomically(Array(text.utf8), to: configPath)
+    } catch {
+      throw TrainError.io("\(configPath): cannot write: \(error)")
+    }
+  }
+
+  // MARK: - metrics.jsonl
+
+  func openMetrics() throws {
+    let fm = FileManager.default
+    if !fm.fileExists(atPath: metricsPath) && !fm.createFile(atPath: metricsPath, contents: nil) {
+      throw TrainError.io("\(metricsPath): cannot create")
+    }
+    guard let h = FileHandle(forWritingAtPath: metricsPath) else {
+      throw TrainError.io("\(metricsPath): cannot open for writing")
+    }
+    h.seekToEndOfFile()
+    metrics = h
+  }
+
+  /// One JSON object per line; values are already JSON (see `json(_:)`).
+  func appendMetrics(_ fields: [(String, String)]) {
+    let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
+    metrics?.write(Data(line.utf8))
+  }
+
+  func closeMetrics() throws { try metrics?.close() }
+
+  func removeMetrics() { try? FileManager.default.removeItem(atPath: metricsPath) }
+
+  /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run) and
+  /// the final evaluation of a finished run at `step` when `finished` (a resumed run logs it
+  /// again). Returns the run time logged up to there, so `time_s` continues where it was.
+  func truncateMetrics(after step: Int, finished: Bool) -> Double {
+    guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return 0 }
+    var kept: [Substring] = []
+    var elapsed = 0.0
+    for line in text.split(separator: "\n") {
+      guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+        let s = (obj["step"] as? NSNumber)?.intValue
+      else { continue }
+      if finished && s == step && obj["test_elbo"] != nil { continue }
+      if s <= step {
+        kept.append(line)
+        elapsed = (obj["time_s"] as? NSNumber)?.doubleValue ?? elapsed
+      }
+    }
+    try? SafeTensors.writeAtomically(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsPath)
+    return elapsed
+  }
+
+  // MARK: - checkpoints
+
+  /// Keeps the newest `keep` step checkpoints (final.safetensors is never pruned).
+  func pruneCheckpoints(keep: Int) {
+    let steps = checkpoints.filter { !$0.hasSuffix("final.safetensors") }
+    for old in steps.dropFirst(max(keep, 1)) { try? FileManager.default.removeItem(atPath: old) }
+  }
+
+  /// The newest checkpoint that reads and validates, with its bytes; unreadable ones are
+  /// skipped with a warning through `warn`.
+  func newestValidCheckpoint(warn: (String) -> Void) -> (path: String, bytes: [UInt8])? {
+    var best: (step: Int, path: String, bytes: [UInt8])?
+    for p in checkpoints {
+      do {
+        let b = try SafeTensors.readFile(path: p)
+        let c = try Checkpoint.load(bytes: b, path: p)
+        if best == nil || c.state.step > best!.step { best = (c.state.step, p, b) }
+      } catch {
+        warn("warning: skipping \(p): \(error)")
+      }
+    }
+    return best.map { ($0.path, $0.bytes) }
+  }
+}

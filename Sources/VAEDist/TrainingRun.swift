@@ -1,0 +1,224 @@
+import Foundation
+import VAE
+import VAEData
+
+/// The run around the step: start-up agreement, resume, the loop with its periodic duties
+/// (metrics, held-out ELBO, replica checks, checkpoints), and the final evaluation and save.
+extension Trainer {
+  public func run(resume: ResumeMode) throws -> TrainSummary {
+    try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: model.params.count)
+    try restoreOrCheckFresh(resume: resume)
+    try replicas.checkParameters(model.params, what: "initial parameters")  // fresh or restored
+    if comm.isRoot {
+      try files.create()
+      try files.writeConfig(configFileText)
+      try files.openMetrics()
+      for w in output.warnings { Console.error(w) }
+    }
+    announce()
+    var clock = RunClock(step: step, elapsedBefore: elapsedBefore)
+    while step < totalSteps {
+      let t = try trainStep()
+      window.recon += t.recon
+      window.kl += t.kl
+      window.count += shard.count
+      try duties(&clock)
+    }
+    return try finish(clock)
+  }
+
+  /// Wall-clock bookkeeping of a run: since its start (for `time_s`) and since the last
+  /// metrics line (for samples/s).
+  struct RunClock {
+    let start = Date()
+    let firstStep: Int
+    let elapsedBefore: Double
+    var windowStart = Date()
+    var windowStep: Int
+    init(step: Int, elapsedBefore: Double) {
+      firstStep = step
+      windowStep = step
+      self.elapsedBefore = elapsedBefore
+    }
+    var elapsed: Double { elapsedBefore + Date().timeIntervalSince(start) }
+    mutating func restartWindow(at step: Int) {
+      windowStart = Date()
+      windowStep = step
+    }
+  }
+
+  /// What happens after step `step` (1-based count of steps done) when it is due.
+  func duties(_ clock: inout RunClock) throws {
+    let epoch = (step - 1) / batcher.stepsPerEpoch
+    if step % config.logEvery == 0 || step == totalSteps { try logWindow(epoch: epoch, &clock) }
+    if config.evalEvery > 0 && step % config.evalEvery == 0 && step < totalSteps {
+      try logEvaluation(try evaluate(), epoch: epoch, elapsed: clock.elapsed)
+      clock.restartWindow(at: step)
+    }
+    if config.checkEvery > 0 && step % config.checkEvery == 0 {
+      try replicas.checkParameters(model.params, what: "parameters at step \(step)")
+    }
+    if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
+      let moments = try gatherMoments()
+      let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+      if comm.isRoot, let moments {
+        try saveCheckpoint(path: files.stepPath(step), window: w, moments: moments)
+        files.pruneCheckpoints(keep: config.keepCheckpoints)
+      }
+    }
+  }
+
+  /// The metrics line of the steps since the last one: loss terms summed over ranks.
+  func logWindow(epoch: Int, _ clock: inout RunClock) throws {
+    let sums = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+    let now = Date()
+    let steps = step - clock.windowStep
+    let sps = Double(config.batch * steps) / max(now.timeIntervalSince(clock.windowStart), 1e-9)
+    let elapsed = clock.elapsed
+    let recon = -sums[0] / sums[2], kl = sums[1] / sums[2]
+    if comm.isRoot {
+      files.appendMetrics([
+        ("step", "\(step)"), ("epoch", "\(epoch)"), ("loss", json(recon + kl)),
+        ("recon", json(recon)), ("kl", json(kl)), ("world_size", "\(comm.size)"),
+        ("samples_per_sec", json(sps.rounded())),
+        ("allreduce_ms", json((meter.exchangeSeconds / Double(steps) * 1e6).rounded() / 1000)),
+        ("time_s", json((elapsed * 1000).rounded() / 1000)),
+      ])
+      let spe = batcher.stepsPerEpoch
+      progress.step(
+        step: step, totalSteps: totalSteps, epoch: epoch, epochs: (totalSteps + spe - 1) / spe,
+        loss: recon + kl, samplesPerSecond: sps, remainingSamples: (totalSteps - step) * config.batch,
+        elapsed: elapsed)
+    }
+    window = (0, 0, 0)
+    meter.reset()
+    clock.restartWindow(at: step)
+  }
+
+  func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
+    guard comm.isRoot else { return }
+    files.appendMetrics([
+      ("step", "\(step)"), ("epoch", "\(epoch)"), ("test_elbo", json(e.elbo)),
+      ("test_recon", json(e.recon)), ("test_kl", json(e.kl)),
+      ("time_s", json((elapsed * 1000).rounded() / 1000)),
+    ])
+    progress.evaluation(step: step, elbo: e.elbo, recon: e.recon, kl: e.kl)
+  }
+
+  func announce() {
+    guard comm.isRoot else { return }
+    let sharded = adamShards != nil ? ", sharded optimizer" : ""
+    let micro = microShards.count > 1 ? ", \(microShards.count) micro-batches per rank" : ""
+    progress.line(
+      "training \(config.name): \(totalSteps) steps of \(config.batch) (\(batcher.stepsPerEpoch) per epoch), \(model.params.count) parameters, \(comm.size) rank(s)\(sharded)\(micro)")
+    progress.line(environmentNote)
+    if let m = comm as? MPICommunicator { progress.line("gradient exchange: \(m.transport)") }
+  }
+
+  /// The final evaluation, replica check and `final.safetensors`.
+  func finish(_ clock: RunClock) throws -> TrainSummary {
+    let elapsed = clock.elapsed
+    let e = try evaluate()
+    try logEvaluation(e, epoch: max(step - 1, 0) / batcher.stepsPerEpoch, elapsed: elapsed)
+    try replicas.checkParameters(model.params, what: "final parameters")
+    let moments = try gatherMoments()
+    if comm.isRoot, let moments {
+      try saveCheckpoint(path: files.finalPath, window: [0, 0, 0], moments: moments)
+      progress.finish()
+      try files.closeMetrics()
+    }
+    let trained = Date().timeIntervalSince(clock.start)
+    return TrainSummary(
+      steps: step, testELBO: e.elbo, testRecon: e.recon, testKL: e.kl, seconds: elapsed,
+      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(step - clock.firstStep) / trained : 0,
+      runDirectory: runDirectory)
+  }
+
+  /// `config.yaml` of the run directory: the resolved config, then the environment (for people).
+  var configFileText: String {
+    config.yaml + "# environment (informational)\nenvironment:\n  blas_kernel: \(BLASInfo.coreName)\n"
+      + "  blas_threads: \(BLASInfo.threads)\n  world_size: \(comm.size)\n"
+  }
+
+  // MARK: - Checkpoints
+
+  /// `window`: the metrics window's sums over all ranks (recon, kl, count).
+  func saveCheckpoint(path: String, window w: [Double], moments: (m: Arena, v: Arena)) throws {
+    let state = TrainingState(
+      step: step, epoch: step / batcher.stepsPerEpoch, seed: config.seed, worldSize: comm.size,
+      globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
+      windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
+    try Checkpoint.save(
+      path: path, params: model.params, moments: moments, state: state, modelJSON: config.modelJSON,
+      configYAML: config.yaml)
+  }
+
+  /// Adam's moments of the whole arena, for a checkpoint: rank 0 gets them (the others nil).
+  /// With the sharded optimizer each rank holds only its slice, so the slices are gathered to
+  /// rank 0 into arenas allocated for this checkpoint; checkpoints keep one (whole) format.
+  func gatherMoments() throws -> (m: Arena, v: Arena)? {
+    if adam.ownsAll { return (adam.m, adam.v) }
+    let layout = model.params.layout
+    let full = comm.isRoot ? (m: Arena(layout: layout), v: Arena(layout: layout)) : nil
+    try comm.gather(UnsafeBufferPointer(adam.mSlice), into: full?.m.data, shards: paramShards, root: 0)
+    try comm.gather(UnsafeBufferPointer(adam.vSlice), into: full?.v.data, shards: paramShards, root: 0)
+    return full
+  }
+
+  /// Resume: rank 0 picks the newest valid checkpoint (auto) or reads the given one and
+  /// broadcasts its bytes, so other hosts need no copy of the run directory. Fresh: refuse to
+  /// overwrite an existing run.
+  func restoreOrCheckFresh(resume: ResumeMode) throws {
+    var bytes: [UInt8] = []
+    var path: [UInt8] = []
+    if comm.isRoot {
+      switch resume {
+      case .none:
+        if !files.checkpoints.isEmpty { throw TrainError.runExists(runDirectory) }
+        files.removeMetrics()
+      case .auto:
+        if let best = files.newestValidCheckpoint(warn: Console.error) {
+          bytes = best.bytes
+          path = Array(best.path.utf8)
+        } else {
+          progress.line("no checkpoint in \(runDirectory); starting from step 0")
+        }
+      case .path(let p):
+        bytes = try SafeTensors.readFile(path: p)
+        path = Array(p.utf8)
+      }
+    }
+    if resume == .none { return }
+    try comm.broadcast(&path, root: 0)
+    try comm.broadcast(&bytes, root: 0)
+    if bytes.isEmpty { return }
+    try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
+  }
+
+  func restore(_ c: LoadedCheckpoint) throws {
+    func check(_ field: String, _ a: String, _ b: String) throws {
+      if a != b { throw CheckpointError.mismatch(file: c.path, field: field, checkpoint: a, run: b) }
+    }
+    try check("model", RunConfig.modelJSON(c.model), config.modelJSON)
+    try check("seed", String(c.state.seed), String(config.seed))
+    try check("global batch", String(c.state.globalBatch), String(config.batch))
+    try check("data checksum", String(c.state.dataChecksum), String(dataChecksum))
+    guard let m = c.adamM, let v = c.adamV else {
+      throw CheckpointError.badMetadata(file: c.path, field: "adam.m.*", expected: "Adam moments to resume training")
+    }
+    guard c.state.step <= totalSteps else {
+      throw TrainError.badSetting(
+        "\(c.path): the checkpoint is at step \(c.state.step), past this run's \(totalSteps) steps")
+    }
+    try writeParameters { model.params.copy(from: c.params) }
+    adam.load(m: m, v: v)
+    adam.step = c.state.adamStep
+    step = c.state.step
+    // The saved window holds every rank's sums: rank 0 carries them, the others start empty.
+    window = comm.isRoot ? (c.state.windowRecon, c.state.windowKL, c.state.windowCount) : (0, 0, 0)
+    if comm.isRoot {
+      elapsedBefore = files.truncateMetrics(after: step, finished: step == totalSteps)
+      progress.line("resuming from \(c.path) at step \(step)")
+    }
+  }
+}

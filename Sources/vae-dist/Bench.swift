@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import VAE
+import VAEData
+import VAEDist
+
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Measure training throughput (steps/s, samples/s) of a config, warm-up excluded.",
+    discussion: """
+      Runs the real step (batch, forward, backward, allreduce, Adam) on the config's data and \
+      prints the median over --repeats timed blocks, and the share of a step spent in the \
+      gradient collectives. Under mpirun it measures the data-parallel step (global samples/s). \
+      scripts/bench wraps this (and scripts/bench --scaling runs it for np 1, 2, 4, 8).
+      """)
+  @Option(name: .long, help: ArgumentHelp("YAML config.", valueName: "file"))
+  var config: String
+  @OptionGroup var dataOptions: DataOptions
+  @Option(name: .long, parsing: .unconditional, help: "Warm-up steps (not timed).")
+  var warmup: Int = 20
+  @Option(name: .long, parsing: .unconditional, help: "Steps per timed block.")
+  var steps: Int = 50
+  @Option(name: .long, parsing: .unconditional, help: "Timed blocks; the median is reported.")
+  var repeats: Int = 5
+  @OptionGroup var step: StepOptions
+  @Flag(name: .long, help: "Print one JSON object.")
+  var json = false
+  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
+  var profile = false
+
+  func validate() throws {
+    guard warmup >= 0, steps >= 1, repeats >= 1 else {
+      throw ValidationError("--warmup ≥ 0, --steps ≥ 1 and --repeats ≥ 1 expected")
+    }
+  }
+
+  func run() throws {
+    let comm = try CommMode.auto.makeCommunicator()
+    defer { comm.finalize() }
+    var c = try ConfigLoader.load(path: config)
+    c.steps = warmup + steps * repeats
+    c.epochs = nil
+    c.checkEvery = 0
+    step.applyThreads(ranks: comm.size)
+    let data = try dataOptions.load(c)
+    let tmp = NSTemporaryDirectory() + "vae-dist-bench-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    let meter = StepMeter(separateWait: true)
+    let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
+                              output: OutputOptions(quiet: true),
+                              parallel: step.parallel, meter: meter)
+    for _ in 0..<warmup { try trainer.trainStep() }
+    var rates: [Double] = []
+    var shares: [Double] = []
+    var waits: [Double] = []
+    for _ in 0..<repeats {
+      try comm.barrier()
+      meter.reset()
+      let t0 = comm.wallTime()
+      for _ in 0..<steps { try trainer.trainStep() }
+      let dt = comm.wallTime() - t0
+      // Ranks synchronise every step (allreduce), so rank 0's time is the job's; the share
+      // of time in collectives is averaged over ranks.
+      let sums = try comm.allreduceSum([meter.exchangeSeconds / dt, meter.waitSeconds / dt])
+      rates.append(Double(steps) / dt)
+      shares.append(sums[0] / Double(comm.size))
+      waits.append(sums[1] / Double(comm.size))
+    }
+    if profile {
+      var phases: [String: Double] = [:]
+      for _ in 0..<steps { try trainer.profiledStep(&phases) }
+      // Every rank's phases, printed by rank 0 in rank order (imbalance shows as "wait").
+      let keys = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
+      var table = [Double](repeating: 0, count: keys.count * comm.size)
+      for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
+      table = try comm.allreduceSum(table)
+      if comm.isRoot {
+        for (i, k) in keys.enumerated() {
+          let perRank = (0..<comm.size).map { String(format: "%7.3f", 1000 * table[$0 * keys.count + i] / Double(steps)) }
+          Console.out(String(format: "  %-12@", k as NSString) + perRank.joined(separator: " ") + " ms/step")
+        }
+      }
+    }
+    guard comm.isRoot else { return }
+    let order = rates.indices.sorted { rates[$0] < rates[$1] }
+    let mid = order[order.count / 2]
+    let median = rates[mid]
+    let share = shares[mid]
+    let wait = waits[mid]
+    let sps = median * Double(c.batch)
+    let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
+    if json {
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(comm.size), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
+    } else {
+      Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in the gradient exchange, %.1f%% waiting for the slowest rank (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
+                         config, BLASInfo.coreName, BLASInfo.threads, comm.size, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
+    }
+  }
+}
+
+struct BLAS: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show the OpenBLAS kernel and thread count in use, and whether it is a slow fallback.",
+    discussion: """
+      Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and silently uses its SSE3 \
+      'Prescott' kernel. --kernel prints only the kernel name; --best prints the fastest kernel \
+      this CPU supports (what the launcher scripts put in OPENBLAS_CORETYPE when it is unset).
+      """)
+  @Flag(name: .long, help: "Print only the kernel OpenBLAS chose.")
+  var kernel = false
+  @Flag(name: .long, help: "Print only the fastest kernel this CPU can run (empty if none applies).")
+  var best = false
+  @Flag(name: .long, help: "Exit with status 3 when the kernel is a fallback on a CPU with AVX2/FMA.")
+  var checkFallback = false
+
+  func run() throws {
+    if kernel {
+      Console.out(BLASInfo.coreName)
+    } else if best {
+      Console.out(BLASInfo.bestKernelForCPU ?? "")
+    } else {
+      Console.out("OpenBLAS kernel: \(BLASInfo.coreName)")
+      Console.out("OpenBLAS threads: \(BLASInfo.threads)")
+      Console.out("OpenBLAS config: \(BLASInfo.config)")
+      Console.out("CPU has AVX2+FMA: \(BLASInfo.cpuHasAVX2FMA ? "yes" : "no"); fastest usable kernel: \(BLASInfo.bestKernelForCPU ?? "none")")
+      if let w = BLASInfo.fallbackWarning() { Console.out(w) }
+    }
+    if checkFallback && BLASInfo.isFallback { throw ExitCode(3) }
+  }
+}

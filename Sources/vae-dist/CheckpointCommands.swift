@@ -1,0 +1,211 @@
+import ArgumentParser
+import Foundation
+import VAE
+import VAEData
+import VAEDist
+
+/// A checkpoint and, when its metadata holds one, the run config it was trained with.
+func loadCheckpoint(_ path: String) throws -> (LoadedCheckpoint, RunConfig?) {
+  let c = try Checkpoint.load(path: path)
+  let run = c.configYAML.isEmpty ? nil : try? ConfigLoader.parse(c.configYAML, file: path, defaultName: "checkpoint")
+  return (c, run)
+}
+
+/// The run config a command needs to find the checkpoint's data.
+func requireRunConfig(_ config: RunConfig?, _ path: String) throws -> RunConfig {
+  guard let config else { throw ConfigError("\(path): metadata has no usable 'config'") }
+  return config
+}
+
+struct Eval: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Held-out ELBO of a checkpoint (and, with --iw K, the importance-weighted bound).",
+    discussion: """
+      The test set is binarised once with a fixed seed, so numbers are comparable across runs.
+      Example: vae-dist eval --checkpoint runs/mnist/final.safetensors --iw 5000 --limit 1000
+      """)
+  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint written by vae-dist train.", valueName: "path"))
+  var checkpoint: String
+  @OptionGroup var dataOptions: DataOptions
+  @Option(name: .long, parsing: .unconditional, help: "Samples of z per image for the ELBO (averaged).")
+  var samples: Int = 1
+  @Option(name: .long, parsing: .unconditional,
+          help: "Also compute the importance-weighted bound with K samples per image (Burda et al. 2016).")
+  var iw: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Evaluate only the first N test images.")
+  var limit: Int?
+  @Flag(name: .long, help: "Use z = μ (ε = 0) instead of sampling: a deterministic check, not a bound.")
+  var meanZ = false
+  @Option(name: .long, parsing: .unconditional, help: "OpenBLAS threads.")
+  var threads: Int?
+  @Flag(name: .long, help: "Print one JSON object instead of text.")
+  var json = false
+
+  func validate() throws {
+    try checkPositive(samples, "samples")
+    try checkPositive(iw, "iw")
+    try checkPositive(limit, "limit")
+    try checkPositive(threads, "threads")
+  }
+
+  func run() throws {
+    applyThreads(threads)
+    FloatingPointEnvironment.enableFlushToZero()
+    let (ck, runConfig) = try loadCheckpoint(checkpoint)
+    let rc = try requireRunConfig(runConfig, checkpoint)
+    let data = try dataOptions.load(rc)
+    guard data.test.pixelsPerImage == ck.model.inputSize else {
+      throw ConfigError("\(checkpoint): the model expects \(ck.model.inputSize) pixels but \(rc.dataset) has \(data.test.pixelsPerImage)")
+    }
+    let count = min(limit ?? data.test.count, data.test.count)
+    let testX = Batcher.heldOut(data.test, binarization: rc.binarize, limit: count)
+    let est = Estimator(config: ck.model, params: ck.params)
+    let noise: EvalNoise = meanZ ? .zero : .sampled(CounterRNG(seed: heldOutBinarizationSeed))
+    let start = Date()
+    let t = testX.withUnsafeBufferPointer {
+      est.elbo(x: $0.baseAddress!, count: count, firstIndex: 0, samples: meanZ ? 1 : samples, noise: noise)
+    }
+    let recon = -t.recon / Double(count), kl = t.kl / Double(count)
+    var fields: [(String, String)] = [
+      ("checkpoint", "\"\(checkpoint)\""), ("step", "\(ck.state.step)"), ("images", "\(count)"),
+      ("elbo", "\(-(recon + kl))"), ("recon", "\(recon)"), ("kl", "\(kl)"),
+      ("samples", "\(meanZ ? 0 : samples)"),
+    ]
+    var iwBound: Double?
+    if let iw {
+      var out = [Double](repeating: 0, count: count)
+      testX.withUnsafeBufferPointer { x in
+        out.withUnsafeMutableBufferPointer { o in
+          est.importanceWeighted(x: x.baseAddress!, count: count, firstIndex: 0, samples: iw,
+                                 rng: CounterRNG(seed: heldOutBinarizationSeed), out: o.baseAddress!)
+        }
+      }
+      let b = out.reduce(0, +) / Double(count)
+      iwBound = b
+      fields += [("iw_k", "\(iw)"), ("iw_bound", "\(b)")]
+    }
+    fields.append(("seconds", String(format: "%.3f", Date().timeIntervalSince(start))))
+    if json {
+      Console.out("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+    } else {
+      Console.out(String(format: "%@ (step %d), %d test images: ELBO %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
+                         checkpoint, ck.state.step, count, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
+      if let b = iwBound, let k = iw {
+        Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
+      }
+    }
+  }
+}
+
+struct Sample: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Decode z ~ N(0, I) into a PNG grid of generated images.",
+    discussion: """
+      Pixels are the decoder's means (Bernoulli probabilities). With --manifold and a 2-D latent \
+      space, draws the tutorial-style grid of decoded points at evenly spaced quantiles of N(0, I).
+      Example: vae-dist sample --checkpoint runs/mnist/final.safetensors --n 64 --out samples.png
+      """)
+  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint.", valueName: "path"))
+  var checkpoint: String
+  @Option(name: .long, parsing: .unconditional, help: "Number of samples (1…10000).")
+  var n: Int = 64
+  @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
+  var out: String
+  @Option(name: .long, parsing: .unconditional, help: "Seed for z.")
+  var seed: Int = 0
+  @Flag(name: .long, help: "For zdim = 2: decode a --grid × --grid lattice of the latent space.")
+  var manifold = false
+  @Option(name: .long, parsing: .unconditional, help: "Lattice side for --manifold (2…100).")
+  var grid: Int = 20
+
+  func validate() throws {
+    guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
+    guard (2...100).contains(grid) else { throw ValidationError("--grid: expected 2…100, got \(grid)") }
+    guard seed >= 0 else { throw ValidationError("--seed: expected a non-negative integer, got \(seed)") }
+  }
+
+  func run() throws {
+    let (ck, _) = try loadCheckpoint(checkpoint)
+    let d = ck.model.zdim
+    if manifold && d != 2 {
+      throw ConfigError("--manifold: needs a model with zdim = 2, but \(checkpoint) has zdim = \(d)")
+    }
+    let count = manifold ? grid * grid : n
+    let model = VAEModel(config: ck.model, maxBatch: count, params: ck.params)
+    let z = Buffer(count * d)
+    if manifold {
+      ModelImages.manifoldLattice(side: grid, into: z.ptr)
+    } else {
+      ModelImages.latentSamples(count: count, dim: d, seed: UInt64(seed), into: z.ptr)
+    }
+    model.decode(UnsafePointer(z.ptr), batch: count)
+    let columns = manifold ? grid : Int(Double(count).squareRoot().rounded(.up))
+    try ModelImages.writeGrid(
+      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, to: out)
+    Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(out)")
+  }
+}
+
+struct Reconstruct: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Encode test images and decode them again: a PNG with originals and reconstructions.",
+    discussion: """
+      Rows alternate: test images as the model sees them (binarised with the fixed held-out seed \
+      when the run binarised), then their reconstructions from z = μ(x).
+      Example: vae-dist reconstruct --checkpoint runs/mnist/final.safetensors --out recon.png
+      """)
+  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint.", valueName: "path"))
+  var checkpoint: String
+  @OptionGroup var dataOptions: DataOptions
+  @Option(name: .long, parsing: .unconditional, help: "Number of test images (from the start of the test set, 1…10000).")
+  var n: Int = 32
+  @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
+  var out: String
+
+  func validate() throws {
+    guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
+  }
+
+  func run() throws {
+    let (ck, runConfig) = try loadCheckpoint(checkpoint)
+    let rc = try requireRunConfig(runConfig, checkpoint)
+    let data = try dataOptions.load(rc)
+    let count = min(n, data.test.count)
+    let dim = ck.model.inputSize
+    let x = Batcher.heldOut(data.test, binarization: rc.binarize, limit: count)
+    let model = VAEModel(config: ck.model, maxBatch: count, params: ck.params)
+    x.withUnsafeBufferPointer { model.encode($0.baseAddress!, batch: count) }
+    model.decode(UnsafePointer(model.mu.ptr), batch: count)
+    let originals = (0..<count).map { Array(x[($0 * dim)..<(($0 + 1) * dim)]) }
+    let columns = min(count, 8)
+    let tiles = ModelImages.pairedRows(
+      originals: originals, reconstructions: ModelImages.decoded(model, rows: count), columns: columns)
+    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, to: out)
+    Console.out("wrote \(count) originals and reconstructions to \(out)")
+  }
+}
+
+struct Info: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show a checkpoint's config, training state and tensors.",
+    discussion: "Example: vae-dist info runs/mnist/final.safetensors")
+  @Argument(help: ArgumentHelp("A .safetensors checkpoint.", valueName: "checkpoint"))
+  var path: String
+
+  func run() throws {
+    let (ck, _) = try loadCheckpoint(path)
+    let s = ck.state
+    Console.out("\(path)")
+    Console.out("format \(Checkpoint.format), step \(s.step), epoch \(s.epoch), seed \(s.seed), world size \(s.worldSize), global batch \(s.globalBatch), Adam step \(s.adamStep)")
+    Console.out("model \(RunConfig.modelJSON(ck.model))")
+    Console.out("parameters \(ck.params.count)")
+    Console.out("tensors:")
+    for t in ck.file.tensors {
+      Console.out("  \(t.name) \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))] \(t.bytes.count) bytes")
+    }
+    if !ck.configYAML.isEmpty {
+      Console.out("config:")
+      for line in ck.configYAML.split(separator: "\n") { Console.out("  " + line) }
+    }
+  }
+}

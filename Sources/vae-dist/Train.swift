@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import VAE
+import VAEData
+import VAEDist
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train a VAE from a config file; flags override the file.",
+    discussion: """
+      Writes the run directory (default runs/<config name>): config.yaml, metrics.jsonl, \
+      checkpoints/step-NNNNNNNN.safetensors and final.safetensors, and prints the held-out ELBO.
+      Example: vae-dist train --config configs/mnist.yaml --epochs 2 --out runs/try
+      """)
+
+  @Option(name: .long, help: ArgumentHelp("YAML config (see configs/ and the README).", valueName: "file"))
+  var config: String
+  @OptionGroup var dataOptions: DataOptions
+  @Option(name: .long, help: ArgumentHelp("Run directory. Default: runs/<config name>.", valueName: "dir"))
+  var out: String?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("model.zdim")))
+  var zdim: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.epochs")))
+  var epochs: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.steps")))
+  var steps: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.batch")))
+  var batch: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.lr")))
+  var lr: Double?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.seed")))
+  var seed: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("data.train_limit")))
+  var trainLimit: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.eval_every")))
+  var evalEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.checkpoint_every")))
+  var checkpointEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.log_every")))
+  var logEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.check_every")))
+  var checkEvery: Int?
+  @Option(name: .long, help: ArgumentHelp(
+    "'auto' continues from the newest valid checkpoint in --out; or a checkpoint file.",
+    valueName: "auto|path"))
+  var resume: ResumeMode?
+  @OptionGroup var step: StepOptions
+  @Flag(name: .long, help: "Print only the final result.")
+  var quiet = false
+  @Option(name: .long, help: ArgumentHelp(
+    "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
+    valueName: "auto|local|mpi"))
+  var comm: CommMode = .auto
+
+  func validate() throws {
+    try checkFlag(zdim, "zdim", key: "model.zdim")
+    try checkFlag(epochs, "epochs", key: "train.epochs")
+    try checkFlag(steps, "steps", key: "train.steps")
+    try checkFlag(batch, "batch", key: "train.batch")
+    try checkFlag(seed, "seed", key: "train.seed")
+    try checkFlag(trainLimit, "train-limit", key: "data.train_limit")
+    try checkFlag(evalEvery, "eval-every", key: "train.eval_every")
+    try checkFlag(checkpointEvery, "checkpoint-every", key: "train.checkpoint_every")
+    try checkFlag(logEvery, "log-every", key: "train.log_every")
+    try checkFlag(checkEvery, "check-every", key: "train.check_every")
+    if epochs != nil && steps != nil { throw ValidationError("--epochs and --steps: give one of them, not both") }
+    if let lr, ConfigSchema.key("train.lr").rule.check(lr) == nil {
+      throw ValidationError("--lr: expected \(ConfigSchema.key("train.lr").rule.expected), got \(lr)")
+    }
+    if case .path(let p)? = resume, !FileManager.default.fileExists(atPath: p) {
+      throw ValidationError("--resume: \(p) does not exist (give 'auto' or a checkpoint file)")
+    }
+  }
+
+  /// The config file with the flags applied (already checked by `validate`).
+  func resolvedConfig() throws -> RunConfig {
+    var c = try ConfigLoader.load(path: config)
+    if let zdim { c.model.zdim = zdim }
+    if let epochs { c.epochs = epochs; c.steps = nil }
+    if let steps { c.steps = steps; c.epochs = nil }
+    if let batch { c.batch = batch }
+    if let lr { c.adam.lr = Float(lr) }
+    if let seed { c.seed = UInt64(seed) }
+    if let trainLimit { c.trainLimit = trainLimit }
+    if let evalEvery { c.evalEvery = evalEvery }
+    if let checkpointEvery { c.checkpointEvery = checkpointEvery }
+    if let logEvery { c.logEvery = logEvery }
+    if let checkEvery { c.checkEvery = checkEvery }
+    return c
+  }
+
+  func run() throws {
+    let comm = try self.comm.makeCommunicator()
+    VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
+    let c = try resolvedConfig()
+    step.applyThreads(ranks: comm.size)
+    let data = try dataOptions.load(c)
+    let outDir = out ?? "runs/\(c.name)"
+    var output = OutputOptions(quiet: quiet || !comm.isRoot)
+    if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
+    let trainer = try Trainer(
+      config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)
+    let s = try trainer.run(resume: resume ?? ResumeMode.none)
+    defer { comm.finalize() }
+    if comm.isRoot {
+      Console.out(
+        String(format: "held-out ELBO %.2f nats/image after %d steps (%.0f s, %.0f samples/s); checkpoint %@/final.safetensors",
+               s.testELBO, s.steps, s.seconds, s.samplesPerSecond, outDir))
+    }
+  }
+}
