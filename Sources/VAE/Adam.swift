@@ -16,10 +16,14 @@ public struct AdamConfig: Sendable, Hashable, Codable {
   public var eps: Float
   public var weightDecay: Float
   public var decoupled: Bool
+  /// Whether weight decay also applies to biases (`torch.optim.Adam`'s default does; Caffe's
+  /// tutorial networks set `decay_mult: 0` on biases).
+  public var decayBiases: Bool
   public init(
     lr: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
-    weightDecay: Float = 0, decoupled: Bool = false
+    weightDecay: Float = 0, decoupled: Bool = false, decayBiases: Bool = true
   ) {
+    self.decayBiases = decayBiases
     self.lr = lr
     self.beta1 = beta1
     self.beta2 = beta2
@@ -43,6 +47,8 @@ public final class Adam: @unchecked Sendable {
   public let vSlice: UnsafeMutableBufferPointer<Float>
   /// Number of updates applied so far.
   public var step: Int = 0
+  /// Arena ranges that take no weight decay (the biases, unless `decayBiases`), in order.
+  let undecayed: [Range<Int>]
 
   public init(config: AdamConfig, layout: ParameterLayout, owning: Range<Int>? = nil) {
     self.config = config
@@ -53,6 +59,9 @@ public final class Adam: @unchecked Sendable {
     vSlice = .allocate(capacity: owned.count)
     mSlice.initialize(repeating: 0)
     vSlice.initialize(repeating: 0)
+    undecayed =
+      config.decayBiases || config.weightDecay == 0
+      ? [] : layout.specs.indices.filter { layout.specs[$0].name.hasSuffix(".bias") }.map(layout.range(of:))
   }
 
   deinit {
@@ -95,17 +104,31 @@ public final class Adam: @unchecked Sendable {
   /// owns). Call `beginStep` first.
   public func apply(params: Arena, gradients: UnsafePointer<Float>, range r: Range<Int>, scale: Float) {
     precondition(r.lowerBound >= owned.lowerBound && r.upperBound <= owned.upperBound, "update outside the owned slice")
+    guard !undecayed.isEmpty else { return kernel(params, gradients, r, scale, decay: true) }
+    // Elementwise, so the range may be cut where decayed and undecayed tensors meet.
+    var at = r.lowerBound
+    for u in undecayed where u.upperBound > at && u.lowerBound < r.upperBound {
+      let lo = max(u.lowerBound, at), hi = min(u.upperBound, r.upperBound)
+      if lo > at { kernel(params, gradients + (at - r.lowerBound), at..<lo, scale, decay: true) }
+      kernel(params, gradients + (lo - r.lowerBound), lo..<hi, scale, decay: false)
+      at = hi
+    }
+    if at < r.upperBound { kernel(params, gradients + (at - r.lowerBound), at..<r.upperBound, scale, decay: true) }
+  }
+
+  private func kernel(_ params: Arena, _ gradients: UnsafePointer<Float>, _ r: Range<Int>, _ scale: Float, decay: Bool) {
     let c = config
     let t = Double(step)
     let bc1 = 1 - pow(Double(c.beta1), t)
     let bc2 = 1 - pow(Double(c.beta2), t)
     let stepSize = Float(Double(c.lr) / bc1)
     let invSqrtBC2 = Float(1 / bc2.squareRoot())
-    let l2: Float = c.decoupled ? 0 : c.weightDecay
-    let decay: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
+    let wd: Float = decay ? c.weightDecay : 0
+    let l2: Float = c.decoupled ? 0 : wd
+    let shrink: Float = c.decoupled ? 1 - c.lr * wd : 1
     let o = r.lowerBound - owned.lowerBound
     vae_adam_update(
       params.base + r.lowerBound, gradients, mSlice.baseAddress! + o, vSlice.baseAddress! + o, r.count,
-      scale, l2, decay, c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
+      scale, l2, shrink, c.beta1, c.beta2, stepSize, invSqrtBC2, c.eps)
   }
 }

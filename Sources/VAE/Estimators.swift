@@ -28,7 +28,7 @@ public final class Estimator: @unchecked Sendable {
 
   public init(config: ModelConfig, params: Arena, maxRows: Int = 500) {
     model = VAEModel(config: config, maxBatch: maxRows, params: params)
-    let d = config.zdim, n = config.inputSize
+    let d = config.latentSize, n = config.inputSize
     eps = Buffer(maxRows * d)
     xRows = Buffer(maxRows * n)
     zRows = Buffer(maxRows * d)
@@ -47,7 +47,7 @@ public final class Estimator: @unchecked Sendable {
   public var maxRows: Int { model.maxBatch }
 
   func fillNoise(_ noise: EvalNoise, sample: Int, firstIndex: Int, count: Int) {
-    let d = model.config.zdim
+    let d = model.config.latentSize
     switch noise {
     case .zero:
       eps.ptr.update(repeating: 0, count: count * d)
@@ -82,7 +82,7 @@ public final class Estimator: @unchecked Sendable {
     x: UnsafePointer<Float>, count: Int, firstIndex: Int, samples K: Int, rng: CounterRNG,
     out: UnsafeMutablePointer<Double>
   ) {
-    precondition(K >= 1)
+    precondition(K >= 1 && model.config.kind != .regressor, "the importance-weighted bound needs a latent")
     let n = model.config.inputSize, d = model.config.zdim
     var start = 0
     while start < count {
@@ -96,9 +96,11 @@ public final class Estimator: @unchecked Sendable {
       var rows = 0
       func flush() {
         guard rows > 0 else { return }
+        // Conditional kinds: each row's condition comes with it, and the target is its Y.
+        let target = model.setInput(UnsafePointer(xRows.ptr), batch: rows)
         model.decode(UnsafePointer(zRows.ptr), batch: rows)
         _ = model.reconstruction(
-          x: UnsafePointer(xRows.ptr), logits: UnsafePointer(model.logits.ptr), batch: rows,
+          x: target, logits: UnsafePointer(model.logits), batch: rows,
           perExample: recon.ptr, gradient: nil)
         for r in 0..<rows {
           let i = rowExample[r]

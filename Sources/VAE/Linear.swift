@@ -15,11 +15,11 @@ public struct Linear: Sendable {
     self.outFeatures = outFeatures
   }
 
-  /// y[batch, out] = x·Wᵀ + b, then ReLU when `relu`.
+  /// y[batch, out] = x·Wᵀ + b (+ addend, [batch, out]), then ReLU when `relu`.
   @inlinable
   public func forward(
     _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, params: Arena,
-    relu: Bool
+    relu: Bool, addend: UnsafePointer<Float>? = nil
   ) {
     let p = params.base
     GEMM.forward(x, p + weight.lowerBound, y, batch: batch, inF: inFeatures, outF: outFeatures)
@@ -27,7 +27,14 @@ public struct Linear: Sendable {
     let n = outFeatures
     for r in 0..<batch {
       let row = y + r * n
-      if relu {
+      if let addend {
+        let a = addend + r * n
+        if relu {
+          for j in 0..<n { row[j] = max(row[j] + b[j] + a[j], 0) }
+        } else {
+          for j in 0..<n { row[j] = row[j] + b[j] + a[j] }
+        }
+      } else if relu {
         for j in 0..<n { row[j] = max(row[j] + b[j], 0) }
       } else {
         for j in 0..<n { row[j] += b[j] }

@@ -21,44 +21,106 @@ public enum Likelihood: Sendable, Hashable, Codable {
   }
 }
 
-/// The network's shape. Encoder: input → hidden… (ReLU) → (mu, logvar) heads of size `zdim`.
-/// Decoder: zdim → decoderHidden… (ReLU) → input-sized output (logits or Gaussian mean).
+/// What the network models. `vae`: p(x) through a latent z (Kingma & Welling). `cvae`: p(Y|X)
+/// through z, with a condition tower on X added into the encoder and the decoder (Doersch's
+/// tutorial §4, its `mnist_cvae.prototxt`). `regressor`: p(Y|X) straight from the condition
+/// tower, no latent (the tutorial's `mnist_regressor.prototxt`). Raw values are the config's
+/// and the checkpoint's `kind`.
+public enum ModelKind: String, Sendable, Hashable, Codable, CaseIterable {
+  case vae
+  case cvae
+  case regressor
+}
+
+/// The network's shape. VAE encoder: input → hidden… (ReLU) → (mu, logvar) heads of size
+/// `zdim`; decoder: zdim → decoderHidden… (ReLU) → input-sized output (logits or Gaussian mean).
+/// Conditional kinds split each input row into X (its first `conditionSize` values) and the
+/// target Y (the rest): the encoder reads Y, the output predicts Y, and the condition tower
+/// reads X (`conditionHidden` widths, ReLU between layers). In a CVAE, condition layer
+/// `conditionIntoEncoder`'s pre-activation is added to the encoder layer of the same index, and
+/// the tower's last output to the decoder's first hidden pre-activation. In a regressor the
+/// decoder's hidden layers follow the tower directly (after a ReLU).
 public struct ModelConfig: Sendable, Hashable, Codable {
+  public var kind: ModelKind
   public var inputSize: Int
+  public var conditionSize: Int
+  public var conditionHidden: [Int]
+  public var conditionIntoEncoder: Int
   public var hidden: [Int]
   public var decoderHidden: [Int]
   public var zdim: Int
   public var likelihood: Likelihood
 
   public init(
-    inputSize: Int = 784, hidden: [Int], decoderHidden: [Int]? = nil, zdim: Int,
-    likelihood: Likelihood = .bernoulli
+    kind: ModelKind = .vae, inputSize: Int = 784, hidden: [Int], decoderHidden: [Int]? = nil, zdim: Int,
+    likelihood: Likelihood = .bernoulli, conditionSize: Int = 0, conditionHidden: [Int] = [],
+    conditionIntoEncoder: Int = 1
   ) {
+    self.kind = kind
     self.inputSize = inputSize
     self.hidden = hidden
     self.decoderHidden = decoderHidden ?? hidden.reversed()
     self.zdim = zdim
     self.likelihood = likelihood
+    self.conditionSize = conditionSize
+    self.conditionHidden = conditionHidden
+    self.conditionIntoEncoder = conditionIntoEncoder
+  }
+
+  /// Values the model predicts per row: the whole input (VAE) or Y.
+  public var targetSize: Int { kind == .vae ? inputSize : inputSize - conditionSize }
+  /// Width of the reparameterisation noise ε per row (0 for the regressor).
+  public var latentSize: Int { kind == .regressor ? 0 : zdim }
+
+  /// Why this shape cannot be built (one line), or nil.
+  public var problem: String? {
+    switch kind {
+    case .vae:
+      return nil
+    case .cvae, .regressor:
+      guard conditionSize >= 1, conditionSize < inputSize else {
+        return "a \(kind.rawValue) needs a condition of 1…\(inputSize - 1) pixels, got \(conditionSize)"
+      }
+      guard let last = conditionHidden.last else { return "model.condition_hidden: a \(kind.rawValue) needs a condition tower" }
+      guard kind == .cvae else { return nil }
+      guard conditionHidden.indices.contains(conditionIntoEncoder), hidden.indices.contains(conditionIntoEncoder),
+        conditionHidden[conditionIntoEncoder] == hidden[conditionIntoEncoder]
+      else {
+        return "model.condition_into_encoder: condition layer \(conditionIntoEncoder) must exist and have the width of encoder layer \(conditionIntoEncoder) (condition_hidden \(conditionHidden), hidden \(hidden))"
+      }
+      guard decoderHidden.first == last else {
+        return "model.condition_hidden: its last width (\(last)) must equal the decoder's first hidden width (decoder_hidden \(decoderHidden))"
+      }
+      return nil
+    }
   }
 
   /// The fully connected layers in arena order, named like a PyTorch module: the encoder's
-  /// hidden layers, the μ and log σ² heads, the decoder's hidden layers and its output. The
-  /// one walk over the shape: the layout, the MAC count and `VAEModel` all read it.
+  /// hidden layers, the μ and log σ² heads, the decoder's hidden layers and its output, then
+  /// the condition tower (`cond.k`). A regressor has the tower and the decoder only. The one
+  /// walk over the shape: the layout, the MAC count and `VAEModel` all read it.
   public var linears: [LinearSpec] {
     var out: [LinearSpec] = []
-    var prev = inputSize
-    for (i, h) in hidden.enumerated() {
-      out.append(LinearSpec(name: "encoder.\(i)", inFeatures: prev, outFeatures: h))
-      prev = h
+    func chain(_ prefix: String, from: Int, _ widths: [Int]) -> Int {
+      var prev = from
+      for (i, h) in widths.enumerated() {
+        out.append(LinearSpec(name: "\(prefix).\(i)", inFeatures: prev, outFeatures: h))
+        prev = h
+      }
+      return prev
     }
-    out.append(LinearSpec(name: "encoder.mu", inFeatures: prev, outFeatures: zdim))
-    out.append(LinearSpec(name: "encoder.logvar", inFeatures: prev, outFeatures: zdim))
-    prev = zdim
-    for (i, h) in decoderHidden.enumerated() {
-      out.append(LinearSpec(name: "decoder.\(i)", inFeatures: prev, outFeatures: h))
-      prev = h
+    if kind == .regressor {
+      let top = chain("cond", from: conditionSize, conditionHidden)
+      let last = chain("decoder", from: top, decoderHidden)
+      out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: targetSize))
+      return out
     }
-    out.append(LinearSpec(name: "decoder.out", inFeatures: prev, outFeatures: inputSize))
+    let top = chain("encoder", from: targetSize, hidden)
+    out.append(LinearSpec(name: "encoder.mu", inFeatures: top, outFeatures: zdim))
+    out.append(LinearSpec(name: "encoder.logvar", inFeatures: top, outFeatures: zdim))
+    let last = chain("decoder", from: zdim, decoderHidden)
+    out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: targetSize))
+    if kind == .cvae { _ = chain("cond", from: conditionSize, conditionHidden) }
     return out
   }
 
@@ -84,40 +146,39 @@ public struct LossTerms: Sendable, Hashable {
   }
 }
 
-/// The VAE: its layers, its parameter and gradient arenas, and activation buffers sized once
-/// for `maxBatch` rows. Forward and backward allocate nothing.
+
+/// The model of any `ModelKind`, composed of towers over one parameter arena and one gradient
+/// arena, with activation buffers sized once for `maxBatch` rows. Forward and backward allocate
+/// nothing.
 public final class VAEModel: @unchecked Sendable {
   public let config: ModelConfig
   public let maxBatch: Int
   public let params: Arena
   public let grads: Arena
-  public let encoder: [Linear]
-  public let muHead: Linear
-  public let logvarHead: Linear
-  public let decoder: [Linear]
-  public let output: Linear
+  /// Encoder hidden layers (empty for a regressor), the heads (nil for a regressor), the
+  /// decoder's hidden layers plus its output layer, and the condition tower (conditional kinds).
+  public let encoder: Tower
+  let muHead: Linear?
+  let logvarHead: Linear?
+  public let decoder: Tower
+  public let condition: Tower?
 
-  // Activations (post-ReLU for hidden layers), [maxBatch, features] each.
-  let encH: [Buffer]
+  /// X and Y of the last rows given (conditional kinds), [maxBatch, conditionSize / targetSize].
+  let conditionRows: Buffer
+  let targetRows: Buffer
   public let mu: Buffer
   public let logvar: Buffer
   let std: Buffer
   public let z: Buffer
-  let decH: [Buffer]
-  public let logits: Buffer
-  /// Per-example log p(x|z) and KL of the last `loss` call.
-  public let reconPerExample: Buffer
-  public let klPerExample: Buffer
-  let rowScratch: Buffer
-  // Gradients of activations.
-  let dLogits: Buffer
-  let dDecH: [Buffer]
   let dz: Buffer
   let dmu: Buffer
   let dlogvar: Buffer
-  let dEncH: [Buffer]
+  /// Per-example log p(target|z) and KL of the last `loss` call.
+  public let reconPerExample: Buffer
+  public let klPerExample: Buffer
+  let rowScratch: Buffer
   // Inputs of the last `loss` call, read by `backward`.
-  var lastX: UnsafePointer<Float>?
+  var lastTarget: UnsafePointer<Float>?
   var lastEps: UnsafePointer<Float>?
   var lastBatch = 0
 
@@ -125,6 +186,7 @@ public final class VAEModel: @unchecked Sendable {
   /// `grads` may live in memory other ranks read (MPI shared window).
   public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil) {
     precondition(maxBatch > 0)
+    precondition(config.problem == nil, config.problem ?? "")
     self.config = config
     self.maxBatch = maxBatch
     let layout = config.layout
@@ -132,32 +194,59 @@ public final class VAEModel: @unchecked Sendable {
     if let grads { precondition(grads.layout == layout) }
     self.params = params ?? Arena(layout: layout)
     self.grads = grads ?? Arena(layout: layout)
-    let layers = Linear.layers(config.linears, layout: layout)
-    let e = config.hidden.count, d = config.decoderHidden.count
-    encoder = Array(layers[0..<e])
-    muHead = layers[e]
-    logvarHead = layers[e + 1]
-    decoder = Array(layers[(e + 2)..<(e + 2 + d)])
-    output = layers[e + 2 + d]
-
+    let layers = Dictionary(uniqueKeysWithValues: zip(config.linears.map(\.name), Linear.layers(config.linears, layout: layout)))
+    func named(_ prefix: String, _ count: Int) -> [Linear] { (0..<count).map { layers["\(prefix).\($0)"]! } }
     let b = maxBatch
-    encH = config.hidden.map { Buffer(b * $0) }
-    dEncH = config.hidden.map { Buffer(b * $0) }
-    decH = config.decoderHidden.map { Buffer(b * $0) }
-    dDecH = config.decoderHidden.map { Buffer(b * $0) }
-    mu = Buffer(b * config.zdim)
-    logvar = Buffer(b * config.zdim)
-    std = Buffer(b * config.zdim)
-    z = Buffer(b * config.zdim)
-    dz = Buffer(b * config.zdim)
-    dmu = Buffer(b * config.zdim)
-    dlogvar = Buffer(b * config.zdim)
-    logits = Buffer(b * config.inputSize)
-    dLogits = Buffer(b * config.inputSize)
+    let dec = named("decoder", config.decoderHidden.count) + [layers["decoder.out"]!]
+    decoder = Tower(layers: dec, relu: dec.indices.map { $0 < dec.count - 1 }, maxBatch: b)
+    switch config.kind {
+    case .vae, .cvae:
+      encoder = Tower(
+        layers: named("encoder", config.hidden.count), relu: config.hidden.map { _ in true }, maxBatch: b)
+      muHead = layers["encoder.mu"]
+      logvarHead = layers["encoder.logvar"]
+    case .regressor:
+      encoder = Tower(layers: [], relu: [], maxBatch: b)
+      muHead = nil
+      logvarHead = nil
+    }
+    if config.kind == .vae {
+      condition = nil
+    } else {
+      let c = named("cond", config.conditionHidden.count)
+      // A CVAE's tower output is an addend (no ReLU); a regressor's feeds the decoder after one.
+      let last = c.count - 1
+      let into = config.conditionIntoEncoder
+      let tower = Tower(
+        layers: c, relu: c.indices.map { $0 < last || config.kind == .regressor }, maxBatch: b,
+        exportPre: config.kind == .cvae ? [into] : [])
+      if config.kind == .cvae {
+        encoder.addend[into] = tower.preActivation(into)
+        decoder.addend[0] = tower.preActivation(last)
+        tower.extraPreGradient[into] = encoder.gradPreActivation(into)
+        tower.extraPreGradient[last] = decoder.gradPreActivation(0)
+      }
+      condition = tower
+    }
+    let conditional = config.kind != .vae
+    conditionRows = Buffer(conditional ? b * config.conditionSize : 1)
+    targetRows = Buffer(conditional ? b * config.targetSize : 1)
+    let d = config.latentSize
+    mu = Buffer(b * d)
+    logvar = Buffer(b * d)
+    std = Buffer(b * d)
+    z = Buffer(b * d)
+    dz = Buffer(b * d)
+    dmu = Buffer(b * d)
+    dlogvar = Buffer(b * d)
     reconPerExample = Buffer(b)
     klPerExample = Buffer(b)
     rowScratch = Buffer(b)
   }
+
+  /// The decoder's outputs of the last `decode`/`loss`/`predict` (logits or Gaussian means),
+  /// [batch, targetSize].
+  public var logits: UnsafeMutablePointer<Float> { decoder.output }
 
   /// PyTorch's `nn.Linear` default: weight and bias ~ U(−1/√in, 1/√in), one stream per tensor.
   public func initialise(rng: CounterRNG) {
@@ -171,35 +260,75 @@ public final class VAEModel: @unchecked Sendable {
     }
   }
 
-  /// Encoder only: fills `mu` and `logvar` for `batch` rows of `x`.
+  /// Conditional kinds: splits `batch` input rows into X and Y and runs the condition tower
+  /// on X; returns the target rows (for a VAE, `x` itself). Every later `encode`/`decode` of
+  /// these rows uses this condition.
+  @discardableResult
+  public func setInput(_ x: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+    precondition(batch <= maxBatch)
+    guard let condition else { return x }
+    let c = config.conditionSize, t = config.targetSize, n = config.inputSize
+    for r in 0..<batch {
+      (conditionRows.ptr + r * c).update(from: x + r * n, count: c)
+      (targetRows.ptr + r * t).update(from: x + r * n + c, count: t)
+    }
+    condition.forward(UnsafePointer(conditionRows.ptr), batch: batch, params: params)
+    return UnsafePointer(targetRows.ptr)
+  }
+
+  /// Encoder only: fills `mu` and `logvar` for `batch` rows of input `x` (not for a regressor).
   public func encode(_ x: UnsafePointer<Float>, batch: Int) {
-    precondition(batch <= maxBatch)
-    var input = x
-    for (i, layer) in encoder.enumerated() {
-      layer.forward(input, encH[i].ptr, batch: batch, params: params, relu: true)
-      input = UnsafePointer(encH[i].ptr)
-    }
-    muHead.forward(input, mu.ptr, batch: batch, params: params, relu: false)
-    logvarHead.forward(input, logvar.ptr, batch: batch, params: params, relu: false)
+    encodeTarget(setInput(x, batch: batch), batch: batch)
   }
 
-  /// Decoder only: fills `logits` (Bernoulli logits or Gaussian means) from `z` rows.
+  func encodeTarget(_ target: UnsafePointer<Float>, batch: Int) {
+    guard let muHead, let logvarHead else { preconditionFailure("a regressor has no encoder") }
+    encoder.forward(target, batch: batch, params: params)
+    let top = encoder.result(of: target)
+    muHead.forward(top, mu.ptr, batch: batch, params: params, relu: false)
+    logvarHead.forward(top, logvar.ptr, batch: batch, params: params, relu: false)
+  }
+
+  /// Decoder only: fills `logits` from `z` rows (conditional kinds: under the condition of the
+  /// last `setInput`, row for row).
   public func decode(_ zIn: UnsafePointer<Float>, batch: Int) {
-    precondition(batch <= maxBatch)
-    var input = zIn
-    for (i, layer) in decoder.enumerated() {
-      layer.forward(input, decH[i].ptr, batch: batch, params: params, relu: true)
-      input = UnsafePointer(decH[i].ptr)
-    }
-    output.forward(input, logits.ptr, batch: batch, params: params, relu: false)
+    precondition(batch <= maxBatch && config.kind != .regressor)
+    decoder.forward(zIn, batch: batch, params: params)
   }
 
-  /// Forward pass with given noise ε ([batch, zdim]): z = μ + exp(½·logvar)·ε. Returns the loss
-  /// terms summed over the batch, fills the per-example buffers, and prepares `backward`.
-  /// `x` and `eps` must stay valid until `backward` returns.
+  /// Regressor: fills `logits` with the prediction of Y for `batch` input rows.
+  public func predict(_ x: UnsafePointer<Float>, batch: Int) {
+    precondition(config.kind == .regressor)
+    setInput(x, batch: batch)
+    decoder.forward(UnsafePointer(condition!.output), batch: batch, params: params)
+  }
+
+  /// Forward pass with given noise ε ([batch, latentSize]): z = μ + exp(½·logvar)·ε. Returns
+  /// the loss terms summed over the batch (a regressor's KL is 0), fills the per-example
+  /// buffers, and prepares `backward`. `x` and `eps` must stay valid until `backward` returns.
   @discardableResult
   public func loss(x: UnsafePointer<Float>, eps: UnsafePointer<Float>, batch: Int) -> LossTerms {
-    encode(x, batch: batch)
+    let target = setInput(x, batch: batch)
+    var klTotal = 0.0
+    if config.kind == .regressor {
+      decoder.forward(UnsafePointer(condition!.output), batch: batch, params: params)
+      klPerExample.ptr.update(repeating: 0, count: batch)
+    } else {
+      encodeTarget(target, batch: batch)
+      klTotal = sampleLatent(eps: eps, batch: batch)
+      decoder.forward(UnsafePointer(z.ptr), batch: batch, params: params)
+    }
+    let reconTotal = reconstruction(
+      x: target, logits: UnsafePointer(logits), batch: batch, perExample: reconPerExample.ptr,
+      gradient: decoder.gradOutput)
+    lastTarget = target
+    lastEps = eps
+    lastBatch = batch
+    return LossTerms(recon: reconTotal, kl: klTotal)
+  }
+
+  /// z = μ + σ·ε into `z` and σ into `std`; returns Σ KL(q(z|x) ‖ N(0, I)) (closed form).
+  func sampleLatent(eps: UnsafePointer<Float>, batch: Int) -> Double {
     let d = config.zdim
     var klTotal = 0.0
     for r in 0..<batch {
@@ -215,21 +344,16 @@ public final class VAEModel: @unchecked Sendable {
       klPerExample.ptr[r] = kl
       klTotal += Double(kl)
     }
-    decode(UnsafePointer(z.ptr), batch: batch)
-    let reconTotal = reconstruction(x: x, logits: UnsafePointer(logits.ptr), batch: batch,
-                                    perExample: reconPerExample.ptr, gradient: dLogits.ptr)
-    lastX = x
-    lastEps = eps
-    lastBatch = batch
-    return LossTerms(recon: reconTotal, kl: klTotal)
+    return klTotal
   }
 
-  /// log p(x|z) per row from decoder outputs; optionally d(−log p)/d(output) into `gradient`.
+  /// log p(target|z) per row from decoder outputs; optionally d(−log p)/d(output) into
+  /// `gradient`. `x`: target rows, [batch, targetSize].
   public func reconstruction(
     x: UnsafePointer<Float>, logits l: UnsafePointer<Float>, batch: Int,
     perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
   ) -> Double {
-    let n = config.inputSize
+    let n = config.targetSize
     var total = 0.0
     switch config.likelihood {
     case .bernoulli:
@@ -260,20 +384,16 @@ public final class VAEModel: @unchecked Sendable {
   /// Backward pass of the last `loss` call: writes d(Σ over the batch of (kl − recon))/dθ into
   /// `grads` (overwriting). The caller scales by 1/global batch.
   public func backward() {
-    guard let x = lastX, let eps = lastEps else { preconditionFailure("backward() before loss()") }
+    guard let target = lastTarget, let eps = lastEps else { preconditionFailure("backward() before loss()") }
     let batch = lastBatch
-    // Decoder, from the output down to z.
-    var dOut = UnsafePointer(dLogits.ptr)
-    for i in stride(from: decoder.count, through: 0, by: -1) {
-      let layer = i == decoder.count ? output : decoder[i]
-      let input = i == 0 ? UnsafePointer(z.ptr) : UnsafePointer(decH[i - 1].ptr)
-      let dIn = i == 0 ? dz.ptr : dDecH[i - 1].ptr
-      layer.backward(input, dOut, dIn, batch: batch, params: params, grads: grads)
-      if i > 0 {
-        reluBackward(decH[i - 1].ptr, dDecH[i - 1].ptr, count: batch * layer.inFeatures)
-        dOut = UnsafePointer(dDecH[i - 1].ptr)
-      }
+    guard let muHead, let logvarHead else {
+      // Regressor: the decoder, then the condition tower it read (after the tower's ReLU).
+      let cond = condition!
+      decoder.backward(UnsafePointer(cond.output), batch: batch, params: params, grads: grads, dInput: cond.gradOutput)
+      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil)
+      return
     }
+    decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr)
     // Reparameterisation and KL.
     for j in 0..<(batch * config.zdim) {
       let s = std.ptr[j]
@@ -281,18 +401,16 @@ public final class VAEModel: @unchecked Sendable {
       dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + 0.5 * (s * s - 1)
     }
     // Heads, then encoder.
-    let top = encoder.isEmpty ? x : UnsafePointer(encH[encoder.count - 1].ptr)
-    let dTop = encoder.isEmpty ? nil : dEncH[encoder.count - 1].ptr
+    let top = encoder.result(of: target)
+    let dTop = encoder.isEmpty ? nil : encoder.gradOutput
     muHead.backward(top, dmu.ptr, dTop, batch: batch, params: params, grads: grads)
-    logvarHead.backward(
-      top, dlogvar.ptr, dTop, batch: batch, params: params, grads: grads, accumulateDx: true)
-    for i in stride(from: encoder.count - 1, through: 0, by: -1) {
-      let layer = encoder[i]
-      reluBackward(encH[i].ptr, dEncH[i].ptr, count: batch * layer.outFeatures)
-      let input = i == 0 ? x : UnsafePointer(encH[i - 1].ptr)
-      layer.backward(
-        input, dEncH[i].ptr, i == 0 ? nil : dEncH[i - 1].ptr, batch: batch, params: params,
-        grads: grads)
+    logvarHead.backward(top, dlogvar.ptr, dTop, batch: batch, params: params, grads: grads, accumulateDx: true)
+    encoder.backward(target, batch: batch, params: params, grads: grads, dInput: nil)
+    // CVAE: the condition tower receives, through `extraPreGradient`, the gradients of the
+    // pre-activations it was added to; its output has no other reader.
+    if let cond = condition {
+      cond.gradOutput.update(repeating: 0, count: batch * config.conditionHidden[config.conditionHidden.count - 1])
+      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil)
     }
   }
 }

@@ -20,6 +20,7 @@ public struct CounterRNG: Sendable, Hashable {
     case testBinarize = 7
     case synthetic = 8
     case sample = 9
+    case conditionBinarize = 10
   }
 
   @inlinable

@@ -34,7 +34,7 @@ final class EstimatorTests: XCTestCase {
     for _ in 0..<grid { xs += x[(i * n)..<((i + 1) * n)] }
     let recon = Buffer(grid)
     _ = xs.withUnsafeBufferPointer {
-      decoder.reconstruction(x: $0.baseAddress!, logits: UnsafePointer(decoder.logits.ptr), batch: grid,
+      decoder.reconstruction(x: $0.baseAddress!, logits: UnsafePointer(decoder.logits), batch: grid,
                              perExample: recon.ptr, gradient: nil)
     }
     var logs: [Double] = []
