@@ -21,20 +21,32 @@ public final class Batcher: @unchecked Sendable {
   public let binarization: Binarization
   public let rng: CounterRNG
   public let globalBatch: Int
+  /// Conditional models: rows are [X | Y] (see `Conditioning`); nil: the image as it is.
+  public let conditioning: Conditioning?
   private var staticBits: [UInt8] = []
+  /// One image-order row, rearranged into [X | Y] (conditional models only).
+  private let imageRow: UnsafeMutablePointer<Float>
   private var permutationEpoch = -1
   private var permutation: [Int32] = []
 
-  public init(dataset: Dataset, binarization: Binarization, rng: CounterRNG, globalBatch: Int) {
+  public init(
+    dataset: Dataset, binarization: Binarization, rng: CounterRNG, globalBatch: Int,
+    conditioning: Conditioning? = nil
+  ) {
     precondition(globalBatch > 0 && globalBatch <= dataset.count)
+    precondition(conditioning == nil || conditioning!.pixels == dataset.pixelsPerImage)
     self.dataset = dataset
     self.binarization = binarization
     self.rng = rng
     self.globalBatch = globalBatch
+    self.conditioning = conditioning
+    imageRow = .allocate(capacity: max(dataset.pixelsPerImage, 1))
     if binarization == .static {
       staticBits = Batcher.binarize(dataset: dataset, rng: rng, purpose: .binarizeStatic)
     }
   }
+
+  deinit { imageRow.deallocate() }
 
   /// Full global batches per epoch; the remainder of an epoch is dropped (each epoch reshuffles).
   public var stepsPerEpoch: Int { dataset.count / globalBatch }
@@ -76,7 +88,7 @@ public final class Batcher: @unchecked Sendable {
         let idx = Int(perm[base + row])
         indices[r] = idx
         let src = img.baseAddress! + idx * n
-        let dst = x + r * n
+        let dst = conditioning == nil ? x + r * n : imageRow
         switch binarization {
         case .none:
           for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
@@ -88,6 +100,15 @@ public final class Batcher: @unchecked Sendable {
         case .dynamic:
           var s = rng.stream(.binarizeDynamic, epoch: UInt64(epoch), index: UInt64(idx))
           Batcher.bernoulliRow(src, dst, n, &s)
+        }
+        if let cond = conditioning {
+          let draw: RandomStream? =
+            switch cond.binarization {
+            case .none: nil
+            case .static: rng.stream(.conditionBinarize, epoch: .max, index: UInt64(idx))
+            case .dynamic: rng.stream(.conditionBinarize, epoch: UInt64(epoch), index: UInt64(idx))
+            }
+          cond.split(imageRow, raw: src, binarize: draw, into: x + r * n)
         }
       }
     }
@@ -122,10 +143,35 @@ public final class Batcher: @unchecked Sendable {
   }
 
   /// The whole held-out set as Float rows: binarised once with `heldOutBinarizationSeed`
-  /// (for `static` and `dynamic`), or scaled to [0, 1] (for `none`).
-  public static func heldOut(_ dataset: Dataset, binarization: Binarization, limit: Int? = nil)
-    -> [Float]
-  {
+  /// (for `static` and `dynamic`), or scaled to [0, 1] (for `none`). With `conditioning` the
+  /// images are always binarised that way and each row is rearranged into [X | Y], so X and Y
+  /// of the held-out set are fixed bits whatever the training binarisation.
+  ///
+  /// `xDraw` (conditional only): X drawn anew from the intensities with stream
+  /// (conditionBinarize, epoch xDraw, image index) of the held-out seed, Y unchanged — the
+  /// "resampled X" of `vae-dist complete`'s diversity numbers.
+  public static func heldOut(
+    _ dataset: Dataset, binarization: Binarization, conditioning: Conditioning? = nil, limit: Int? = nil,
+    xDraw: Int? = nil
+  ) -> [Float] {
+    if let conditioning {
+      let images = heldOut(dataset, binarization: .static, limit: limit)
+      var out = images
+      let n = dataset.pixelsPerImage
+      let rng = CounterRNG(seed: heldOutBinarizationSeed)
+      images.withUnsafeBufferPointer { img in
+        dataset.images.withUnsafeBufferPointer { raw in
+          out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<(images.count / max(n, 1)) {
+              let draw = xDraw.map { rng.stream(.conditionBinarize, epoch: UInt64($0), index: UInt64(i)) }
+              conditioning.split(
+                img.baseAddress! + i * n, raw: raw.baseAddress! + i * n, binarize: draw, into: o.baseAddress! + i * n)
+            }
+          }
+        }
+      }
+      return out
+    }
     let count = min(limit ?? dataset.count, dataset.count)
     let n = dataset.pixelsPerImage
     var out = [Float](repeating: 0, count: count * n)

@@ -41,6 +41,8 @@ public enum ConfigRule: Sendable {
   case choice([String])
   /// Layer sizes, each 1…100000.
   case layers
+  /// true or false.
+  case bool
 
   public var expected: String {
     switch self {
@@ -51,6 +53,7 @@ public enum ConfigRule: Sendable {
     case .unitInterval: "a number in [0, 1)"
     case .choice(let a): "one of \(a.joined(separator: ", "))"
     case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
+    case .bool: "true or false"
     }
   }
 
@@ -70,6 +73,10 @@ public enum ConfigRule: Sendable {
     case .choice(let allowed):
       guard let s = v as? String, allowed.contains(s) else { return nil }
       return .string(s)
+    case .bool:
+      if let b = v as? Bool { return .string(b ? "true" : "false") }
+      guard let s = v as? String, ["true", "false"].contains(s) else { return nil }
+      return .string(s)
     case .layers:
       guard let a = v as? [Any] else { return nil }
       var out: [Int] = []
@@ -83,7 +90,7 @@ public enum ConfigRule: Sendable {
 
   /// Whole numbers from YAML (Int) or JSON (NSNumber holding an integer); never Bool.
   static func integer(_ v: Any) -> Int? {
-    if v is Bool { return nil }
+    if type(of: v) == Bool.self { return nil }  // YAML's true/false (an NSNumber 1 would also cast to Bool)
     if let i = v as? Int { return i }
     if let n = v as? NSNumber { return Int(exactly: n.doubleValue) }
     return nil
@@ -91,7 +98,7 @@ public enum ConfigRule: Sendable {
 
   /// Numbers; YAML 1.1 reads `1e-3` (no dot) as a string, so numeric strings count too.
   static func number(_ v: Any) -> Double? {
-    if v is Bool { return nil }
+    if type(of: v) == Bool.self { return nil }
     if let i = v as? Int { return Double(i) }
     if let d = v as? Double { return d }
     if let n = v as? NSNumber { return n.doubleValue }
@@ -123,14 +130,29 @@ public enum ConfigSchema {
   public static let sections = ["model", "data", "train"]
 
   public static let keys: [ConfigKey] = [
+    key("model", "kind", .choice(ModelKind.allCases.map(\.rawValue)),
+        "vae: p(x) through z; cvae: p(Y|X) through z with a condition tower; regressor: p(Y|X) from the tower alone.",
+        { .string($0.model.kind.rawValue) },
+        { c, v in if case .string(let s) = v, let k = ModelKind(rawValue: s) { c.model.kind = k } }),
     key("model", "input_size", .int(1...1_048_576), "Pixels per image (784 for MNIST).",
         { .int($0.model.inputSize) }, { c, v in if case .int(let i) = v { c.model.inputSize = i } }),
+    key("model", "condition_size", .int(1...1_048_575), "Pixels of the condition X (set from data.condition).",
+        { $0.model.kind == .vae ? nil : .int($0.model.conditionSize) },
+        { c, v in if case .int(let i) = v { c.model.conditionSize = i } }),
+    key("model", "condition_hidden", .layers,
+        "Condition tower widths (cvae, regressor), e.g. the tutorial's [1000, 500, 250, 250].",
+        { $0.model.kind == .vae ? nil : .ints($0.model.conditionHidden) },
+        { c, v in if case .ints(let a) = v { c.model.conditionHidden = a } }),
+    key("model", "condition_into_encoder", .int(0...1000),
+        "cvae: condition layer k's pre-activation is added to encoder layer k's (same width).",
+        { $0.model.kind == .cvae ? .int($0.model.conditionIntoEncoder) : nil },
+        { c, v in if case .int(let i) = v { c.model.conditionIntoEncoder = i } }),
     key("model", "hidden", .layers, "Encoder hidden layer sizes, input side first.",
-        { .ints($0.model.hidden) }, { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
+        { $0.model.kind == .regressor ? nil : .ints($0.model.hidden) }, { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
     key("model", "decoder_hidden", .layers, "Decoder hidden layer sizes, z side first (default: hidden reversed).",
         { .ints($0.model.decoderHidden) }, { c, v in if case .ints(let a) = v { c.model.decoderHidden = a } }),
     key("model", "zdim", .int(1...10_000), "Latent dimensions.",
-        { .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
+        { $0.model.kind == .regressor ? nil : .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
     key("model", "likelihood", .choice(["bernoulli", "gaussian"]), "p(x|z): Bernoulli logits or Gaussian with fixed sigma.",
         { .string($0.model.likelihood.name) },
         { c, v in if case .string(let s) = v { c.model.likelihood = s == "gaussian" ? .gaussian(sigma: 1) : .bernoulli } }),
@@ -143,6 +165,14 @@ public enum ConfigSchema {
         "Pixels: none (intensities), static (one draw), dynamic (a new draw every epoch).",
         { .string($0.binarize.rawValue) },
         { c, v in if case .string(let s) = v, let b = Binarization(rawValue: s) { c.binarize = b } }),
+    key("data", "condition", .choice(Conditioning.Mask.allCases.map(\.rawValue)),
+        "Conditional kinds: the pixels that are X (the rest are the target Y).",
+        { $0.model.kind == .vae ? nil : .string($0.condition.rawValue) },
+        { c, v in if case .string(let s) = v, let m = Conditioning.Mask(rawValue: s) { c.condition = m } }),
+    key("data", "condition_binarize", .choice(Binarization.allCases.map(\.rawValue)),
+        "Conditional kinds: X in training; dynamic resamples it every time an image is used.",
+        { $0.model.kind == .vae ? nil : .string($0.conditionBinarize.rawValue) },
+        { c, v in if case .string(let s) = v, let b = Binarization(rawValue: s) { c.conditionBinarize = b } }),
     key("data", "train_limit", .int(1...100_000_000), "Use only the first N training images.",
         { $0.trainLimit.map { .int($0) } }, { c, v in if case .int(let i) = v { c.trainLimit = i } }),
     key("train", "batch", .int(1...1_000_000), "Global batch size (split across MPI ranks).",
@@ -165,6 +195,10 @@ public enum ConfigSchema {
         "l2: added to the gradient (Caffe, torch.optim.Adam); decoupled: AdamW.",
         { .string($0.adam.decoupled ? "decoupled" : "l2") },
         { c, v in if case .string(let s) = v { c.adam.decoupled = s == "decoupled" } }),
+    key("train", "weight_decay_biases", .bool,
+        "Whether weight decay also applies to biases (Caffe, as in the tutorial: false).",
+        { .string($0.adam.decayBiases ? "true" : "false") },
+        { c, v in if case .string(let s) = v { c.adam.decayBiases = s == "true" } }),
     key("train", "seed", .int(0...Int.max), "Random seed (init, shuffle, binarisation, noise).",
         { .string(String($0.seed)) }, { c, v in if case .int(let i) = v { c.seed = UInt64(i) } }),
     key("train", "checkpoint_every", .int(0...Int.max), "Checkpoint every N steps (0: only final).",
@@ -235,6 +269,17 @@ public enum ConfigSchema {
     }
     if sections["model"]?["decoder_hidden"].map(isPresent) != true { c.model.decoderHidden = c.model.hidden.reversed() }
     if sections["data"]?["binarize"].map(isPresent) != true, case .gaussian = c.model.likelihood { c.binarize = .none }
+    if let cond = c.conditioning {
+      let given = sections["model"]?["condition_size"].map(isPresent) == true ? c.model.conditionSize : nil
+      guard cond.pixels == c.model.inputSize else {
+        throw ConfigConflict("data.condition: \(cond.mask.rawValue) needs square images, but model.input_size is \(c.model.inputSize)")
+      }
+      if let given, given != cond.conditionSize {
+        throw ConfigConflict("model.condition_size: \(given), but data.condition \(cond.mask.rawValue) has \(cond.conditionSize) pixels")
+      }
+      c.model.conditionSize = cond.conditionSize
+    }
+    if let problem = c.model.problem { throw ConfigConflict(problem) }
     return c
   }
 
@@ -266,14 +311,17 @@ public enum ConfigSchema {
       .joined(separator: ",") + "}"
   }
 
-  /// The model section back from `modelJSON`; every field is required and checked.
+  /// The model section back from `modelJSON`; every field that applies to the model's kind is
+  /// required and checked (a missing `kind` is a VAE: checkpoints before model kinds).
   public static func decodeModel(_ object: [String: Any]) throws(Invalid) -> ModelConfig {
     var c = RunConfig.defaults
     for k in keys(in: "model") {
-      if k.name == "sigma", case .bernoulli = c.model.likelihood { continue }
+      if k.name == "kind" && object["kind"] == nil { continue }
+      if k.get(c) == nil { continue }  // does not apply, given the fields read so far
       guard let raw = object[k.name] else { throw Invalid(path: k.path, expected: k.rule.expected, got: "nothing") }
       try apply(k.path, raw, to: &c)
     }
+    if let problem = c.model.problem { throw Invalid(path: "model", expected: "a consistent shape", got: problem) }
     return c.model
   }
 }

@@ -9,6 +9,9 @@ public struct RunConfig: Sendable, Hashable {
   public var dataset: String
   public var binarize: Binarization
   public var trainLimit: Int?
+  /// Conditional kinds: which pixels are X, and how X is binarised in training.
+  public var condition: Conditioning.Mask
+  public var conditionBinarize: Binarization
   public var batch: Int
   public var epochs: Int?
   public var steps: Int?
@@ -27,13 +30,15 @@ public struct RunConfig: Sendable, Hashable {
     trainLimit: Int? = nil, batch: Int = 100, epochs: Int? = 10, steps: Int? = nil,
     adam: AdamConfig = AdamConfig(), seed: UInt64 = 1, checkpointEvery: Int = 1000,
     evalEvery: Int = 0, keepCheckpoints: Int = 3, logEvery: Int = 50, evalSamples: Int = 1,
-    checkEvery: Int = 1000
+    checkEvery: Int = 1000, condition: Conditioning.Mask = .middleColumn, conditionBinarize: Binarization = .dynamic
   ) {
     self.name = name
     self.model = model
     self.dataset = dataset
     self.binarize = binarize
     self.trainLimit = trainLimit
+    self.condition = condition
+    self.conditionBinarize = conditionBinarize
     self.batch = batch
     self.epochs = epochs
     self.steps = steps
@@ -51,6 +56,13 @@ public struct RunConfig: Sendable, Hashable {
   public func totalSteps(trainCount: Int) -> Int {
     if let steps { return steps }
     return (epochs ?? 1) * max(trainCount / batch, 1)
+  }
+
+  /// The X/Y split of a conditional model's images (nil for a VAE).
+  public var conditioning: Conditioning? {
+    guard model.kind != .vae else { return nil }
+    let side = Int(Double(model.inputSize).squareRoot().rounded())
+    return Conditioning(mask: condition, binarization: conditionBinarize, rows: side, cols: side)
   }
 
   /// Every key's default (docs/ARCHITECTURE.md, "Config"): a 784-500-500-20 Bernoulli VAE on

@@ -84,13 +84,15 @@ public final class Trainer {
     // Sharded: this rank keeps Adam's moments for its slice only (memory ÷ P).
     adam = Adam(config: config.adam, layout: model.params.layout, owning: adamShards?[comm.rank])
     noiseRNG = CounterRNG(seed: config.seed)
-    batcher = Batcher(dataset: data.train, binarization: config.binarize, rng: noiseRNG, globalBatch: config.batch)
+    batcher = Batcher(
+      dataset: data.train, binarization: config.binarize, rng: noiseRNG, globalBatch: config.batch,
+      conditioning: config.conditioning)
     estimator = Estimator(config: config.model, params: model.params)
     testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
-    testX = Batcher.heldOut(data.test, binarization: config.binarize)
+    testX = Batcher.heldOut(data.test, binarization: config.binarize, conditioning: config.conditioning)
     dataChecksum = data.dataChecksum()
     x = Buffer(rows * config.model.inputSize)
-    eps = Buffer(rows * config.model.zdim)
+    eps = Buffer(rows * config.model.latentSize)
     indices = .allocate(capacity: rows)
     accumulated = k > 1 ? Buffer(model.grads.count) : nil
     totalSteps = config.totalSteps(trainCount: data.train.count)
@@ -182,7 +184,7 @@ public final class Trainer {
     let spe = batcher.stepsPerEpoch
     let epoch = step / spe
     batcher.fill(epoch: epoch, batchInEpoch: step % spe, rows: rows, x: x.ptr, indices: indices)
-    noiseRNG.fillNormal(eps.ptr, rows: rows.count, dim: config.model.zdim, purpose: .noise, epoch: UInt64(epoch)) {
+    noiseRNG.fillNormal(eps.ptr, rows: rows.count, dim: config.model.latentSize, purpose: .noise, epoch: UInt64(epoch)) {
       UInt64(indices[$0])
     }
   }
