@@ -7,10 +7,10 @@ public enum ModelImages {
   /// Decoder outputs of the last `decode` as [0, 1] images: Bernoulli means σ(logit), Gaussian
   /// means clamped.
   public static func decoded(_ model: VAEModel, rows: Int) -> [[Float]] {
-    let n = model.config.inputSize
+    let n = model.config.targetSize
     return (0..<rows).map { r in
       (0..<n).map { j in
-        let v = model.logits.ptr[r * n + j]
+        let v = model.logits[r * n + j]
         switch model.config.likelihood {
         case .bernoulli: return 1 / (1 + Foundation.exp(-v))
         case .gaussian: return min(max(v, 0), 1)
@@ -72,5 +72,38 @@ public enum ModelImages {
     let (h, w) = shape(inputSize: inputSize)
     let g = PNG.grid(images: tiles, rows: h, cols: w, gridColumns: columns)
     try PNG.writeGray(path: path, width: g.width, height: g.height, pixels: g.pixels)
+  }
+
+  /// An RGB grid of square `side` × `side` tiles, `columns` per row, 2-pixel mid-grey borders,
+  /// every pixel `scale` × `scale`: grey levels for ordinary values in [0, 1], red for values
+  /// marked true (the condition: bright for 1, dark for 0).
+  public static func colourGrid(_ tiles: [[(Float, Bool)]], side: Int, columns: Int, scale: Int)
+    -> (width: Int, height: Int, pixels: [UInt8])
+  {
+    let pad = 2, cell = side + pad
+    let rows = (tiles.count + columns - 1) / columns
+    let w = columns * cell + pad, h = rows * cell + pad
+    var small = [UInt8](repeating: 128, count: w * h * 3)
+    for (k, tile) in tiles.enumerated() {
+      let top = pad + (k / columns) * cell, left = pad + (k % columns) * cell
+      for (i, (v, marked)) in tile.enumerated() {
+        let o = ((top + i / side) * w + left + i % side) * 3
+        let g = UInt8((min(max(v.isNaN ? 0 : v, 0), 1) * 255).rounded())
+        let rgb: (UInt8, UInt8, UInt8) = marked ? (v >= 0.5 ? (255, 48, 48) : (96, 0, 0)) : (g, g, g)
+        small[o] = rgb.0
+        small[o + 1] = rgb.1
+        small[o + 2] = rgb.2
+      }
+    }
+    var big = [UInt8](repeating: 0, count: w * scale * h * scale * 3)
+    for y in 0..<(h * scale) {
+      for x in 0..<(w * scale) {
+        let s = ((y / scale) * w + x / scale) * 3, d = (y * w * scale + x) * 3
+        big[d] = small[s]
+        big[d + 1] = small[s + 1]
+        big[d + 2] = small[s + 2]
+      }
+    }
+    return (w * scale, h * scale, big)
   }
 }

@@ -54,14 +54,36 @@ public enum PNG {
     precondition(
       isValidSize(width: width, height: height, pixelCount: pixels.count),
       "PNG.encodeGray: \(width)×\(height) does not match \(pixels.count) pixels")
+    return encode(width: width, height: height, pixels: pixels, channels: 1)
+  }
+
+  /// As `encodeGray`, for 8-bit RGB (colour type 2): `pixels` holds 3 bytes (red, green, blue)
+  /// per pixel, rows top first.
+  public static func encodeRGB(width: Int, height: Int, pixels: [UInt8]) -> [UInt8] {
+    precondition(
+      pixels.count % 3 == 0 && isValidSize(width: width, height: height, pixelCount: pixels.count / 3),
+      "PNG.encodeRGB: \(width)×\(height) does not match \(pixels.count) bytes")
+    return encode(width: width, height: height, pixels: pixels, channels: 3)
+  }
+
+  /// Encodes the RGB image (see `encodeRGB`) and writes it atomically to `path`.
+  public static func writeRGB(path: String, width: Int, height: Int, pixels: [UInt8]) throws {
+    guard pixels.count % 3 == 0, isValidSize(width: width, height: height, pixelCount: pixels.count / 3) else {
+      throw PNGError.invalidSize(file: path, width: width, height: height, pixelCount: pixels.count / 3)
+    }
+    try write(encodeRGB(width: width, height: height, pixels: pixels), to: path)
+  }
+
+  private static func encode(width: Int, height: Int, pixels: [UInt8], channels: Int) -> [UInt8] {
     // Raw scanlines: a filter-type byte (0) before each row.
-    var raw = [UInt8](repeating: 0, count: height * (width + 1))
+    let rowBytes = width * channels
+    var raw = [UInt8](repeating: 0, count: height * (rowBytes + 1))
     raw.withUnsafeMutableBufferPointer { dst in
       pixels.withUnsafeBufferPointer { src in
         for y in 0..<height {
-          let d = y * (width + 1) + 1
-          let s = y * width
-          for x in 0..<width { dst[d + x] = src[s + x] }
+          let d = y * (rowBytes + 1) + 1
+          let s = y * rowBytes
+          for x in 0..<rowBytes { dst[d + x] = src[s + x] }
         }
       }
     }
@@ -71,7 +93,7 @@ public enum PNG {
     var ihdr: [UInt8] = []
     appendBigEndian(UInt32(width), to: &ihdr)
     appendBigEndian(UInt32(height), to: &ihdr)
-    ihdr += [8, 0, 0, 0, 0]  // bit depth 8, grayscale, deflate, adaptive filtering, no interlace
+    ihdr += [8, channels == 3 ? 2 : 0, 0, 0, 0]  // bit depth 8, grey or RGB, deflate, adaptive filtering, no interlace
     appendChunk("IHDR", ihdr, to: &out)
     var start = 0
     repeat {
@@ -89,7 +111,10 @@ public enum PNG {
     guard isValidSize(width: width, height: height, pixelCount: pixels.count) else {
       throw PNGError.invalidSize(file: path, width: width, height: height, pixelCount: pixels.count)
     }
-    let bytes = encodeGray(width: width, height: height, pixels: pixels)
+    try write(encodeGray(width: width, height: height, pixels: pixels), to: path)
+  }
+
+  private static func write(_ bytes: [UInt8], to path: String) throws {
     do {
       try SafeTensors.writeAtomically(bytes, to: path)
     } catch let SafeTensorsError.io(_, detail) {

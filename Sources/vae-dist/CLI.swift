@@ -14,7 +14,7 @@ struct VAEDistCLI: ParsableCommand {
       Many processes:   mpirun -np 8 vae-dist train --config configs/mnist.yaml
       Then:             vae-dist eval --checkpoint runs/mnist/final.safetensors
       """,
-    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Info.self, Bench.self, BLAS.self])
+    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Bench.self, BLAS.self])
 
   /// "rank N: " before every error line of a multi-rank job, so a message names its rank. From
   /// the launcher's environment at first (errors in the arguments come before MPI_Init), then

@@ -11,6 +11,15 @@ func loadCheckpoint(_ path: String) throws -> (LoadedCheckpoint, RunConfig?) {
   return (c, run)
 }
 
+/// One line when a command cannot use a checkpoint of this kind.
+func requireKind(_ ck: LoadedCheckpoint, _ kinds: [ModelKind], command: String, instead: String) throws {
+  let kind = ck.model.kind
+  guard kinds.contains(kind) else {
+    let wanted = kinds.map(\.rawValue).joined(separator: " or ")
+    throw ConfigError("\(ck.path): a \(kind.rawValue) checkpoint, but vae-dist \(command) needs a \(wanted) (\(instead))")
+  }
+}
+
 /// The run config a command needs to find the checkpoint's data.
 func requireRunConfig(_ config: RunConfig?, _ path: String) throws -> RunConfig {
   guard let config else { throw ConfigError("\(path): metadata has no usable 'config'") }
@@ -21,7 +30,9 @@ struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Held-out ELBO of a checkpoint (and, with --iw K, the importance-weighted bound).",
     discussion: """
-      The test set is binarised once with a fixed seed, so numbers are comparable across runs.
+      The test set is binarised once with a fixed seed, so numbers are comparable across runs. \
+      On a cvae checkpoint: the conditional ELBO of log p(Y|X) (and --iw for it); on a regressor: \
+      log p(Y|X) itself. X and Y are the held-out images' fixed bits. All in nats per image.
       Example: vae-dist eval --checkpoint runs/mnist/final.safetensors --iw 5000 --limit 1000
       """)
   @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint written by vae-dist train.", valueName: "path"))
@@ -57,8 +68,11 @@ struct Eval: ParsableCommand {
     guard data.test.pixelsPerImage == ck.model.inputSize else {
       throw ConfigError("\(checkpoint): the model expects \(ck.model.inputSize) pixels but \(rc.dataset) has \(data.test.pixelsPerImage)")
     }
+    if iw != nil && ck.model.kind == .regressor {
+      throw ConfigError("--iw: \(checkpoint) is a regressor: its log p(Y|X) is exact, there is no bound to tighten")
+    }
     let count = min(limit ?? data.test.count, data.test.count)
-    let testX = Batcher.heldOut(data.test, binarization: rc.binarize, limit: count)
+    let testX = Batcher.heldOut(data.test, binarization: rc.binarize, conditioning: rc.conditioning, limit: count)
     let est = Estimator(config: ck.model, params: ck.params)
     let noise: EvalNoise = meanZ ? .zero : .sampled(CounterRNG(seed: heldOutBinarizationSeed))
     let start = Date()
@@ -67,7 +81,8 @@ struct Eval: ParsableCommand {
     }
     let recon = -t.recon / Double(count), kl = t.kl / Double(count)
     var fields: [(String, String)] = [
-      ("checkpoint", "\"\(checkpoint)\""), ("step", "\(ck.state.step)"), ("images", "\(count)"),
+      ("checkpoint", "\"\(checkpoint)\""), ("kind", "\"\(ck.model.kind.rawValue)\""), ("step", "\(ck.state.step)"),
+      ("images", "\(count)"),
       ("elbo", "\(-(recon + kl))"), ("recon", "\(recon)"), ("kl", "\(kl)"),
       ("samples", "\(meanZ ? 0 : samples)"),
     ]
@@ -88,8 +103,14 @@ struct Eval: ParsableCommand {
     if json {
       Console.out("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
     } else {
-      Console.out(String(format: "%@ (step %d), %d test images: ELBO %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
-                         checkpoint, ck.state.step, count, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
+      let what =
+        switch ck.model.kind {
+        case .vae: "ELBO"
+        case .cvae: "conditional ELBO of log p(Y|X)"
+        case .regressor: "log p(Y|X)"
+        }
+      Console.out(String(format: "%@ (step %d), %d test images: %@ %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
+                         checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
       if let b = iwBound, let k = iw {
         Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
       }
@@ -126,6 +147,7 @@ struct Sample: ParsableCommand {
 
   func run() throws {
     let (ck, _) = try loadCheckpoint(checkpoint)
+    try requireKind(ck, [.vae], command: "sample", instead: "vae-dist complete draws a conditional model's completions")
     let d = ck.model.zdim
     if manifold && d != 2 {
       throw ConfigError("--manifold: needs a model with zdim = 2, but \(checkpoint) has zdim = \(d)")
@@ -168,6 +190,7 @@ struct Reconstruct: ParsableCommand {
 
   func run() throws {
     let (ck, runConfig) = try loadCheckpoint(checkpoint)
+    try requireKind(ck, [.vae], command: "reconstruct", instead: "vae-dist complete shows a conditional model's completions")
     let rc = try requireRunConfig(runConfig, checkpoint)
     let data = try dataOptions.load(rc)
     let count = min(n, data.test.count)
@@ -196,6 +219,7 @@ struct Info: ParsableCommand {
     let (ck, _) = try loadCheckpoint(path)
     let s = ck.state
     Console.out("\(path)")
+    Console.out("kind \(ck.model.kind.rawValue)")
     Console.out("format \(Checkpoint.format), step \(s.step), epoch \(s.epoch), seed \(s.seed), world size \(s.worldSize), global batch \(s.globalBatch), Adam step \(s.adamStep)")
     Console.out("model \(RunConfig.modelJSON(ck.model))")
     Console.out("parameters \(ck.params.count)")
