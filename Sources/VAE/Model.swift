@@ -223,8 +223,8 @@ public final class VAEModel: @unchecked Sendable {
       if config.kind == .cvae {
         encoder.addend[into] = tower.preActivation(into)
         decoder.addend[0] = tower.preActivation(last)
-        tower.extraPreGradient[into] = encoder.gradPreActivation(into)
-        tower.extraPreGradient[last] = decoder.gradPreActivation(0)
+        tower.extraPreGradients[into].append(encoder.gradPreActivation(into))
+        tower.extraPreGradients[last].append(decoder.gradPreActivation(0))
       }
       condition = tower
     }
@@ -406,7 +406,7 @@ public final class VAEModel: @unchecked Sendable {
     muHead.backward(top, dmu.ptr, dTop, batch: batch, params: params, grads: grads)
     logvarHead.backward(top, dlogvar.ptr, dTop, batch: batch, params: params, grads: grads, accumulateDx: true)
     encoder.backward(target, batch: batch, params: params, grads: grads, dInput: nil)
-    // CVAE: the condition tower receives, through `extraPreGradient`, the gradients of the
+    // CVAE: the condition tower receives, through `extraPreGradients`, the gradients of the
     // pre-activations it was added to; its output has no other reader.
     if let cond = condition {
       cond.gradOutput.update(repeating: 0, count: batch * config.conditionHidden[config.conditionHidden.count - 1])

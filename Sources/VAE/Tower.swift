@@ -16,8 +16,8 @@ public final class Tower: @unchecked Sendable {
   let dOut: [Buffer]
   /// Per layer: a [maxBatch, width] buffer added to the pre-activation (nil: none).
   var addend: [UnsafePointer<Float>?]
-  /// Per layer: a gradient to add to dL/d pre_k (from where pre_k was added in), or nil.
-  var extraPreGradient: [UnsafePointer<Float>?]
+  /// Per layer: gradients to add to dL/d pre_k, one from each place pre_k was added in.
+  var extraPreGradients: [[UnsafePointer<Float>]]
 
   /// `exportPre`: layers whose pre-activation another tower will read (`preActivation(_:)`).
   public init(layers: [Linear], relu: [Bool], maxBatch: Int, exportPre: Set<Int> = []) {
@@ -29,7 +29,7 @@ public final class Tower: @unchecked Sendable {
     dOut = layers.map { Buffer(maxBatch * $0.outFeatures) }
     pre = layers.indices.map { exportPre.contains($0) && relu[$0] ? Buffer(maxBatch * layers[$0].outFeatures) : nil }
     addend = Array(repeating: nil, count: layers.count)
-    extraPreGradient = Array(repeating: nil, count: layers.count)
+    extraPreGradients = Array(repeating: [], count: layers.count)
   }
 
   public var isEmpty: Bool { layers.isEmpty }
@@ -73,7 +73,7 @@ public final class Tower: @unchecked Sendable {
       let layer = layers[k]
       let n = batch * layer.outFeatures
       if relu[k] { reluBackward(out[k].ptr, dOut[k].ptr, count: n) }
-      if let e = extraPreGradient[k] {
+      for e in extraPreGradients[k] {
         let d = dOut[k].ptr
         for i in 0..<n { d[i] += e[i] }
       }

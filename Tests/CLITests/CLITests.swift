@@ -378,4 +378,61 @@ final class CLITests: XCTestCase {
       ["train", "--config", config, "--out", b, "--quiet", "--seed", "12", "--steps", "9", "--resume", "auto"],
       mentions: ["seed", "final.safetensors"])
   }
+
+  // MARK: Conditional kinds
+
+  /// A CVAE and a regressor train from the smoke config; `complete` writes the documented PNG
+  /// size and its numbers; each command refuses a checkpoint of the wrong kind in one line.
+  func testConditionalKindsEndToEnd() throws {
+    let cvaeConfig = Self.packageRoot + "/configs/smoke-cvae.yaml"
+    let regConfig = try writeFile(
+      "smoke-reg.yaml",
+      (try String(contentsOfFile: cvaeConfig, encoding: .utf8))
+        .replacingOccurrences(of: "kind: cvae", with: "kind: regressor")
+        .replacingOccurrences(of: "  condition_into_encoder: 1\n", with: "")
+        .replacingOccurrences(of: "decoder_hidden: [16, 48]", with: "decoder_hidden: [48]"))
+    for (config, out) in [(cvaeConfig, "cvae"), (regConfig, "reg")] {
+      let t = try vaeDist(["train", "--config", config, "--out", tmp + "/" + out, "--steps", "40", "--quiet"])
+      XCTAssertEqual(t.status, 0, "\(out): \(t.stderr)")
+    }
+    let cvae = tmp + "/cvae/final.safetensors", reg = tmp + "/reg/final.safetensors"
+    let info = try vaeDist(["info", cvae])
+    XCTAssertTrue(info.stdout.contains("kind cvae") && info.stdout.contains("cond.0.weight"), info.stdout)
+    let ev = try vaeDist(["eval", "--checkpoint", reg])
+    XCTAssertEqual(ev.status, 0, ev.stderr)
+    XCTAssertTrue(ev.stdout.contains("log p(Y|X)"), ev.stdout)
+    let evc = try vaeDist(["eval", "--checkpoint", cvae, "--iw", "5", "--limit", "50"])
+    XCTAssertTrue(evc.stdout.contains("conditional ELBO") && evc.stdout.contains("importance-weighted"), evc.stdout)
+
+    let png = tmp + "/fig.png"
+    let c = try vaeDist([
+      "complete", "--checkpoint", cvae, "--regressor", reg, "--n", "5", "--samples", "2", "--scale", "2",
+      "--limit", "100", "--out", png, "--json",
+    ])
+    XCTAssertEqual(c.status, 0, c.stderr)
+    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: png)))
+    func be32(_ at: Int) -> Int { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
+    // Columns: truth, regressor, 2 samples; documented size scale·(30·columns + 2) × scale·(30·n + 2).
+    XCTAssertEqual(be32(16), 2 * (30 * 4 + 2))
+    XCTAssertEqual(be32(20), 2 * (30 * 5 + 2))
+    XCTAssertEqual(bytes[25], 2, "RGB")
+    let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as? [String: Any], c.stdout)
+    let cv = try XCTUnwrap(obj["cvae"] as? [String: Any]), rg = try XCTUnwrap(obj["regressor"] as? [String: Any])
+    for key in ["log_p_y_given_x", "entropy", "diversity", "diversity_over_x", "mean_sq_error", "best_of_5_sq_error"] {
+      XCTAssertNotNil(cv[key] as? Double, key)
+      XCTAssertNotNil(rg[key] as? Double, key)
+    }
+    XCTAssertLessThanOrEqual(try XCTUnwrap(cv["best_of_5_sq_error"] as? Double), try XCTUnwrap(cv["mean_sq_error"] as? Double))
+
+    // Wrong kinds: one line each, naming the file and the kind.
+    let vae = tmp + "/vae"
+    XCTAssertEqual(try vaeDist(["train", "--config", smokeConfig, "--out", vae, "--steps", "10", "--quiet"]).status, 0)
+    try assertFails(["sample", "--checkpoint", cvae, "--out", tmp + "/s.png"], mentions: ["cvae", "sample", "complete"])
+    try assertFails(["reconstruct", "--checkpoint", reg, "--out", tmp + "/r.png"], mentions: ["regressor", "reconstruct"])
+    try assertFails(["complete", "--checkpoint", vae + "/final.safetensors", "--out", png], mentions: ["vae", "cvae"])
+    try assertFails(["complete", "--checkpoint", cvae, "--regressor", cvae, "--out", png], mentions: ["--regressor", "regressor"])
+    try assertFails(["eval", "--checkpoint", reg, "--iw", "3"], mentions: ["--iw", "regressor"])
+    try assertFails(
+      ["train", "--config", smokeConfig, "--out", vae, "--resume", cvae, "--steps", "20"], mentions: ["cannot resume", "cvae"])
+  }
 }

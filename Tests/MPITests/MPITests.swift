@@ -237,6 +237,34 @@ final class MPITests: XCTestCase {
     XCTAssertTrue(p.stderr.contains("rank 1: --resume"), p.stderr)
   }
 
+  /// The conditional VAE under mpirun: np 2 and one process give the same loss curve (to
+  /// summation order), and np 2 equals one process with 2 micro-batches byte for byte.
+  func testConditionalVAEAgreesAcrossWorldSizes() throws {
+    let config = Self.root.appendingPathComponent("configs/smoke-cvae.yaml").path
+    func args(_ out: String, _ extra: [String] = []) -> [String] {
+      ["--config", config, "--out", tmp.appendingPathComponent(out).path, "--steps", "60", "--log-every", "10",
+       "--quiet"] + extra
+    }
+    assertSucceeded(try run(np: 0, args("c1")), "cvae single process")
+    assertSucceeded(try run(np: 2, args("c2")), "cvae np 2")
+    assertSucceeded(try run(np: 0, args("c1k2", ["--micro-batches", "2"]), env: ["OPENBLAS_NUM_THREADS": "1"]), "k 2")
+    let a = try metrics("c1").filter { $0["loss"] != nil }, b = try metrics("c2").filter { $0["loss"] != nil }
+    XCTAssertEqual(a.count, 6)
+    XCTAssertEqual(a.count, b.count)
+    var worst = 0.0
+    for (x, y) in zip(a, b) {
+      for key in ["loss", "recon", "kl"] {
+        let u = try XCTUnwrap(x[key] as? Double), v = try XCTUnwrap(y[key] as? Double)
+        worst = max(worst, abs(u - v) / max(abs(u), 1e-9))
+      }
+    }
+    print("cvae np 2 vs np 1: max relative difference \(worst)")
+    XCTAssertLessThan(worst, 1e-4)
+    let t2 = try checkpoint("c2"), tk = try checkpoint("c1k2")
+    for t in t2.tensors { XCTAssertEqual(t.bytes, tk.tensor(t.name)?.bytes, t.name) }
+    XCTAssertEqual(t2.metadata["model"], tk.metadata["model"])
+  }
+
   /// A rank whose config differs is named with the field at start-up.
   func testHandshakeNamesRankAndField() throws {
     let bin = try Self.binary
