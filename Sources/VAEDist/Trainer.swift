@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import VAE
 import VAEData
@@ -436,7 +437,7 @@ public final class Trainer {
       + "  blas_threads: \(BLASInfo.threads)\n  world_size: \(comm.size)\n"
     let path = (runDirectory as NSString).appendingPathComponent("config.yaml")
     do {
-      try SafeTensors.writeAtomically(Array(text.utf8), to: path)
+      try FileIO.writeAtomically(Array(text.utf8), to: path)
     } catch {
       throw TrainError.io("\(path): cannot write: \(error)")
     }
@@ -493,7 +494,7 @@ public final class Trainer {
         var best: (step: Int, path: String, bytes: [UInt8])?
         for p in Checkpoint.candidates(runDirectory: runDirectory) {
           do {
-            let b = try SafeTensors.readFile(path: p)
+            let b = try FileIO.readAll(path: p)
             let c = try Checkpoint.load(bytes: b, path: p)
             if best == nil || c.state.step > best!.step { best = (c.state.step, p, b) }
           } catch {
@@ -507,7 +508,7 @@ public final class Trainer {
           Console.out("no checkpoint in \(runDirectory); starting from step 0")
         }
       case .path(let p):
-        bytes = try SafeTensors.readFile(path: p)
+        bytes = try FileIO.readAll(path: p)
         path = Array(p.utf8)
       }
     }
@@ -624,7 +625,7 @@ public final class Trainer {
       }
     }
     let out = kept.map { $0 + "\n" }.joined()
-    try? SafeTensors.writeAtomically(Array(out.utf8), to: metricsPath)
+    try? FileIO.writeAtomically(Array(out.utf8), to: metricsPath)
     return elapsed
   }
 }
