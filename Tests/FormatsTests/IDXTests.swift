@@ -312,27 +312,94 @@ final class IDXTests: XCTestCase {
     }
   }
 
-  /// Every prefix and thousands of random corruptions of small valid files (raw and gzip)
-  /// either parse or throw an IDXError; nothing traps.
-  func testNoInputTraps() throws {
+  /// Parses `bytes` as a labels or an images file.
+  private func parse(_ bytes: [UInt8], labels: Bool, file: String) throws(IDXError) {
+    if labels {
+      _ = try IDX.parseLabels(bytes, file: file)
+    } else {
+      _ = try IDX.parseImages(bytes, file: file)
+    }
+  }
+
+  /// The case name of `error` (`badMagic`, …).
+  private func kind(_ error: IDXError) -> String {
+    Mirror(reflecting: error).children.first?.label ?? "\(error)"
+  }
+
+  /// Every strict prefix of small valid files (raw and gzip) throws the IDXError case that fits
+  /// the cut: empty, a truncated gzip stream, or a truncated or wrong-kind IDX file.
+  func testEveryPrefixThrowsTheFittingError() throws {
+    let images = imagesFile(count: 3, rows: 5, cols: 4)
+    let labels = labelsFile([0, 1, 2, 3, 4])
+    for (file, gzipped) in [(images, false), (labels, false), (gzip(images), true), (gzip(labels), true)] {
+      for n in 0..<file.count {
+        for asLabels in [false, true] {
+          let what = "\(gzipped ? "gzip " : "")prefix of \(n) bytes read as \(asLabels ? "labels" : "images")"
+          do {
+            try parse(Array(file[..<n]), labels: asLabels, file: "prefix")
+            XCTFail("\(what): parsed, expected an error")
+          } catch {
+            let fits: Bool
+            switch error {
+            case .empty: fits = n == 0
+            case .corruptGzip: fits = gzipped && n >= 2  // a lone 0x1f is not gzip
+            case .truncated, .badMagic: fits = n > 0 && (!gzipped || n == 1)
+            default: fits = false
+            }
+            XCTAssertTrue(fits, "\(what): unexpected \(kind(error)): \(error)")
+            checkDescription(error.description, names: "prefix", what, line: #line)
+          }
+        }
+      }
+    }
+  }
+
+  /// Thousands of random corruptions of small valid files (raw and gzip) either parse or throw
+  /// an IDXError of a case the damage can cause, with a gzip failure exactly the `GzipError`
+  /// that `Gzip.decompress` throws; nothing traps. The corruptions come from a fixed seed,
+  /// printed with the trial number on any failure.
+  func testRandomCorruptionThrowsTypedErrors() throws {
     let images = imagesFile(count: 3, rows: 5, cols: 4)
     let labels = labelsFile([0, 1, 2, 3, 4])
     let corpus = [images, labels, gzip(images), gzip(labels)]
-    for file in corpus {
-      for n in 0..<file.count {
-        XCTAssertThrowsError(try IDX.parseImages(Array(file[..<n]), file: "prefix")) { XCTAssertTrue($0 is IDXError) }
-        XCTAssertThrowsError(try IDX.parseLabels(Array(file[..<n]), file: "prefix")) { XCTAssertTrue($0 is IDXError) }
-      }
-    }
     var rng = SeededRNG(seed: 42)
+    var seen: [String: Int] = [:]
     for trial in 0..<3000 {
+      let at = "seed \(rng.seed), trial \(trial)"
       var file = corpus[trial % corpus.count]
       for _ in 0..<Int.random(in: 1...4, using: &rng) {
         file[Int.random(in: 0..<file.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
       }
-      // Typed throws: any failure is an IDXError by construction; the point is not trapping.
-      _ = try? IDX.parseImages(file, file: "fuzz")
-      _ = try? IDX.parseLabels(file, file: "fuzz")
+      var gzipFailure: GzipError?
+      if Gzip.isGzip(file) {
+        do {
+          _ = try Gzip.decompress(file)
+        } catch {
+          gzipFailure = error
+          XCTAssertTrue((0...file.count).contains(error.offset), "\(at): offset outside the input: \(error)")
+        }
+      }
+      for asLabels in [false, true] {
+        do {
+          try parse(file, labels: asLabels, file: "fuzz")
+        } catch {
+          seen[kind(error), default: 0] += 1
+          switch error {
+          case .corruptGzip(let f, let detail):
+            XCTAssertEqual(f, "fuzz", at)
+            XCTAssertEqual(detail, gzipFailure?.description, "\(at): \(error)")
+          case .empty, .badMagic, .truncated, .trailingBytes, .badDimensions:
+            XCTAssertNil(gzipFailure, "\(at): gzip failed (\(gzipFailure.map { "\($0)" } ?? "")) but got \(error)")
+          case .io, .countMismatch:
+            XCTFail("\(at): parsing bytes cannot give \(error)")
+          }
+          checkDescription(error.description, names: "fuzz", at, line: #line)
+        }
+      }
+    }
+    // Both layers were reached: damaged deflate data and damaged IDX headers.
+    for k in ["corruptGzip", "badMagic", "badDimensions"] {
+      XCTAssertGreaterThan(seen[k, default: 0], 0, "seed \(rng.seed): no \(k) among \(seen)")
     }
   }
 }
