@@ -6,6 +6,7 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "vae-dist", targets: ["vae-dist"]),
+    .library(name: "Formats", targets: ["Formats"]),
     .library(name: "VAE", targets: ["VAE"]),
     .library(name: "VAEData", targets: ["VAEData"]),
     .library(name: "VAEDist", targets: ["VAEDist"]),
@@ -18,7 +19,7 @@ let package = Package(
     // OpenBLAS through pkg-config `openblas` (only it exports openblas_set_num_threads/get_corename).
     .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                    providers: [.apt(["libopenblas-dev"])]),
-    // zlib: gzip IDX files, PNG compression, CRC-32 checksums.
+    // zlib: gzip IDX files, PNG compression, CRC-32 checksums (used only by Formats).
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                    providers: [.apt(["zlib1g-dev"])]),
     // Open MPI through pkg-config `ompi-c` (no unsafeFlags, so the package stays usable as a dependency).
@@ -28,13 +29,16 @@ let package = Package(
     .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
     // Small C helpers Swift cannot express portably: MXCSR flush-to-zero, CPU feature checks, stdio.
     .target(name: "CSupport", path: "Sources/CSupport"),
+    // File formats with no tie to the model or MPI: safetensors, PNG, IDX + gzip, CRC-32,
+    // whole-file reads and atomic writes.
+    .target(name: "Formats", dependencies: ["CZlib"]),
     .target(name: "VAE", dependencies: ["CBLAS", "CSupport"]),
-    .target(name: "VAEData", dependencies: ["VAE", "CZlib"]),
-    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "CZlib", "CSupport", "MPIShim"]),
+    .target(name: "VAEData", dependencies: ["VAE", "Formats"]),
+    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "Formats", "CSupport", "MPIShim"]),
     .executableTarget(
       name: "vae-dist",
       dependencies: [
-        "VAE", "VAEData", "VAEDist",
+        "VAE", "VAEData", "VAEDist", "Formats",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Yams", package: "Yams"),
       ]),
@@ -42,12 +46,14 @@ let package = Package(
     .executableTarget(
       name: "vae-dist-fault-injection", dependencies: ["VAEDist", "VAEData", "VAE"], path: "Tests/FaultInjection"),
     // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
-    .target(name: "TestSupport", path: "Tests/TestSupport"),
+    .target(name: "TestSupport", dependencies: ["CZlib"], path: "Tests/TestSupport"),
+    .testTarget(name: "FormatsTests", dependencies: ["Formats", "CZlib", "TestSupport"]),
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
-    .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "TestSupport"]),
+    .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "Formats", "TestSupport"]),
     .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
     .testTarget(
-      name: "MPITests", dependencies: ["vae-dist", "vae-dist-fault-injection", "VAEDist", "VAE", "TestSupport"]),
+      name: "MPITests",
+      dependencies: ["vae-dist", "vae-dist-fault-injection", "VAEDist", "VAE", "Formats", "TestSupport"]),
   ]
 )

@@ -1,12 +1,16 @@
 #include "csupport.h"
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #include <pmmintrin.h>
 #endif
+
+/* The C types of csupport.h as Swift imports them: int as Int32, size_t as Int, float as Float.
+ * A platform where these differ would corrupt arguments silently, so refuse to build there. */
+_Static_assert(sizeof(int) == 4, "Swift imports int as Int32");
+_Static_assert(sizeof(size_t) == sizeof(void *), "Swift imports size_t as Int, which is pointer-sized");
+_Static_assert(sizeof(float) == 4, "Swift imports float as Float (32 bits)");
 
 void vae_enable_flush_to_zero(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -148,11 +152,3 @@ void vae_bernoulli_loglik(const float *restrict x, const float *restrict logits,
 void vae_write_stdout(const char *s, size_t n) { fwrite(s, 1, n, stdout); fflush(stdout); }
 void vae_write_stderr(const char *s, size_t n) { fwrite(s, 1, n, stderr); fflush(stderr); }
 int vae_stdout_isatty(void) { return isatty(STDOUT_FILENO); }
-
-int vae_fsync_path(const char *path) {
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return errno;
-  int rc = fsync(fd) == 0 ? 0 : errno;
-  close(fd);
-  return rc;
-}

@@ -2,25 +2,60 @@
 #include "mpishim.h"
 #include <limits.h>
 #include <mpi.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The C types of mpishim.h as Swift imports them: int as Int32, unsigned long long as UInt64,
+ * size_t as Int, float as Float, double as Double. A platform where these differ would corrupt
+ * arguments silently, so refuse to build there. */
+_Static_assert(sizeof(int) == 4, "Swift imports int as Int32");
+_Static_assert(sizeof(unsigned long long) == 8, "Swift imports unsigned long long as UInt64");
+_Static_assert(sizeof(size_t) == sizeof(void *), "Swift imports size_t as Int, which is pointer-sized");
+_Static_assert(sizeof(float) == 4, "Swift imports float as Float (32 bits)");
+_Static_assert(sizeof(double) == 8, "Swift imports double as Double (64 bits)");
+_Static_assert(sizeof(float *) == sizeof(void *), "float pointers cross into Swift as UnsafeMutablePointer<Float>");
+
 static int g_finalized = 0;
 
-/* glibc's on_exit gives the exit status: abort the job on a non-zero exit after MPI_Init. */
-static void vae_mpi_exit_hook(int status, void *arg) {
-  (void)arg;
+/* True when MPI is initialized and nobody has finalized it: the process is leaving mid-job. */
+static int vae_mpi_exiting_mid_job(void) {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (initialized && !finalized && !g_finalized) {
-    if (status != 0) {
-      MPI_Abort(MPI_COMM_WORLD, status);
-    } else {
-      MPI_Finalize();
-    }
+  return initialized && !finalized && !g_finalized;
+}
+
+#if defined(__GLIBC__)
+/* glibc's on_exit gives the exit status: abort the job on a non-zero exit after MPI_Init, so the
+ * other ranks never hang in a collective; finalize on a zero exit. */
+static void vae_mpi_exit_hook(int status, void *arg) {
+  (void)arg;
+  if (!vae_mpi_exiting_mid_job()) return;
+  if (status != 0) {
+    MPI_Abort(MPI_COMM_WORLD, status);
+  } else {
+    MPI_Finalize();
   }
+}
+#else
+/* Elsewhere (macOS, musl) only atexit exists, which does not see the status. Every successful
+ * run finalizes before it exits, so leaving without finalizing means a failure: abort the job
+ * with status 1 rather than let the other ranks hang. */
+static void vae_mpi_exit_hook(void) {
+  if (vae_mpi_exiting_mid_job()) MPI_Abort(MPI_COMM_WORLD, 1);
+}
+#endif
+
+/* Registers vae_mpi_exit_hook. It is a safety net: should registering fail (the C library is
+ * out of memory), a run still works and only loses the abort on failure, so that is ignored. */
+static void vae_mpi_register_exit_hook(void) {
+#if defined(__GLIBC__)
+  (void)on_exit(vae_mpi_exit_hook, NULL);
+#else
+  (void)atexit(vae_mpi_exit_hook);
+#endif
 }
 
 int vae_mpi_init(int *rank, int *size) {
@@ -28,7 +63,7 @@ int vae_mpi_init(int *rank, int *size) {
   int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
   if (rc != MPI_SUCCESS) return rc;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  on_exit(vae_mpi_exit_hook, NULL);
+  vae_mpi_register_exit_hook();
   rc = MPI_Comm_rank(MPI_COMM_WORLD, rank);
   if (rc != MPI_SUCCESS) return rc;
   return MPI_Comm_size(MPI_COMM_WORLD, size);
@@ -133,48 +168,71 @@ void vae_mpi_error_string(int code, char *buf, int len) {
 
 static MPI_Comm g_node = MPI_COMM_NULL;
 static MPI_Win g_win = MPI_WIN_NULL;
+static int g_win_locked = 0;   /* MPI_Win_lock_all done on g_win */
 static int g_node_rank = 0, g_node_size = 0;
 static float **g_seg = NULL;  /* g_seg[q]: rank q's gradient segment */
 static float *g_params = NULL; /* the node's one parameter copy (after rank 0's gradients), or NULL */
 
+/* vae_mpi_shm_init's error exit: frees whatever it had created (window, node communicator,
+ * segment table) and returns rc. */
+static int shm_init_failed(int rc) {
+  vae_mpi_shm_free();
+  return rc;
+}
+
 int vae_mpi_shm_init(size_t count, int share_params, float **grads, float **params) {
   int world = 0, rc;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (count > (size_t)PTRDIFF_MAX / (2 * sizeof(float))) return MPI_ERR_COUNT;
+  rc = MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (rc != MPI_SUCCESS) return rc;
   rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &g_node);
   if (rc != MPI_SUCCESS) return rc;
-  MPI_Comm_rank(g_node, &g_node_rank);
-  MPI_Comm_size(g_node, &g_node_size);
+  rc = MPI_Comm_rank(g_node, &g_node_rank);
+  if (rc == MPI_SUCCESS) rc = MPI_Comm_size(g_node, &g_node_size);
+  if (rc != MPI_SUCCESS) return shm_init_failed(rc);
   /* Every rank must agree: all on one node, or nobody uses the window. */
   int one_node = g_node_size == world, all = 0;
-  MPI_Allreduce(&one_node, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
-  if (!all) {
-    MPI_Comm_free(&g_node);
-    return -1;
-  }
+  rc = MPI_Allreduce(&one_node, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+  if (rc != MPI_SUCCESS) return shm_init_failed(rc);
+  if (!all) return shm_init_failed(-1);
   MPI_Info info;
-  MPI_Info_create(&info);
-  MPI_Info_set(info, "alloc_shared_noncontig", "true");
+  rc = MPI_Info_create(&info);
+  if (rc != MPI_SUCCESS) return shm_init_failed(rc);
+  MPI_Info_set(info, "alloc_shared_noncontig", "true");  /* a hint: the window works without it */
   float *base = NULL;
   size_t mine = count + (share_params && g_node_rank == 0 ? count : 0);
   rc = MPI_Win_allocate_shared((MPI_Aint)(mine * sizeof(float)), sizeof(float), info, g_node,
                                &base, &g_win);
   MPI_Info_free(&info);
-  if (rc != MPI_SUCCESS) { MPI_Comm_free(&g_node); return rc; }
+  if (rc != MPI_SUCCESS) return shm_init_failed(rc);
+  /* From here a failure may strike one rank only (calloc, a segment query, the lock). Freeing
+   * the window is collective, so the ranks first agree on the outcome and then all free it
+   * together. */
+  int mine_rc = MPI_SUCCESS;
   g_seg = calloc((size_t)g_node_size, sizeof(float *));
-  for (int q = 0; q < g_node_size; q++) {
+  if (g_seg == NULL) mine_rc = MPI_ERR_NO_MEM;
+  for (int q = 0; mine_rc == MPI_SUCCESS && q < g_node_size; q++) {
     MPI_Aint size = 0;
     int disp = 0;
     void *ptr = NULL;
-    rc = MPI_Win_shared_query(g_win, q, &size, &disp, &ptr);
-    if (rc != MPI_SUCCESS) return rc;
+    mine_rc = MPI_Win_shared_query(g_win, q, &size, &disp, &ptr);
     g_seg[q] = ptr;
   }
-  memset(base, 0, mine * sizeof(float));
-  MPI_Win_lock_all(MPI_MODE_NOCHECK, g_win);
+  if (mine_rc == MPI_SUCCESS) {
+    memset(base, 0, mine * sizeof(float));
+    mine_rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, g_win);
+    g_win_locked = mine_rc == MPI_SUCCESS;
+  }
+  int worst = MPI_SUCCESS;  /* MPI error codes are positive: the max is some rank's failure */
+  rc = MPI_Allreduce(&mine_rc, &worst, 1, MPI_INT, MPI_MAX, g_node);
+  if (rc != MPI_SUCCESS) return rc;  /* as after the last barrier below */
+  if (worst != MPI_SUCCESS) return shm_init_failed(mine_rc != MPI_SUCCESS ? mine_rc : worst);
   g_params = share_params ? g_seg[0] + count : NULL;
   *grads = base;
   *params = g_params;
   MPI_Win_sync(g_win);
+  /* Should this last collective fail, the window stays for vae_mpi_finalize to free: freeing
+   * is collective too, and ranks whose collective failed cannot be relied on to meet there. */
   return MPI_Barrier(g_node);
 }
 
@@ -250,11 +308,16 @@ int vae_mpi_shm_sync(void) { return shm_sync(); }
 
 void vae_mpi_shm_free(void) {
   if (g_win != MPI_WIN_NULL) {
-    MPI_Win_unlock_all(g_win);
+    if (g_win_locked) MPI_Win_unlock_all(g_win);
     MPI_Win_free(&g_win);
   }
+  g_win = MPI_WIN_NULL;
+  g_win_locked = 0;
   if (g_node != MPI_COMM_NULL) MPI_Comm_free(&g_node);
+  g_node = MPI_COMM_NULL;
   free(g_seg);
   g_seg = NULL;
   g_params = NULL;
+  g_node_rank = 0;
+  g_node_size = 0;
 }

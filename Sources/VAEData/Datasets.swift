@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import VAE
 
@@ -49,7 +50,7 @@ public struct Dataset: Sendable {
 
   /// CRC-32 (zlib) over the images, then the labels.
   public func dataChecksum() -> UInt32 {
-    Gzip.crc32(labels, continuing: Gzip.crc32(images))
+    CRC32.checksum(labels, continuing: CRC32.checksum(images))
   }
 }
 
@@ -66,10 +67,10 @@ public struct DataSplits: Sendable {
   /// CRC-32 (zlib) over train images, train labels, test images, test labels, in that order.
   /// Recorded in checkpoints to detect a resume on different data.
   public func dataChecksum() -> UInt32 {
-    var crc = Gzip.crc32(train.images)
-    crc = Gzip.crc32(train.labels, continuing: crc)
-    crc = Gzip.crc32(test.images, continuing: crc)
-    return Gzip.crc32(test.labels, continuing: crc)
+    var crc = CRC32.checksum(train.images)
+    crc = CRC32.checksum(train.labels, continuing: crc)
+    crc = CRC32.checksum(test.images, continuing: crc)
+    return CRC32.checksum(test.labels, continuing: crc)
   }
 }
 

@@ -1,4 +1,4 @@
-import CZlib
+import Formats
 import Foundation
 import VAE
 
@@ -75,7 +75,7 @@ public enum Checkpoint {
       for (i, spec) in arena.layout.specs.enumerated() {
         let r = arena.layout.range(of: i)
         let bytes = floatBytes(UnsafeBufferPointer(rebasing: arena.data[r]))
-        tensors.append(SafeTensor(name: prefix + spec.name, dtype: "F32", shape: spec.shape, bytes: bytes))
+        tensors.append(SafeTensor(name: prefix + spec.name, dtype: .F32, shape: spec.shape, bytes: bytes))
       }
     }
     add("", params)
@@ -83,10 +83,8 @@ public enum Checkpoint {
       add("adam.m.", moments.m)
       add("adam.v.", moments.v)
     }
-    var crc: uLong = crc32(0, nil, 0)
-    for t in tensors {
-      crc = t.bytes.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt($0.count)) }
-    }
+    var crc: UInt32 = 0
+    for t in tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
     let meta: [String: String] = [
       "format": format,
       "model": modelJSON,
@@ -112,13 +110,13 @@ public enum Checkpoint {
   ) throws {
     let bytes = encode(
       params: params, moments: moments, state: state, modelJSON: modelJSON, configYAML: configYAML)
-    try SafeTensors.writeAtomically(bytes, to: path)
+    try FileIO.writeAtomically(bytes, to: path)
   }
 
   /// Reads and validates a checkpoint: format, CRC of the tensor data, every parameter tensor
   /// present with the shape the model config implies, F32 dtype.
   public static func load(path: String) throws -> LoadedCheckpoint {
-    try load(bytes: try SafeTensors.readFile(path: path), path: path)
+    try load(bytes: try FileIO.readAll(path: path), path: path)
   }
 
   /// As `load(path:)`, from bytes already read (e.g. broadcast by rank 0).
@@ -145,10 +143,8 @@ public enum Checkpoint {
       throw CheckpointError.badMetadata(file: path, field: "format", expected: "'\(format)'")
     }
     let model = try parseModelJSON(try field("model"), file: path)
-    var crc: uLong = crc32(0, nil, 0)
-    for t in file.tensors {
-      crc = t.bytes.withUnsafeBufferPointer { crc32(crc, $0.baseAddress, uInt($0.count)) }
-    }
+    var crc: UInt32 = 0
+    for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
     let stored = try field("tensor_crc32")
     guard stored == String(crc) else {
       throw SafeTensorsError.checksumMismatch(file: path, expected: stored, actual: String(crc))
@@ -160,8 +156,8 @@ public enum Checkpoint {
       for (i, spec) in layout.specs.enumerated() {
         let name = prefix + spec.name
         guard let t = file.tensor(name) else { throw SafeTensorsError.missingTensor(file: path, tensor: name) }
-        guard t.dtype == "F32" else {
-          throw SafeTensorsError.wrongDtype(file: path, tensor: name, expected: "F32", found: t.dtype)
+        guard t.dtype == .F32 else {
+          throw SafeTensorsError.wrongDtype(file: path, tensor: name, expected: .F32, found: t.dtype)
         }
         guard t.shape == spec.shape else {
           throw SafeTensorsError.shapeMismatch(file: path, tensor: name, expected: spec.shape, found: t.shape)

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import VAE
 
@@ -43,7 +44,7 @@ final class RunDirectory {
 
   func writeConfig(_ text: String) throws {
     do {
-      try SafeTensors.writeAtomically(Array(text.utf8), to: configPath)
+      try FileIO.writeAtomically(Array(text.utf8), to: configPath)
     } catch {
       throw TrainError.io("\(configPath): cannot write: \(error)")
     }
@@ -90,7 +91,7 @@ final class RunDirectory {
         elapsed = (obj["time_s"] as? NSNumber)?.doubleValue ?? elapsed
       }
     }
-    try? SafeTensors.writeAtomically(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsPath)
+    try? FileIO.writeAtomically(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsPath)
     return elapsed
   }
 
@@ -108,7 +109,7 @@ final class RunDirectory {
     var best: (step: Int, path: String, bytes: [UInt8])?
     for p in checkpoints {
       do {
-        let b = try SafeTensors.readFile(path: p)
+        let b = try FileIO.readAll(path: p)
         let c = try Checkpoint.load(bytes: b, path: p)
         if best == nil || c.state.step > best!.step { best = (c.state.step, p, b) }
       } catch {

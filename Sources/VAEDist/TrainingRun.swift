@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import VAE
 import VAEData
@@ -184,7 +185,7 @@ extension Trainer {
           progress.line("no checkpoint in \(runDirectory); starting from step 0")
         }
       case .path(let p):
-        bytes = try SafeTensors.readFile(path: p)
+        bytes = try FileIO.readAll(path: p)
         path = Array(p.utf8)
       }
     }

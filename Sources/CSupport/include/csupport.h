@@ -32,7 +32,5 @@ void vae_write_stdout(const char *s, size_t n);
 void vae_write_stderr(const char *s, size_t n);
 /// 1 when stdout is a terminal.
 int vae_stdout_isatty(void);
-/// fsync a directory (after a rename) so the new entry survives a crash. Returns 0 or errno.
-int vae_fsync_path(const char *path);
 
 #endif

@@ -8,8 +8,9 @@
  * code into text with vae_mpi_error_string. All calls act on MPI_COMM_WORLD. */
 
 /* MPI_Init_thread(FUNNELED); errors on MPI_COMM_WORLD return codes instead of aborting.
- * Also registers an exit hook: a process that exits non-zero (or without finalizing) after
- * init calls MPI_Abort, so the other ranks never hang in a collective. */
+ * Also registers an exit hook: a process that exits non-zero after init without finalizing
+ * calls MPI_Abort, so the other ranks never hang in a collective (with glibc's on_exit; where
+ * only atexit exists, which cannot see the status, any exit without finalizing aborts). */
 int vae_mpi_init(int *rank, int *size);
 int vae_mpi_finalize(void);
 int vae_mpi_is_initialized(void);
@@ -40,7 +41,9 @@ void vae_mpi_error_string(int code, char *buf, int len);
  * followed by the node's single parameter copy: the sharded optimizer updates it in disjoint
  * slices, so no parameter allgather copies anything. vae_mpi_shm_init returns 0 and the
  * pointers (params NULL without share_params), or a non-zero code when the ranks span several
- * nodes (-1) or MPI refused the window (an MPI error code). */
+ * nodes (-1), memory for the segment table ran out (MPI_ERR_NO_MEM) or MPI refused the window
+ * (an MPI error code). A failure frees the window and node communicator again, except after a
+ * failed collective, when they are left for vae_mpi_finalize (freeing them is collective). */
 int vae_mpi_shm_init(size_t count, int share_params, float **grads, float **params);
 int vae_mpi_shm_active(void);
 /* Reduce-scatter of the gradient segments: rank r sums rows [lo, hi) over every rank's segment,

@@ -10,33 +10,45 @@
 // Decoding validates like the reference implementation: the tensors must tile the data block
 // exactly (no overlaps, no gaps, no trailing bytes). Nothing here traps on any input bytes.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import CSupport
-import CZlib
 import Foundation
 
 // MARK: - Values
 
-/// One tensor of a safetensors file: its name, dtype tag (`"F32"`, `"I64"`, …), shape and raw
-/// little-endian bytes.
+/// A safetensors element type. `rawValue` is the tag stored in the header (`"F32"`, …).
+/// Sub-byte types (`F4`, …) are not supported.
+public enum DType: String, CaseIterable, Sendable, Hashable, CustomStringConvertible {
+  case BOOL, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0
+  case I16, U16, F16, BF16
+  case I32, U32, F32
+  case I64, U64, F64, C64
+
+  /// Byte size of one element.
+  public var size: Int {
+    switch self {
+    case .BOOL, .U8, .I8, .F8_E5M2, .F8_E4M3, .F8_E8M0: 1
+    case .I16, .U16, .F16, .BF16: 2
+    case .I32, .U32, .F32: 4
+    case .I64, .U64, .F64, .C64: 8
+    }
+  }
+
+  /// The header tag, such as `F32`.
+  public var description: String { rawValue }
+}
+
+/// One tensor of a safetensors file: its name, dtype, shape and raw little-endian bytes.
 public struct SafeTensor: Sendable, Equatable {
   /// The tensor's name, such as `encoder.0.weight`.
   public var name: String
-  /// The safetensors dtype tag, such as `"F32"`, `"F64"` or `"I64"`.
-  public var dtype: String
+  /// The element type, such as `.F32`, `.F64` or `.I64`.
+  public var dtype: DType
   /// The tensor's shape; `[]` is a scalar (one element).
   public var shape: [Int]
   /// The raw little-endian element bytes; `shape` product × dtype size of them.
   public var bytes: [UInt8]
 
   /// Creates a tensor from raw bytes.
-  public init(name: String, dtype: String, shape: [Int], bytes: [UInt8]) {
+  public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
     self.name = name
     self.dtype = dtype
     self.shape = shape
@@ -45,12 +57,12 @@ public struct SafeTensor: Sendable, Equatable {
 
   /// Creates an `F32` tensor from floats (stored little-endian).
   public init(name: String, shape: [Int], floats: [Float]) {
-    self.init(name: name, dtype: "F32", shape: shape, bytes: floatBytes(floats))
+    self.init(name: name, dtype: .F32, shape: shape, bytes: floatBytes(floats))
   }
 
   /// Creates an `F32` tensor from a buffer of floats, such as a slice of a parameter arena.
   public init(name: String, shape: [Int], floats: UnsafeBufferPointer<Float>) {
-    self.init(name: name, dtype: "F32", shape: shape, bytes: floatBytes(floats))
+    self.init(name: name, dtype: .F32, shape: shape, bytes: floatBytes(floats))
   }
 
   /// The number of elements: the product of `shape` (1 for a scalar), or nil on overflow or
@@ -87,8 +99,8 @@ public struct SafeTensorsFile: Sendable {
     guard let t = tensor(name) else {
       throw SafeTensorsError.missingTensor(file: file, tensor: name)
     }
-    guard t.dtype == "F32" else {
-      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: "F32", found: t.dtype)
+    guard t.dtype == .F32 else {
+      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: .F32, found: t.dtype)
     }
     return floatsFromBytes(t.bytes)
   }
@@ -99,8 +111,8 @@ public struct SafeTensorsFile: Sendable {
     guard let t = tensor(name) else {
       throw SafeTensorsError.missingTensor(file: file, tensor: name)
     }
-    guard t.dtype == "F32" else {
-      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: "F32", found: t.dtype)
+    guard t.dtype == .F32 else {
+      throw SafeTensorsError.wrongDtype(file: file, tensor: name, expected: .F32, found: t.dtype)
     }
     guard t.shape == shape else {
       throw SafeTensorsError.shapeMismatch(file: file, tensor: name, expected: shape, found: t.shape)
@@ -129,7 +141,7 @@ public struct SafeTensorsFile: Sendable {
 /// Why a safetensors file could not be read, written or used. Every description is one line
 /// naming the file, the tensor or field, and what was expected.
 public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
-  /// Opening, reading, writing, syncing or renaming failed.
+  /// Opening or reading the file failed (`detail` as in `FileIOError.detail`).
   case io(file: String, detail: String)
   /// The file is shorter than the 8-byte header length.
   case tooShort(file: String, size: Int)
@@ -154,7 +166,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
   /// A tensor the caller asked for is absent.
   case missingTensor(file: String, tensor: String)
   /// A tensor has a different dtype than the caller asked for.
-  case wrongDtype(file: String, tensor: String, expected: String, found: String)
+  case wrongDtype(file: String, tensor: String, expected: DType, found: DType)
   /// A tensor has a different shape than the caller asked for.
   case shapeMismatch(file: String, tensor: String, expected: [Int], found: [Int])
   /// The data block's checksum differs from the one stored in the metadata.
@@ -190,11 +202,11 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         + "expected tensors to cover the data block contiguously"
     case .unsupportedDtype(let file, let tensor, let dtype):
       return "\(oneLine(file)): tensor \(quoted(tensor)): unsupported dtype \(quoted(dtype)), expected one of "
-        + SafeTensors.dtypeSizes.keys.sorted().joined(separator: ", ")
+        + DType.allCases.map(\.rawValue).sorted().joined(separator: ", ")
     case .missingTensor(let file, let tensor):
       return "\(oneLine(file)): tensor \(quoted(tensor)) not found"
     case .wrongDtype(let file, let tensor, let expected, let found):
-      return "\(oneLine(file)): tensor \(quoted(tensor)): expected dtype \(oneLine(expected)), found \(quoted(found))"
+      return "\(oneLine(file)): tensor \(quoted(tensor)): expected dtype \(expected.rawValue), found \(quoted(found.rawValue))"
     case .shapeMismatch(let file, let tensor, let expected, let found):
       return "\(oneLine(file)): tensor \(quoted(tensor)): expected shape \(expected), found \(found)"
     case .checksumMismatch(let file, let expected, let actual):
@@ -203,31 +215,6 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     }
   }
 }
-
-/// `s` with control characters escaped, so a message stays on one line.
-private func oneLine(_ s: String) -> String {
-  var out = ""
-  out.reserveCapacity(s.utf8.count)
-  for u in s.unicodeScalars {
-    switch u {
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    default:
-      if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029
-        || (0x80..<0xA0).contains(u.value)
-      {
-        out += "\\u{\(String(u.value, radix: 16))}"
-      } else {
-        out.unicodeScalars.append(u)
-      }
-    }
-  }
-  return out
-}
-
-/// `s` in double quotes, one line.
-private func quoted(_ s: String) -> String { "\"" + oneLine(s) + "\"" }
 
 // MARK: - Float helpers
 
@@ -278,21 +265,11 @@ public func floatsFromBytes(_ bytes: [UInt8], into out: UnsafeMutableBufferPoint
 
 // MARK: - Encoding, decoding, files
 
-/// Encoding, decoding and atomic writing of safetensors files.
+/// Encoding, decoding and reading of safetensors files (write the encoded bytes with
+/// `FileIO.writeAtomically`).
 public enum SafeTensors {
   /// The largest header the reference implementation accepts (100 MB).
   public static let maxHeaderLength: UInt64 = 100_000_000
-
-  /// Byte size of one element of each supported dtype.
-  public static let dtypeSizes: [String: Int] = [
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
-  ]
-
-  /// Byte size of one element of `dtype`, or nil when the dtype is unsupported.
-  public static func dtypeSize(_ dtype: String) -> Int? { dtypeSizes[dtype] }
 
   /// The product of `shape` (1 for `[]`), or nil when a dimension is negative or it overflows.
   static func elementCount(_ shape: [Int]) -> Int? {
@@ -316,8 +293,8 @@ public enum SafeTensors {
   /// laid out contiguously in that order; strings are JSON-escaped; the header is padded with
   /// spaces to a multiple of 8 bytes so the data block is 8-byte aligned.
   ///
-  /// - Precondition: names are unique and not `__metadata__`; each tensor's dtype is supported,
-  ///   its dimensions are non-negative and `bytes.count` equals shape product × dtype size.
+  /// - Precondition: names are unique and not `__metadata__`; each tensor's dimensions are
+  ///   non-negative and `bytes.count` equals shape product × dtype size.
   ///   (These are programming errors, never properties of input files.)
   public static func encode(tensors: [SafeTensor], metadata: [String: String]) -> [UInt8] {
     var seen = Set<String>()
@@ -341,8 +318,7 @@ public enum SafeTensors {
     for t in tensors {
       precondition(t.name != "__metadata__", "safetensors: a tensor may not be called __metadata__")
       precondition(seen.insert(t.name).inserted, "safetensors: duplicate tensor name \(t.name)")
-      let size = dtypeSize(t.dtype) ?? 0
-      precondition(size > 0, "safetensors: tensor \(t.name): unsupported dtype \(t.dtype)")
+      let size = t.dtype.size
       let expected = elementCount(t.shape).map { $0.multipliedReportingOverflow(by: size) }
       precondition(
         expected?.overflow == false && expected?.partialValue == t.bytes.count,
@@ -351,7 +327,7 @@ public enum SafeTensors {
       first = false
       appendJSONString(t.name, to: &header)
       header.append(contentsOf: Array(":{\"dtype\":".utf8))
-      appendJSONString(t.dtype, to: &header)
+      appendJSONString(t.dtype.rawValue, to: &header)
       header.append(contentsOf: Array(",\"shape\":[".utf8))
       header.append(contentsOf: Array(t.shape.map(String.init).joined(separator: ",").utf8))
       let end = offset + t.bytes.count
@@ -401,24 +377,9 @@ public enum SafeTensors {
   /// in the metadata before encoding; check it with `SafeTensorsFile.verifyChecksum`.
   public static func dataChecksum(of tensors: [SafeTensor]) -> String {
     var crc: UInt32 = 0
-    for t in tensors { crc = crc32Update(crc, t.bytes) }
+    for t in tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
     let h = String(crc, radix: 16)
     return "crc32:" + String(repeating: "0", count: 8 - h.count) + h
-  }
-
-  /// Continues the zlib CRC-32 `crc` over `bytes` (in chunks, so any length is fine).
-  static func crc32Update(_ crc: UInt32, _ bytes: [UInt8]) -> UInt32 {
-    bytes.withUnsafeBufferPointer { buf -> UInt32 in
-      guard let base = buf.baseAddress else { return crc }
-      var c = uLong(crc)
-      var done = 0
-      while done < buf.count {
-        let n = min(buf.count - done, 1 << 30)
-        c = crc32(c, base + done, uInt(n))
-        done += n
-      }
-      return UInt32(truncatingIfNeeded: c)
-    }
   }
 
   // MARK: Decoding
@@ -426,7 +387,7 @@ public enum SafeTensors {
   private struct Entry {
     var name: String
     var index: Int
-    var dtype: String
+    var dtype: DType
     var shape: [Int]
     var begin: Int
     var end: Int
@@ -511,12 +472,13 @@ public enum SafeTensors {
         throw SafeTensorsError.badEntry(
           file: file, tensor: name, detail: "unexpected field \(quoted(field)), expected only dtype, shape, data_offsets")
       }
-      guard let dtype = obj["dtype"] as? String else {
+      guard let tag = obj["dtype"] as? String else {
         throw SafeTensorsError.badEntry(file: file, tensor: name, detail: "dtype missing or not a string")
       }
-      guard let elementSize = dtypeSize(dtype) else {
-        throw SafeTensorsError.unsupportedDtype(file: file, tensor: name, dtype: dtype)
+      guard let dtype = DType(rawValue: tag) else {
+        throw SafeTensorsError.unsupportedDtype(file: file, tensor: name, dtype: tag)
       }
+      let elementSize = dtype.size
       guard let shapeArray = obj["shape"] as? [Any] else {
         throw SafeTensorsError.badEntry(
           file: file, tensor: name, detail: "shape missing or not an array, expected a list of non-negative integers")
@@ -682,126 +644,12 @@ public enum SafeTensors {
   /// Reads and decodes the safetensors file at `path`.
   /// - Throws: `SafeTensorsError.io` when the file cannot be read, else as `decode`.
   public static func read(path: String) throws -> SafeTensorsFile {
-    try decode(readFile(path: path), file: path)
+    let bytes: [UInt8]
+    do {
+      bytes = try FileIO.readAll(path: path)
+    } catch {
+      throw SafeTensorsError.io(file: error.path, detail: error.detail)
+    }
+    return try decode(bytes, file: path)
   }
-
-  /// The whole contents of the file at `path`.
-  /// - Throws: `SafeTensorsError.io` naming the file and the system error.
-  public static func readFile(path: String) throws -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else {
-      throw SafeTensorsError.io(file: path, detail: "cannot open for reading: \(errnoString())")
-    }
-    defer { close(fd) }
-    var st = stat()
-    guard fstat(fd, &st) == 0 else {
-      throw SafeTensorsError.io(file: path, detail: "cannot stat: \(errnoString())")
-    }
-    guard (st.st_mode & S_IFMT) != S_IFDIR else {
-      throw SafeTensorsError.io(file: path, detail: "is a directory, expected a file")
-    }
-    var out = [UInt8](repeating: 0, count: max(Int(st.st_size), 0) + 1)
-    var filled = 0
-    while true {
-      if filled == out.count { out.append(contentsOf: [UInt8](repeating: 0, count: max(out.count, 65536))) }
-      let n = out.withUnsafeMutableBytes { raw -> Int in
-        guard let base = raw.baseAddress else { return 0 }
-        return posixRead(fd, base + filled, raw.count - filled)
-      }
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw SafeTensorsError.io(file: path, detail: "read failed: \(errnoString())")
-      }
-      if n == 0 { break }
-      filled += n
-    }
-    out.removeLast(out.count - filled)
-    return out
-  }
-
-  /// Writes `bytes` to `path` atomically: writes a temporary file in the same directory, fsyncs
-  /// it, renames it over `path` and fsyncs the directory. A reader sees either the old file or
-  /// the complete new one, also after a crash.
-  ///
-  /// On any error before the rename, the old file at `path` is untouched and the temporary file
-  /// is removed. (If only the final directory fsync fails, the new file is already in place;
-  /// the error says so.)
-  /// - Throws: `SafeTensorsError.io` naming `path` and the failing step.
-  public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-    let (dir, prefix, base) = splitPath(path)
-    guard !base.isEmpty, base != ".", base != ".." else {
-      throw SafeTensorsError.io(file: path, detail: "expected a file path, not a directory")
-    }
-    let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-    let tmp = prefix + "." + base + ".tmp-\(getpid())-\(suffix)"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(0o644))
-    guard fd >= 0 else {
-      throw SafeTensorsError.io(file: path, detail: "cannot create temporary file \(tmp): \(errnoString())")
-    }
-    var fdOpen = true
-    var renamed = false
-    defer {
-      if fdOpen { close(fd) }
-      if !renamed { unlink(tmp) }
-    }
-    var written = 0
-    while written < bytes.count {
-      let n = bytes.withUnsafeBytes { raw -> Int in
-        guard let base = raw.baseAddress else { return 0 }
-        return posixWrite(fd, base + written, raw.count - written)
-      }
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw SafeTensorsError.io(file: path, detail: "write to \(tmp) failed: \(errnoString())")
-      }
-      if n == 0 {
-        throw SafeTensorsError.io(file: path, detail: "write to \(tmp) made no progress")
-      }
-      written += n
-    }
-    guard fsync(fd) == 0 else {
-      throw SafeTensorsError.io(file: path, detail: "fsync of \(tmp) failed: \(errnoString())")
-    }
-    fdOpen = false
-    guard close(fd) == 0 else {
-      throw SafeTensorsError.io(file: path, detail: "close of \(tmp) failed: \(errnoString())")
-    }
-    guard rename(tmp, path) == 0 else {
-      throw SafeTensorsError.io(file: path, detail: "rename of \(tmp) over it failed: \(errnoString())")
-    }
-    renamed = true
-    let rc = vae_fsync_path(dir)
-    // Some file systems cannot fsync directories (EINVAL); the rename is then as durable as it gets.
-    if rc != 0 && rc != EINVAL {
-      throw SafeTensorsError.io(
-        file: path, detail: "new contents in place, but fsync of directory \(dir) failed: \(String(cString: strerror(rc)))")
-    }
-  }
-
-  /// The directory of `path` (`.` when none), `path` up to and including its last `/` (empty
-  /// when none), and its last component.
-  private static func splitPath(_ path: String) -> (dir: String, prefix: String, base: String) {
-    guard let slash = path.lastIndex(of: "/") else { return (".", "", path) }
-    let base = String(path[path.index(after: slash)...])
-    let prefix = String(path[...slash])
-    let dir = slash == path.startIndex ? "/" : String(path[..<slash])
-    return (dir, prefix, base)
-  }
-
-  private static func errnoString() -> String {
-    let e = errno
-    return "\(String(cString: strerror(e))) (errno \(e))"
-  }
-}
-
-// `read`/`write` are shadowed inside `SafeTensors` by `SafeTensors.read(path:)`; these name the
-// C functions unambiguously.
-@inline(__always)
-private func posixRead(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ n: Int) -> Int {
-  read(fd, buf, n)
-}
-
-@inline(__always)
-private func posixWrite(_ fd: Int32, _ buf: UnsafeRawPointer, _ n: Int) -> Int {
-  write(fd, buf, n)
 }

@@ -1,12 +1,10 @@
-import Foundation
-
 /// What is wrong with an IDX file. Every `description` is one line naming the file, the byte
 /// offset or field, and what was expected. Byte offsets refer to the decompressed content when
 /// the file is gzip-compressed.
 public enum IDXError: Error, CustomStringConvertible, Equatable, Sendable {
   /// The file (or its decompressed content) has no bytes at all.
   case empty(file: String)
-  /// The file could not be opened or read (`detail` is the system's reason).
+  /// The file could not be opened or read (`detail` is the system's reason, `FileIOError.reason`).
   case io(file: String, detail: String)
   /// The file starts with the gzip magic but does not decompress.
   case corruptGzip(file: String, detail: String)
@@ -52,10 +50,6 @@ public enum IDXError: Error, CustomStringConvertible, Equatable, Sendable {
 private func hex(_ v: UInt32) -> String {
   let digits = String(v, radix: 16)
   return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-}
-
-private func oneLine(_ s: String) -> String {
-  s.split(whereSeparator: \.isNewline).joined(separator: " ")
 }
 
 /// MNIST-style images: `count` images of `rows` x `cols` unsigned bytes, row-major, image after
@@ -154,13 +148,11 @@ public enum IDX {
 
   /// Reads a whole file and gunzips it when it starts with the gzip magic.
   static func readContent(path: String) throws(IDXError) -> [UInt8] {
-    let bytes: [UInt8]
     do {
-      bytes = try FileReader.readAll(path: path)
+      return try FileIO.readAll(path: path)
     } catch {
-      throw .io(file: path, detail: error.description)
+      throw .io(file: path, detail: error.reason)
     }
-    return bytes
   }
 
   private static func decompressIfNeeded(_ bytes: [UInt8], file: String) throws(IDXError) -> [UInt8] {
@@ -218,46 +210,5 @@ public enum IDX {
   private static func readBigEndian(_ data: [UInt8], at offset: Int) -> UInt32 {
     UInt32(data[offset]) << 24 | UInt32(data[offset + 1]) << 16 | UInt32(data[offset + 2]) << 8
       | UInt32(data[offset + 3])
-  }
-}
-
-/// Whole-file reads through POSIX calls, so failures carry the system's reason.
-enum FileReader {
-  struct Failure: Error, CustomStringConvertible {
-    let description: String
-  }
-
-  static func readAll(path: String) throws(Failure) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw Failure(description: systemError(errno)) }
-    defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw Failure(description: systemError(errno)) }
-    if (info.st_mode & S_IFMT) == S_IFDIR {
-      throw Failure(description: "is a directory, expected a file")
-    }
-    var bytes = [UInt8](repeating: 0, count: max(Int(info.st_size), 0) + 1)
-    var used = 0
-    while true {
-      if used == bytes.count {
-        bytes.append(contentsOf: repeatElement(0, count: max(bytes.count, 1 << 16)))
-      }
-      let n = bytes.withUnsafeMutableBytes { buf -> Int in
-        guard let base = buf.baseAddress else { return 0 }
-        return read(fd, base + used, buf.count - used)
-      }
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw Failure(description: systemError(errno))
-      }
-      if n == 0 { break }
-      used += n
-    }
-    bytes.removeSubrange(used...)
-    return bytes
-  }
-
-  static func systemError(_ code: Int32) -> String {
-    String(cString: strerror(code))
   }
 }

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-@testable import VAEDist
+@testable import Formats
 
 final class SafeTensorsTests: XCTestCase {
   private var dir = ""
@@ -23,11 +23,11 @@ final class SafeTensorsTests: XCTestCase {
   private func sampleTensors() -> [SafeTensor] {
     [
       SafeTensor(name: "encoder.0.weight", shape: [2, 3], floats: [1, -2.5, 3.25, 0, -0.0, .pi]),
-      SafeTensor(name: "steps", dtype: "I64", shape: [2], bytes: int64Bytes([7, -1])),
-      SafeTensor(name: "scale", dtype: "F64", shape: [], bytes: withUnsafeBytes(of: (0.125).bitPattern.littleEndian) { Array($0) }),
+      SafeTensor(name: "steps", dtype: .I64, shape: [2], bytes: int64Bytes([7, -1])),
+      SafeTensor(name: "scale", dtype: .F64, shape: [], bytes: withUnsafeBytes(of: (0.125).bitPattern.littleEndian) { Array($0) }),
       SafeTensor(name: "empty", shape: [0, 5], floats: []),
-      SafeTensor(name: "name with \"quotes\", \\ and ü\n", dtype: "U8", shape: [3], bytes: [1, 2, 255]),
-      SafeTensor(name: "empty2", dtype: "F64", shape: [3, 0], bytes: []),
+      SafeTensor(name: "name with \"quotes\", \\ and ü\n", dtype: .U8, shape: [3], bytes: [1, 2, 255]),
+      SafeTensor(name: "empty2", dtype: .F64, shape: [3, 0], bytes: []),
     ]
   }
 
@@ -106,7 +106,7 @@ final class SafeTensorsTests: XCTestCase {
     let small = SafeTensors.encode(
       tensors: [
         SafeTensor(name: "b", shape: [2], floats: [1, 2]),
-        SafeTensor(name: "a", dtype: "I64", shape: [], bytes: int64Bytes([3])),
+        SafeTensor(name: "a", dtype: .I64, shape: [], bytes: int64Bytes([3])),
       ],
       metadata: ["z": "1", "a": "x\"y"])
     let header = String(decoding: small[8..<(small.count - 16)], as: UTF8.self)
@@ -223,7 +223,7 @@ final class SafeTensorsTests: XCTestCase {
     let file = try SafeTensors.decode(
       SafeTensors.encode(tensors: sampleTensors(), metadata: [:]), file: "typed.safetensors")
     XCTAssertThrowsError(try file.floats("steps")) { error in
-      guard case .wrongDtype(_, "steps", "F32", "I64")? = error as? SafeTensorsError else {
+      guard case .wrongDtype(_, "steps", .F32, .I64)? = error as? SafeTensorsError else {
         return XCTFail("unexpected \(error)")
       }
       assertOneLine("\(error)", contains: "typed.safetensors")
@@ -282,6 +282,24 @@ final class SafeTensorsTests: XCTestCase {
       if case .unsupportedDtype(_, "q", "F4") = $0 { return true }
       return false
     }
+    // The message lists every supported tag, sorted, exactly as before DType existed.
+    XCTAssertEqual(
+      SafeTensorsError.unsupportedDtype(file: "m.safetensors", tensor: "q", dtype: "F4").description,
+      #"m.safetensors: tensor "q": unsupported dtype "F4", expected one of BF16, BOOL, C64, F16, F32, F64, "#
+        + "F8_E4M3, F8_E5M2, F8_E8M0, I16, I32, I64, I8, U16, U32, U64, U8")
+  }
+
+  func testDTypeTagsAndSizes() {
+    let sizes: [String: Int] = [
+      "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+      "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+      "I32": 4, "U32": 4, "F32": 4,
+      "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+    ]
+    XCTAssertEqual(Dictionary(uniqueKeysWithValues: DType.allCases.map { ($0.rawValue, $0.size) }), sizes)
+    XCTAssertEqual("\(DType.F8_E4M3)", "F8_E4M3")
+    XCTAssertNil(DType(rawValue: "F4"))
+    XCTAssertNil(DType(rawValue: "f32"))
   }
 
   func testMalformedEntries() {
@@ -337,9 +355,10 @@ final class SafeTensorsTests: XCTestCase {
 
   func testRandomCorruptionNeverTraps() {
     let good = SafeTensors.encode(tensors: sampleTensors(), metadata: sampleMetadata)
-    var rng = SystemRandomNumberGenerator()
+    var rng = SeededRNG(seed: 0x5AFE_7E45)
     var failures = 0
     for i in 0..<3000 {
+      let at = "seed \(rng.seed), iteration \(i)"
       var b = good
       switch i % 4 {
       case 0:
@@ -358,12 +377,12 @@ final class SafeTensorsTests: XCTestCase {
         _ = try SafeTensors.decode(b, file: "fuzz")
       } catch let e as SafeTensorsError {
         failures += 1
-        XCTAssertFalse(e.description.contains("\n"))
+        XCTAssertFalse(e.description.contains("\n"), "\(at): multi-line description: \(e)")
       } catch {
-        XCTFail("untyped error \(error)")
+        XCTFail("\(at): untyped error \(error)")
       }
     }
-    XCTAssertGreaterThan(failures, 1000)
+    XCTAssertGreaterThan(failures, 1000, "seed \(rng.seed)")
   }
 
   // MARK: Checksums
@@ -373,7 +392,7 @@ final class SafeTensorsTests: XCTestCase {
     let sum = SafeTensors.dataChecksum(of: tensors)
     XCTAssertTrue(sum.hasPrefix("crc32:") && sum.count == 14, sum)
     // CRC-32 of "123456789" is cbf43926.
-    XCTAssertEqual(SafeTensors.dataChecksum(of: [SafeTensor(name: "x", dtype: "U8", shape: [9], bytes: Array("123456789".utf8))]),
+    XCTAssertEqual(SafeTensors.dataChecksum(of: [SafeTensor(name: "x", dtype: .U8, shape: [9], bytes: Array("123456789".utf8))]),
                    "crc32:cbf43926")
     var meta = sampleMetadata
     meta["checksum"] = sum
@@ -399,11 +418,11 @@ final class SafeTensorsTests: XCTestCase {
   func testAtomicWriteReplacesExistingFile() throws {
     let path = dir + "/model.safetensors"
     let first = SafeTensors.encode(tensors: sampleTensors(), metadata: ["v": "1"])
-    try SafeTensors.writeAtomically(first, to: path)
+    try FileIO.writeAtomically(first, to: path)
     XCTAssertEqual(try SafeTensors.read(path: path).metadata, ["v": "1"])
     let second = SafeTensors.encode(tensors: Array(sampleTensors().prefix(2)), metadata: ["v": "2"])
-    try SafeTensors.writeAtomically(second, to: path)
-    XCTAssertEqual(try SafeTensors.readFile(path: path), second)
+    try FileIO.writeAtomically(second, to: path)
+    XCTAssertEqual(try FileIO.readAll(path: path), second)
     XCTAssertEqual(try SafeTensors.read(path: path).tensors.count, 2)
     XCTAssertEqual(try directoryEntries(), ["model.safetensors"])
   }
@@ -412,16 +431,16 @@ final class SafeTensorsTests: XCTestCase {
     let old = FileManager.default.currentDirectoryPath
     XCTAssertTrue(FileManager.default.changeCurrentDirectoryPath(dir))
     defer { _ = FileManager.default.changeCurrentDirectoryPath(old) }
-    try SafeTensors.writeAtomically([1, 2, 3], to: "rel.bin")
-    XCTAssertEqual(try SafeTensors.readFile(path: dir + "/rel.bin"), [1, 2, 3])
+    try FileIO.writeAtomically([1, 2, 3], to: "rel.bin")
+    XCTAssertEqual(try FileIO.readAll(path: dir + "/rel.bin"), [1, 2, 3])
     XCTAssertEqual(try directoryEntries(), ["rel.bin"])
   }
 
   func testFailedWriteIntoMissingDirectory() throws {
     let path = dir + "/no/such/dir/model.safetensors"
-    XCTAssertThrowsError(try SafeTensors.writeAtomically([1, 2, 3], to: path)) { error in
-      guard case .io(let file, _)? = error as? SafeTensorsError else { return XCTFail("\(error)") }
-      XCTAssertEqual(file, path)
+    XCTAssertThrowsError(try FileIO.writeAtomically([1, 2, 3], to: path)) { error in
+      guard let e = error as? FileIOError else { return XCTFail("\(error)") }
+      XCTAssertEqual(e.path, path)
       assertOneLine("\(error)", contains: path)
     }
     XCTAssertEqual(try directoryEntries(), [])
@@ -432,12 +451,12 @@ final class SafeTensorsTests: XCTestCase {
     let path = dir + "/model.safetensors"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
     try Data([9, 9]).write(to: URL(fileURLWithPath: path + "/inside"))
-    XCTAssertThrowsError(try SafeTensors.writeAtomically([1, 2, 3], to: path)) { error in
-      guard case .io(path, let detail)? = error as? SafeTensorsError else { return XCTFail("\(error)") }
-      XCTAssertTrue(detail.contains("rename"), detail)
+    XCTAssertThrowsError(try FileIO.writeAtomically([1, 2, 3], to: path)) { error in
+      guard let e = error as? FileIOError, e.path == path else { return XCTFail("\(error)") }
+      XCTAssertTrue(e.detail.contains("rename"), e.detail)
     }
     XCTAssertEqual(try directoryEntries(), ["model.safetensors"])
-    XCTAssertEqual(try SafeTensors.readFile(path: path + "/inside"), [9, 9])
+    XCTAssertEqual(try FileIO.readAll(path: path + "/inside"), [9, 9])
     XCTAssertThrowsError(try SafeTensors.read(path: path)) { error in
       guard case .io(path, _)? = error as? SafeTensorsError else { return XCTFail("\(error)") }
     }
@@ -446,11 +465,11 @@ final class SafeTensorsTests: XCTestCase {
   func testFailedWriteInReadOnlyDirectoryKeepsOldFile() throws {
     guard geteuid() != 0 else { throw XCTSkip("running as root: a read-only directory does not stop writes") }
     let path = dir + "/model.safetensors"
-    try SafeTensors.writeAtomically([1, 2, 3], to: path)
+    try FileIO.writeAtomically([1, 2, 3], to: path)
     XCTAssertEqual(chmod(dir, 0o555), 0)
-    XCTAssertThrowsError(try SafeTensors.writeAtomically([4, 5, 6], to: path))
+    XCTAssertThrowsError(try FileIO.writeAtomically([4, 5, 6], to: path))
     XCTAssertEqual(chmod(dir, 0o755), 0)
-    XCTAssertEqual(try SafeTensors.readFile(path: path), [1, 2, 3])
+    XCTAssertEqual(try FileIO.readAll(path: path), [1, 2, 3])
     XCTAssertEqual(try directoryEntries(), ["model.safetensors"])
   }
 
@@ -474,7 +493,7 @@ final class SafeTensorsTests: XCTestCase {
   func testPythonLoadsSwiftFile() throws {
     try requireSafetensorsPython()
     let path = dir + "/from-swift.safetensors"
-    try SafeTensors.writeAtomically(SafeTensors.encode(tensors: sampleTensors(), metadata: sampleMetadata), to: path)
+    try FileIO.writeAtomically(SafeTensors.encode(tensors: sampleTensors(), metadata: sampleMetadata), to: path)
     let script = """
       import json, sys
       import numpy as np
@@ -529,7 +548,7 @@ final class SafeTensorsTests: XCTestCase {
     XCTAssertEqual(f.metadata, ["format": "pt", "note": "quote \" and ü"])
     XCTAssertEqual(try f.floats("decoder.out.weight", shape: [3, 4]), (0..<12).map { Float($0) * 0.5 - 2 })
     XCTAssertEqual(try f.floats("decoder.out.bias", shape: [3]), [1.5, -0.25, 1e-30])
-    XCTAssertEqual(f.tensor("count")?.dtype, "I64")
+    XCTAssertEqual(f.tensor("count")?.dtype, .I64)
     XCTAssertEqual(f.tensor("count")?.bytes, int64Bytes([1, -2, 3]))
     XCTAssertEqual(f.tensor("scalar")?.shape, [])
     XCTAssertEqual(f.tensor("scalar")?.bytes, withUnsafeBytes(of: (2.5).bitPattern.littleEndian) { Array($0) })

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-@testable import VAEDist
+@testable import Formats
 
 final class PNGTests: XCTestCase {
   private var dir = ""
@@ -137,21 +137,21 @@ final class PNGTests: XCTestCase {
     XCTAssertEqual(d["width"] as? Int, w)
     XCTAssertEqual(d["height"] as? Int, h)
     XCTAssertGreaterThan(d["idat"] as? Int ?? 0, 1)
-    XCTAssertEqual((d["crc"] as? NSNumber)?.uint32Value, SafeTensors.crc32Update(0, pixels))
+    XCTAssertEqual((d["crc"] as? NSNumber)?.uint32Value, CRC32.checksum(pixels))
   }
 
   func testStoredZlibFallbackInflates() throws {
     for size in [0, 1, 65535, 65536, 200_000] {
       let data = (0..<size).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) }
       let path = dir + "/stored-\(size).z"
-      try SafeTensors.writeAtomically(PNG.zlibStored(data), to: path)
+      try FileIO.writeAtomically(PNG.zlibStored(data), to: path)
       let script = "import sys, zlib; d = zlib.decompress(open(sys.argv[1], 'rb').read()); "
         + "print(len(d), zlib.crc32(d) & 0xFFFFFFFF)"
       let r = try Subprocess.python(script, [path])
       guard r.status == 0 || !r.stderr.contains("No such file") else { throw XCTSkip("python3 unavailable") }
       XCTAssertEqual(r.status, 0, r.stderr)
       XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
-                     "\(size) \(SafeTensors.crc32Update(0, data))")
+                     "\(size) \(CRC32.checksum(data))")
     }
   }
 

@@ -116,9 +116,9 @@ public enum PNG {
 
   private static func write(_ bytes: [UInt8], to path: String) throws {
     do {
-      try SafeTensors.writeAtomically(bytes, to: path)
-    } catch let SafeTensorsError.io(_, detail) {
-      throw PNGError.io(file: path, detail: detail)
+      try FileIO.writeAtomically(bytes, to: path)
+    } catch {
+      throw PNGError.io(file: path, detail: error.detail)
     }
   }
 
@@ -173,7 +173,7 @@ public enum PNG {
     appendBigEndian(UInt32(data.count), to: &out)
     out += typeBytes
     out += data
-    let crc = SafeTensors.crc32Update(SafeTensors.crc32Update(0, typeBytes), data)
+    let crc = CRC32.checksum(data, continuing: CRC32.checksum(typeBytes))
     appendBigEndian(crc, to: &out)
   }
 

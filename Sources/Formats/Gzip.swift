@@ -126,23 +126,4 @@ public enum Gzip {
     guard let msg = stream.msg else { return "no detail from zlib" }
     return String(cString: msg)
   }
-
-  /// CRC-32 (the zlib / gzip / PNG polynomial) of `bytes`, continuing from `crc`
-  /// (start with 0). Works on buffers larger than 4 GiB by feeding zlib in chunks.
-  public static func crc32(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 {
-    bytes.withUnsafeBufferPointer { crc32(UnsafeRawBufferPointer($0), continuing: crc) }
-  }
-
-  /// CRC-32 of raw memory, continuing from `crc` (start with 0).
-  public static func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
-    var value = UInt(crc)
-    guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return crc }
-    var offset = 0
-    while offset < bytes.count {
-      let n = min(bytes.count - offset, 1 << 30)
-      value = CZlib.crc32(value, base + offset, UInt32(n))
-      offset += n
-    }
-    return UInt32(truncatingIfNeeded: value)
-  }
 }
