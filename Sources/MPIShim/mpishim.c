@@ -148,15 +148,6 @@ void vae_mpi_abort(int code) {
 
 double vae_mpi_wtime(void) { return MPI_Wtime(); }
 
-int vae_mpi_processor_name(char *buf, int len) {
-  char name[MPI_MAX_PROCESSOR_NAME];
-  int n = 0;
-  int rc = MPI_Get_processor_name(name, &n);
-  if (rc != MPI_SUCCESS) return rc;
-  snprintf(buf, (size_t)len, "%.*s", n, name);
-  return MPI_SUCCESS;
-}
-
 void vae_mpi_error_string(int code, char *buf, int len) {
   char s[MPI_MAX_ERROR_STRING];
   int n = 0;

@@ -122,7 +122,52 @@ public enum Checkpoint {
   /// As `load(path:)`, from bytes already read (e.g. broadcast by rank 0).
   public static func load(bytes: [UInt8], path: String) throws -> LoadedCheckpoint {
     let file = try SafeTensors.decode(bytes, file: path)
-    let meta = file.metadata
+    let meta = MetadataReader(meta: file.metadata, path: path)
+    guard try meta.field("format") == format else {
+      throw CheckpointError.badMetadata(file: path, field: "format", expected: "'\(format)'")
+    }
+    let model = try parseModelJSON(try meta.field("model"), file: path)
+    var crc: UInt32 = 0
+    for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
+    let stored = try meta.field("tensor_crc32")
+    guard stored == String(crc) else {
+      throw SafeTensorsError.checksumMismatch(file: path, expected: stored, actual: String(crc))
+    }
+    let layout = model.layout
+    guard let params = try arena(file, "", layout: layout, required: true) else {
+      throw SafeTensorsError.missingTensor(file: path, tensor: layout.specs[0].name)
+    }
+    let m = try arena(file, "adam.m.", layout: layout, required: false)
+    let v = m == nil ? nil : try arena(file, "adam.v.", layout: layout, required: true)
+    return LoadedCheckpoint(
+      path: path, model: model, params: params, adamM: m, adamV: v, state: try meta.state(),
+      configYAML: file.metadata["config"] ?? "", file: file)
+  }
+
+  /// The tensors `prefix` + each name of `layout` as one arena: all present (nil when not
+  /// `required` and the first is absent), F32, of the layout's shapes.
+  static func arena(_ file: SafeTensorsFile, _ prefix: String, layout: ParameterLayout, required: Bool) throws -> Arena? {
+    if !required, file.tensor(prefix + layout.specs[0].name) == nil { return nil }
+    let a = Arena(layout: layout)
+    for spec in layout.specs {
+      let name = prefix + spec.name
+      guard let t = file.tensor(name) else { throw SafeTensorsError.missingTensor(file: file.file, tensor: name) }
+      guard t.dtype == .F32 else {
+        throw SafeTensorsError.wrongDtype(file: file.file, tensor: name, expected: .F32, found: t.dtype)
+      }
+      guard t.shape == spec.shape else {
+        throw SafeTensorsError.shapeMismatch(file: file.file, tensor: name, expected: spec.shape, found: t.shape)
+      }
+      a.setValues(named: spec.name, try file.floats(name))
+    }
+    return a
+  }
+
+  /// Typed reads of the string metadata, each error naming the field.
+  struct MetadataReader {
+    let meta: [String: String]
+    let path: String
+
     func field(_ k: String) throws -> String {
       guard let v = meta[k] else { throw CheckpointError.badMetadata(file: path, field: k, expected: "present") }
       return v
@@ -139,54 +184,19 @@ public enum Checkpoint {
       }
       return v
     }
-    guard try field("format") == format else {
-      throw CheckpointError.badMetadata(file: path, field: "format", expected: "'\(format)'")
-    }
-    let model = try parseModelJSON(try field("model"), file: path)
-    var crc: UInt32 = 0
-    for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
-    let stored = try field("tensor_crc32")
-    guard stored == String(crc) else {
-      throw SafeTensorsError.checksumMismatch(file: path, expected: stored, actual: String(crc))
-    }
-    let layout = model.layout
-    func arena(_ prefix: String, required: Bool) throws -> Arena? {
-      if !required, file.tensor(prefix + layout.specs[0].name) == nil { return nil }
-      let a = Arena(layout: layout)
-      for (i, spec) in layout.specs.enumerated() {
-        let name = prefix + spec.name
-        guard let t = file.tensor(name) else { throw SafeTensorsError.missingTensor(file: path, tensor: name) }
-        guard t.dtype == .F32 else {
-          throw SafeTensorsError.wrongDtype(file: path, tensor: name, expected: .F32, found: t.dtype)
-        }
-        guard t.shape == spec.shape else {
-          throw SafeTensorsError.shapeMismatch(file: path, tensor: name, expected: spec.shape, found: t.shape)
-        }
-        let values = try file.floats(name)
-        a.setValues(named: layout.specs[i].name, values)
+    func state() throws -> TrainingState {
+      guard let seed = UInt64(try field("seed")) else {
+        throw CheckpointError.badMetadata(file: path, field: "seed", expected: "an unsigned integer")
       }
-      return a
+      guard let dataChecksum = UInt32(try field("data_checksum")) else {
+        throw CheckpointError.badMetadata(file: path, field: "data_checksum", expected: "a CRC-32")
+      }
+      return TrainingState(
+        step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: try int("world_size"),
+        globalBatch: try int("global_batch"), adamStep: try int("adam_step"), dataChecksum: dataChecksum,
+        windowRecon: try double("window_recon"), windowKL: try double("window_kl"),
+        windowCount: try int("window_count"))
     }
-    guard let params = try arena("", required: true) else {
-      throw SafeTensorsError.missingTensor(file: path, tensor: layout.specs[0].name)
-    }
-    let m = try arena("adam.m.", required: false)
-    let v = m == nil ? nil : try arena("adam.v.", required: true)
-    guard let seed = UInt64(try field("seed")) else {
-      throw CheckpointError.badMetadata(file: path, field: "seed", expected: "an unsigned integer")
-    }
-    guard let dataChecksum = UInt32(try field("data_checksum")) else {
-      throw CheckpointError.badMetadata(file: path, field: "data_checksum", expected: "a CRC-32")
-    }
-    let state = TrainingState(
-      step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: try int("world_size"),
-      globalBatch: try int("global_batch"), adamStep: try int("adam_step"),
-      dataChecksum: dataChecksum,
-      windowRecon: try double("window_recon"), windowKL: try double("window_kl"),
-      windowCount: try int("window_count"))
-    return LoadedCheckpoint(
-      path: path, model: model, params: params, adamM: m, adamV: v, state: state,
-      configYAML: meta["config"] ?? "", file: file)
   }
 
   /// Parses the `model` metadata JSON back into a `ModelConfig`, checking every field against

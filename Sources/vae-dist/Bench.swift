@@ -50,9 +50,19 @@ struct Bench: ParsableCommand {
                               output: OutputOptions(quiet: true),
                               parallel: step.parallel, meter: meter)
     for _ in 0..<warmup { try trainer.trainStep() }
-    var rates: [Double] = []
-    var shares: [Double] = []
-    var waits: [Double] = []
+    let blocks = try timedBlocks(trainer, meter: meter)
+    if profile { try printProfile(trainer) }
+    guard comm.isRoot else { return }
+    let order = blocks.indices.sorted { blocks[$0].rate < blocks[$1].rate }
+    report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size)
+  }
+
+  /// One timed block: steps/s, and the shares of a step spent exchanging and waiting.
+  typealias Block = (rate: Double, share: Double, wait: Double)
+
+  func timedBlocks(_ trainer: Trainer, meter: StepMeter) throws -> [Block] {
+    let comm = trainer.comm
+    var blocks: [Block] = []
     for _ in 0..<repeats {
       try comm.barrier()
       meter.reset()
@@ -62,38 +72,36 @@ struct Bench: ParsableCommand {
       // Ranks synchronise every step (allreduce), so rank 0's time is the job's; the share
       // of time in collectives is averaged over ranks.
       let sums = try comm.allreduceSum([meter.exchangeSeconds / dt, meter.waitSeconds / dt])
-      rates.append(Double(steps) / dt)
-      shares.append(sums[0] / Double(comm.size))
-      waits.append(sums[1] / Double(comm.size))
+      blocks.append((Double(steps) / dt, sums[0] / Double(comm.size), sums[1] / Double(comm.size)))
     }
-    if profile {
-      var phases: [String: Double] = [:]
-      for _ in 0..<steps { try trainer.profiledStep(&phases) }
-      // Every rank's phases, printed by rank 0 in rank order (imbalance shows as "wait").
-      let keys = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
-      var table = [Double](repeating: 0, count: keys.count * comm.size)
-      for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
-      table = try comm.allreduceSum(table)
-      if comm.isRoot {
-        for (i, k) in keys.enumerated() {
-          let perRank = (0..<comm.size).map { String(format: "%7.3f", 1000 * table[$0 * keys.count + i] / Double(steps)) }
-          Console.out(String(format: "  %-12@", k as NSString) + perRank.joined(separator: " ") + " ms/step")
-        }
-      }
-    }
+    return blocks
+  }
+
+  /// Every rank's phases, printed by rank 0 in rank order (imbalance shows as "wait").
+  func printProfile(_ trainer: Trainer) throws {
+    let comm = trainer.comm
+    var phases: [String: Double] = [:]
+    for _ in 0..<steps { try trainer.profiledStep(&phases) }
+    let keys = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
+    var table = [Double](repeating: 0, count: keys.count * comm.size)
+    for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
+    table = try comm.allreduceSum(table)
     guard comm.isRoot else { return }
-    let order = rates.indices.sorted { rates[$0] < rates[$1] }
-    let mid = order[order.count / 2]
-    let median = rates[mid]
-    let share = shares[mid]
-    let wait = waits[mid]
+    for (i, k) in keys.enumerated() {
+      let perRank = (0..<comm.size).map { String(format: "%7.3f", 1000 * table[$0 * keys.count + i] / Double(steps)) }
+      Console.out(String(format: "  %-12@", k as NSString) + perRank.joined(separator: " ") + " ms/step")
+    }
+  }
+
+  func report(_ b: Block, all rates: [Double], config c: RunConfig, ranks: Int) {
+    let (median, share, wait) = b
     let sps = median * Double(c.batch)
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
     if json {
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(comm.size), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
     } else {
       Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in the gradient exchange, %.1f%% waiting for the slowest rank (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
-                         config, BLASInfo.coreName, BLASInfo.threads, comm.size, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
+                         config, BLASInfo.coreName, BLASInfo.threads, ranks, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
     }
   }
 }

@@ -385,30 +385,6 @@ final class SafeTensorsTests: XCTestCase {
     XCTAssertGreaterThan(failures, 1000, "seed \(rng.seed)")
   }
 
-  // MARK: Checksums
-
-  func testDataChecksum() throws {
-    let tensors = sampleTensors()
-    let sum = SafeTensors.dataChecksum(of: tensors)
-    XCTAssertTrue(sum.hasPrefix("crc32:") && sum.count == 14, sum)
-    // CRC-32 of "123456789" is cbf43926.
-    XCTAssertEqual(SafeTensors.dataChecksum(of: [SafeTensor(name: "x", dtype: .U8, shape: [9], bytes: Array("123456789".utf8))]),
-                   "crc32:cbf43926")
-    var meta = sampleMetadata
-    meta["checksum"] = sum
-    var bytes = SafeTensors.encode(tensors: tensors, metadata: meta)
-    XCTAssertNoThrow(try SafeTensors.decode(bytes, file: "ok").verifyChecksum())
-    bytes[bytes.count - 4] ^= 1  // flip a bit in the data block
-    let bad = try SafeTensors.decode(bytes, file: "flipped.safetensors")
-    XCTAssertThrowsError(try bad.verifyChecksum()) { error in
-      guard case .checksumMismatch(_, sum, _)? = error as? SafeTensorsError else { return XCTFail("\(error)") }
-      assertOneLine("\(error)", contains: "flipped.safetensors")
-    }
-    XCTAssertThrowsError(try SafeTensorsFile(tensors: [], metadata: [:], file: "m").verifyChecksum()) { error in
-      guard case .badMetadata(_, "checksum", _)? = error as? SafeTensorsError else { return XCTFail("\(error)") }
-    }
-  }
-
   // MARK: Files
 
   private func directoryEntries() throws -> [String] {

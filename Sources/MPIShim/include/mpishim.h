@@ -32,7 +32,6 @@ int vae_mpi_barrier(void);
 /* Prints nothing; ends every rank of the job with `code`. */
 void vae_mpi_abort(int code);
 double vae_mpi_wtime(void);
-int vae_mpi_processor_name(char *buf, int len);
 void vae_mpi_error_string(int code, char *buf, int len);
 
 /* Intra-node shared-memory exchange (MPI-3 shared windows), used when every rank runs on one
