@@ -1,5 +1,5 @@
 /// Counter-based randomness: every draw is a pure function of
-/// `(seed, purpose, epoch, index)` (DESIGN.md §1). A `CounterRNG` holds only the seed; asking it
+/// `(seed, purpose, epoch, index)` (docs/ARCHITECTURE.md §1). A `CounterRNG` holds only the seed; asking it
 /// for a `stream` keyed by the other three values gives a small SplitMix64 generator whose
 /// state is a hash of the key. Nothing is carried from one draw to the next across examples, so
 /// the shuffle, the binarisation and the noise of an example do not depend on the number of

@@ -62,7 +62,7 @@ public enum CheckpointError: Error, CustomStringConvertible {
   }
 }
 
-/// safetensors checkpoints (DESIGN.md §4): tensors named like a PyTorch module, Adam moments
+/// safetensors checkpoints (docs/ARCHITECTURE.md §4): tensors named like a PyTorch module, Adam moments
 /// as `adam.m.<name>` / `adam.v.<name>`, metadata `format: vae-dist/1`, atomic writes.
 public enum Checkpoint {
   public static let format = "vae-dist/1"

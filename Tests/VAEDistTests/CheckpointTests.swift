@@ -104,7 +104,7 @@ final class CheckpointTests: XCTestCase {
     XCTAssertEqual(c.adamV.map(bits), bits(adam.v))
     XCTAssertEqual(c.params.layout, model.layout)
 
-    // Names, order and metadata as documented (DESIGN.md §4).
+    // Names, order and metadata as documented (docs/ARCHITECTURE.md §4).
     let f = try SafeTensors.read(path: path)
     let names = model.layout.specs.map(\.name)
     XCTAssertEqual(f.tensors.map(\.name), names + names.map { "adam.m." + $0 } + names.map { "adam.v." + $0 })
