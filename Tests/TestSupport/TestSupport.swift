@@ -138,8 +138,15 @@ public enum Subprocess {
       stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "", seconds: seconds)
   }
 
-  /// `python3 -c script args…`.
+  /// The Python the tests use: $VAE_DIST_PYTHON (scripts/test sets it to the project's venv),
+  /// else python3 on the PATH.
+  public static var pythonCommand: [String] {
+    if let p = ProcessInfo.processInfo.environment["VAE_DIST_PYTHON"], !p.isEmpty { return [p] }
+    return ["/usr/bin/env", "python3"]
+  }
+
+  /// `python -c script args…` with `pythonCommand`.
   public static func python(_ script: String, _ args: [String]) throws -> Result {
-    try run(["/usr/bin/env", "python3", "-c", script] + args)
+    try run(pythonCommand + ["-c", script] + args)
   }
 }

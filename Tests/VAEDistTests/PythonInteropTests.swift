@@ -32,7 +32,7 @@ final class PythonInteropTests: XCTestCase {
   }
 
   private func requirePython() throws {
-    let r = try Subprocess.run(["/usr/bin/env", "python3", "-c", "import numpy, safetensors.numpy"])
+    let r = try Subprocess.run(Subprocess.pythonCommand + ["-c", "import numpy, safetensors.numpy"])
     if r.status != 0 {
       throw XCTSkip("python3 with numpy and safetensors is not available: \(r.stderr.prefix(300))")
     }
@@ -78,7 +78,7 @@ final class PythonInteropTests: XCTestCase {
     let mnist = dataDir + "/mnist/" + DatasetRegistry.testImagesFile
     let images = FileManager.default.fileExists(atPath: mnist) ? mnist : mnist + ".gz"
     let script = TT.packageRoot + "/Tests/python/numpy_elbo.py"
-    let py = try Subprocess.run(["/usr/bin/env", "python3", script, checkpoint, images, "100"])
+    let py = try Subprocess.run(Subprocess.pythonCommand + [script, checkpoint, images, "100"])
     XCTAssertEqual(py.status, 0, "numpy_elbo.py failed: \(py.stderr)")
     let pyJSON = try XCTUnwrap(
       try JSONSerialization.jsonObject(with: Data(py.stdout.utf8)) as? [String: Any], "python: \(py.stdout)")

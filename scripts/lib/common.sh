@@ -43,14 +43,33 @@ ensure_fashion_mnist() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || true
 }
 
-# Python packages for the interop tests (safetensors + NumPy), best effort.
-ensure_python_packages() {
+# The project's Python tools live in a venv ($VAE_DIST_VENV, default <repo>/.venv), never in the
+# system Python: NumPy + safetensors (interop tests), matplotlib (plots, figures), TensorBoard
+# (event-file tests), and PyTorch's CPU wheel where a local wheel directory has it
+# ($VAE_DIST_WHEELS, default /opt/wheels; a plain `pip install torch` pulls gigabytes of CUDA).
+# Best effort: what cannot be installed makes the tests that need it skip, saying why. Exports
+# VAE_DIST_PYTHON, which the tests and scripts use.
+ensure_python_venv() {
   command -v python3 >/dev/null 2>&1 || return 0
-  python3 -c "import numpy, safetensors.numpy" 2>/dev/null && return 0
-  say "installing Python packages numpy and safetensors"
-  python3 -m pip install --quiet numpy safetensors 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages numpy safetensors ||
-    echo "warning: could not pip install numpy/safetensors; the Python interop tests will be skipped" >&2
+  local venv=${VAE_DIST_VENV:-$ROOT/.venv}
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating the Python venv $venv"
+    python3 -m venv "$venv" >/dev/null 2>&1 || { echo "warning: python3 -m venv failed; Python tests will be skipped" >&2; return 0; }
+  fi
+  export VAE_DIST_PYTHON=$venv/bin/python
+  local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+  "$VAE_DIST_PYTHON" -c "import numpy, safetensors" 2>/dev/null ||
+    { say "installing numpy and safetensors into $venv"; "${pip[@]}" numpy safetensors || echo "warning: numpy/safetensors not installed" >&2; }
+  "$VAE_DIST_PYTHON" -c "import matplotlib" 2>/dev/null ||
+    { say "installing matplotlib into $venv"; "${pip[@]}" matplotlib || echo "warning: matplotlib not installed" >&2; }
+  "$VAE_DIST_PYTHON" -c "import tensorboard" 2>/dev/null ||
+    { say "installing tensorboard into $venv"; "${pip[@]}" tensorboard || echo "warning: tensorboard not installed" >&2; }
+  local wheels=${VAE_DIST_WHEELS:-/opt/wheels}
+  if ! "$VAE_DIST_PYTHON" -c "import torch" 2>/dev/null && ls "$wheels"/torch-*.whl >/dev/null 2>&1; then
+    say "installing PyTorch (CPU) from $wheels into $venv"
+    "${pip[@]}" --find-links "$wheels" "torch==2.13.0+cpu" || echo "warning: torch not installed; its tests will be skipped" >&2
+  fi
+  "$VAE_DIST_PYTHON" -c "import vae_dist" 2>/dev/null || "${pip[@]}" -e "$ROOT/python" >/dev/null 2>&1 || true
 }
 
 # OPENBLAS_CORETYPE: an explicit setting always wins. When unset and OpenBLAS would fall back
