@@ -20,7 +20,7 @@ final class Progress {
     guard !options.quiet else { return }
     let remaining = Double(remainingSamples) / max(samplesPerSecond, 1)
     let text =
-      "epoch \(epoch + 1)/\(epochs) step \(step)/\(totalSteps) loss \(fmt(loss)) \(Int(samplesPerSecond)) samples/s ETA \(duration(remaining))"
+      "epoch \(epoch)/\(epochs) step \(step)/\(totalSteps) loss \(fmt(loss)) \(Int(samplesPerSecond)) samples/s ETA \(duration(remaining))"
     if options.terminal {
       Console.raw("\r\u{1B}[K" + text)
     } else if elapsed - lastPrint >= 10 || step == totalSteps {

@@ -49,6 +49,9 @@ public final class Trainer {
   var replicas: ReplicaCheck { ReplicaCheck(comm: comm) }
   /// Sums of this rank's loss terms since the last metrics line.
   var window = (recon: 0.0, kl: 0.0, count: 0)
+  /// Σ g² of the averaged gradient this rank handed to Adam at the last step that measured it
+  /// (the step before a metrics line): its shard when sharded, the whole gradient otherwise.
+  var gradientSquares = 0.0
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
 
@@ -164,20 +167,35 @@ public final class Trainer {
     timer?.lap("wait")
     let scale = 1 / Float(config.batch)
     var adamSeconds = 0.0
+    let measureNorm = (step + 1) % config.logEvery == 0 || step + 1 == totalSteps
+    var squares = 0.0
     adam.beginStep()
     let seconds = try comm.exchange(
       gradients: model.grads.data, parameters: model.params.data, shards: adamShards
     ) { range, g in
       let a = timer == nil ? 0 : comm.wallTime()
+      if measureNorm { squares += sumOfSquares(g, range.count) }
       adam.apply(params: model.params, gradients: g, range: range, scale: scale)
       if timer != nil { adamSeconds += comm.wallTime() - a }
     }
+    if measureNorm { gradientSquares = squares * Double(scale) * Double(scale) }
     meter.add(exchange: seconds)
     timer?.lap("allreduce")
     timer?.move(adamSeconds, from: "allreduce", to: "adam")
     step += 1
     return terms
   }
+
+  /// Σ x² over `n` values, in Double.
+  func sumOfSquares(_ g: UnsafePointer<Float>, _ n: Int) -> Double {
+    var s = 0.0
+    for i in 0..<n { s += Double(g[i]) * Double(g[i]) }
+    return s
+  }
+
+  /// The epoch a run that has done `steps` steps is in, counted from 1 (0 before the first
+  /// step): what the progress line, metrics.jsonl and checkpoints (`vae-dist info`) all say.
+  func epochNumber(afterSteps steps: Int) -> Int { steps == 0 ? 0 : (steps - 1) / batcher.stepsPerEpoch + 1 }
 
   /// Rows `rows` of global batch `step`: pixels (binarised as configured) and noise ε, each a
   /// pure function of (seed, epoch, example index).

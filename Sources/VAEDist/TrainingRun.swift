@@ -6,9 +6,13 @@ import VAEData
 /// The run around the step: start-up agreement, resume, the loop with its periodic duties
 /// (metrics, held-out ELBO, replica checks, checkpoints), and the final evaluation and save.
 extension Trainer {
-  public func run(resume: ResumeMode) throws -> TrainSummary {
+  /// `initialWeights`: a fresh run starts from this safetensors file's model tensors (any file
+  /// with the model's tensor names and shapes, e.g. PyTorch's `save_file(model.state_dict())`)
+  /// instead of the seeded initialisation; Adam's moments start at zero.
+  public func run(resume: ResumeMode, initialWeights: String? = nil) throws -> TrainSummary {
     try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: model.params.count)
     try restoreOrCheckFresh(resume: resume)
+    if let initialWeights, resume == .none { try loadInitialWeights(initialWeights) }
     try replicas.checkParameters(model.params, what: "initial parameters")  // fresh or restored
     if comm.isRoot {
       try files.create()
@@ -50,7 +54,7 @@ extension Trainer {
 
   /// What happens after step `step` (1-based count of steps done) when it is due.
   func duties(_ clock: inout RunClock) throws {
-    let epoch = (step - 1) / batcher.stepsPerEpoch
+    let epoch = epochNumber(afterSteps: step)
     if step % config.logEvery == 0 || step == totalSteps { try logWindow(epoch: epoch, &clock) }
     if config.evalEvery > 0 && step % config.evalEvery == 0 && step < totalSteps {
       try logEvaluation(try evaluate(), epoch: epoch, elapsed: clock.elapsed)
@@ -71,7 +75,9 @@ extension Trainer {
 
   /// The metrics line of the steps since the last one: loss terms summed over ranks.
   func logWindow(epoch: Int, _ clock: inout RunClock) throws {
-    let sums = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+    // The gradient norm: shards add up; whole copies count once (rank 0's).
+    let squares = adamShards != nil || comm.isRoot ? gradientSquares : 0
+    let sums = try comm.allreduceSum([window.recon, window.kl, Double(window.count), squares])
     let now = Date()
     let steps = step - clock.windowStep
     let sps = Double(config.batch * steps) / max(now.timeIntervalSince(clock.windowStart), 1e-9)
@@ -81,13 +87,14 @@ extension Trainer {
       files.appendMetrics([
         ("step", "\(step)"), ("epoch", "\(epoch)"), ("loss", json(recon + kl)),
         ("recon", json(recon)), ("kl", json(kl)), ("world_size", "\(comm.size)"),
+        ("lr", json(Double(config.adam.lr))), ("grad_norm", json(sums[3].squareRoot())),
         ("samples_per_sec", json(sps.rounded())),
         ("allreduce_ms", json((meter.exchangeSeconds / Double(steps) * 1e6).rounded() / 1000)),
         ("time_s", json((elapsed * 1000).rounded() / 1000)),
+        ("wall_time", json((now.timeIntervalSince1970 * 1000).rounded() / 1000)),
       ])
-      let spe = batcher.stepsPerEpoch
       progress.step(
-        step: step, totalSteps: totalSteps, epoch: epoch, epochs: (totalSteps + spe - 1) / spe,
+        step: step, totalSteps: totalSteps, epoch: epoch, epochs: epochNumber(afterSteps: totalSteps),
         loss: recon + kl, samplesPerSecond: sps, remainingSamples: (totalSteps - step) * config.batch,
         elapsed: elapsed)
     }
@@ -102,6 +109,7 @@ extension Trainer {
       ("step", "\(step)"), ("epoch", "\(epoch)"), ("test_elbo", json(e.elbo)),
       ("test_recon", json(e.recon)), ("test_kl", json(e.kl)),
       ("time_s", json((elapsed * 1000).rounded() / 1000)),
+      ("wall_time", json((Date().timeIntervalSince1970 * 1000).rounded() / 1000)),
     ])
     progress.evaluation(step: step, elbo: e.elbo, recon: e.recon, kl: e.kl)
   }
@@ -120,7 +128,7 @@ extension Trainer {
   func finish(_ clock: RunClock) throws -> TrainSummary {
     let elapsed = clock.elapsed
     let e = try evaluate()
-    try logEvaluation(e, epoch: max(step - 1, 0) / batcher.stepsPerEpoch, elapsed: elapsed)
+    try logEvaluation(e, epoch: epochNumber(afterSteps: step), elapsed: elapsed)
     try replicas.checkParameters(model.params, what: "final parameters")
     let moments = try gatherMoments()
     if comm.isRoot, let moments {
@@ -146,7 +154,7 @@ extension Trainer {
   /// `window`: the metrics window's sums over all ranks (recon, kl, count).
   func saveCheckpoint(path: String, window w: [Double], moments: (m: Arena, v: Arena)) throws {
     let state = TrainingState(
-      step: step, epoch: step / batcher.stepsPerEpoch, seed: config.seed, worldSize: comm.size,
+      step: step, epoch: epochNumber(afterSteps: step), seed: config.seed, worldSize: comm.size,
       globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
       windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
     try Checkpoint.save(
@@ -194,6 +202,17 @@ extension Trainer {
     try comm.broadcast(&bytes, root: 0)
     if bytes.isEmpty { return }
     try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
+  }
+
+  /// Rank 0 reads and checks the weights, every rank gets its bytes (no shared file system
+  /// needed), and the parameters are replaced before the first step.
+  func loadInitialWeights(_ path: String) throws {
+    var bytes: [UInt8] = comm.isRoot ? try FileIO.readAll(path: path) : []
+    try comm.broadcast(&bytes, root: 0)
+    let file = try SafeTensors.decode(bytes, file: path)
+    guard let weights = try Checkpoint.arena(file, "", layout: model.params.layout, required: true) else { return }
+    try writeParameters { model.params.copy(from: weights) }
+    progress.line("initial weights from \(path)")
   }
 
   func restore(_ c: LoadedCheckpoint) throws {

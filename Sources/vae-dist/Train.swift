@@ -44,6 +44,10 @@ struct Train: ParsableCommand {
     "'auto' continues from the newest valid checkpoint in --out; or a checkpoint file.",
     valueName: "auto|path"))
   var resume: ResumeMode?
+  @Option(name: .customLong("init"), help: ArgumentHelp(
+    "Start a new run from these weights instead of the seeded initialisation: a safetensors file with the model's tensor names and shapes (a vae-dist checkpoint, or PyTorch's safetensors.torch.save_file(model.state_dict())); Adam starts fresh.",
+    valueName: "file.safetensors"))
+  var initFrom: String?
   @OptionGroup var step: StepOptions
   @Flag(name: .long, help: "Print only the final result.")
   var quiet = false
@@ -66,6 +70,12 @@ struct Train: ParsableCommand {
     if epochs != nil && steps != nil { throw ValidationError("--epochs and --steps: give one of them, not both") }
     if let lr, ConfigSchema.key("train.lr").rule.check(lr) == nil {
       throw ValidationError("--lr: expected \(ConfigSchema.key("train.lr").rule.expected), got \(lr)")
+    }
+    if initFrom != nil && resume != nil {
+      throw ValidationError("--init and --resume: --init starts a new run, --resume continues one; give one of them")
+    }
+    if let p = initFrom, !FileManager.default.fileExists(atPath: p) {
+      throw ValidationError("--init: \(p) does not exist")
     }
     if case .path(let p)? = resume, !FileManager.default.fileExists(atPath: p) {
       throw ValidationError("--resume: \(p) does not exist (give 'auto' or a checkpoint file)")
@@ -100,7 +110,7 @@ struct Train: ParsableCommand {
     if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)
-    let s = try trainer.run(resume: resume ?? ResumeMode.none)
+    let s = try trainer.run(resume: resume ?? ResumeMode.none, initialWeights: initFrom)
     defer { comm.finalize() }
     if comm.isRoot {
       Console.out(

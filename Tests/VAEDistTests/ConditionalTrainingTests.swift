@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import XCTest
 
@@ -77,5 +78,62 @@ final class ConditionalTrainingTests: XCTestCase {
     let init0 = VAEModel(config: Self.config(.cvae).model, maxBatch: 1)
     init0.initialise(rng: CounterRNG(seed: 11))
     XCTAssertNotEqual(Array(a[cond]), Array(init0.params.toArray()[cond]), "the condition tower must train")
+  }
+
+  /// metrics.jsonl's grad_norm is the L2 norm of the batch-averaged gradient of the logged
+  /// step (before weight decay), lr the learning rate, wall_time a Unix time, and epochs count
+  /// from 1 the same way in metrics and checkpoints.
+  func testMetricsCarryGradientNormLearningRateAndTime() throws {
+    var c = TT.tinyConfig(steps: 1, checkpointEvery: 0)
+    c.logEvery = 1
+    let dir = root + "/norm"
+    let before = Date().timeIntervalSince1970
+    try TT.train(c, dir: dir)
+    let line = try XCTUnwrap(try TT.metricsLines(dir).first { $0["loss"] != nil })
+    // The same first step by hand: batch 0's rows and noise, forward, backward, then the norm.
+    let probe = try TT.trainer(c, dir: root + "/probe")
+    probe.loadBatch(0..<c.batch)
+    probe.model.loss(x: UnsafePointer(probe.x.ptr), eps: UnsafePointer(probe.eps.ptr), batch: c.batch)
+    probe.model.backward()
+    let norm = probe.model.grads.toArray().reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() / Double(c.batch)
+    let logged = try XCTUnwrap(line["grad_norm"] as? Double)
+    XCTAssertEqual(logged, norm, accuracy: 1e-6 * norm)
+    XCTAssertGreaterThan(norm, 0)
+    XCTAssertEqual(try XCTUnwrap(line["lr"] as? Double), Double(c.adam.lr), accuracy: 1e-12)
+    let wall = try XCTUnwrap(line["wall_time"] as? Double)
+    XCTAssertTrue(wall >= before - 1 && wall <= Date().timeIntervalSince1970 + 1, "\(wall)")
+    XCTAssertEqual(line["epoch"] as? Int, 1)
+    XCTAssertEqual(try Checkpoint.load(path: dir + "/final.safetensors").state.epoch, 1)
+  }
+
+  /// --init: a weights-only safetensors file (as PyTorch's save_file writes) replaces the
+  /// initialisation; a missing or mis-shaped tensor is a one-line error naming it.
+  func testInitialWeightsFromAWeightsOnlyFile() throws {
+    let a = root + "/a"
+    try TT.train(TT.tinyConfig(steps: 10, checkpointEvery: 0), dir: a)
+    let trained = try Checkpoint.load(path: a + "/final.safetensors")
+    let layout = trained.params.layout
+    func write(_ tensors: [SafeTensor], _ name: String) throws -> String {
+      let path = root + "/" + name
+      try FileIO.writeAtomically(SafeTensors.encode(tensors: tensors, metadata: [:]), to: path)
+      return path
+    }
+    let all = layout.specs.map { SafeTensor(name: $0.name, shape: $0.shape, floats: trained.params.values(named: $0.name)!) }
+    let weights = try write(all.reversed(), "weights.safetensors")  // any order
+    let t = try TT.trainer(TT.tinyConfig(steps: 10, checkpointEvery: 0), dir: root + "/b")
+    XCTAssertNotEqual(t.model.params.toArray(), trained.params.toArray())
+    try t.loadInitialWeights(weights)
+    XCTAssertEqual(t.model.params.toArray(), trained.params.toArray())
+    XCTAssertEqual(t.adam.step, 0)
+    let missing = try write(Array(all.dropLast()), "missing.safetensors")
+    XCTAssertThrowsError(try TT.trainer(TT.tinyConfig(), dir: root + "/c").loadInitialWeights(missing)) {
+      XCTAssertTrue("\($0)".contains("missing.safetensors") && "\($0)".contains(layout.specs.last!.name), "\($0)")
+    }
+    var bad = all
+    bad[0] = SafeTensor(name: all[0].name, shape: [1, all[0].shape.reduce(1, *)], floats: trained.params.values(named: all[0].name)!)
+    let shaped = try write(bad, "shaped.safetensors")
+    XCTAssertThrowsError(try TT.trainer(TT.tinyConfig(), dir: root + "/d").loadInitialWeights(shaped)) {
+      XCTAssertTrue("\($0)".contains(all[0].name) && "\($0)".contains("shape"), "\($0)")
+    }
   }
 }

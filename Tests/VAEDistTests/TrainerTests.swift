@@ -73,9 +73,17 @@ enum TT {
   }
 
   /// Fields of metrics.jsonl that measure wall-clock time (they differ between identical runs).
-  static let timingFields = ["samples_per_sec", "time_s", "allreduce_ms"]
+  static let timingFields = ["samples_per_sec", "time_s", "allreduce_ms", "wall_time"]
 
   /// metrics.jsonl as parsed objects with the wall-clock fields removed, in file order.
+  /// The lines of a run's metrics.jsonl as dictionaries.
+  static func metricsLines(_ dir: String) throws -> [[String: Any]] {
+    let text = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)
+    return text.split(separator: "\n").compactMap {
+      try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
+  }
+
   static func metricsWithoutTiming(_ dir: String) throws -> [NSDictionary] {
     let text = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)
     return try text.split(separator: "\n").map { line in
