@@ -49,11 +49,16 @@ public struct LoadedCheckpoint {
 }
 
 public enum CheckpointError: Error, CustomStringConvertible {
+  /// A safetensors file without vae-dist's `format` metadata (e.g. written by PyTorch, or by
+  /// `vae-dist export`): weights, but no training state.
+  case notACheckpoint(file: String, format: String?)
   case badMetadata(file: String, field: String, expected: String)
   case mismatch(file: String, field: String, checkpoint: String, run: String)
 
   public var description: String {
     switch self {
+    case .notACheckpoint(let file, let format):
+      "\(file): not a vae-dist checkpoint (metadata 'format' is \(format.map { "'\($0)'" } ?? "absent"), expected '\(Checkpoint.format)')"
     case .badMetadata(let file, let field, let expected):
       "\(file): metadata field '\(field)': expected \(expected)"
     case .mismatch(let file, let field, let checkpoint, let run):
@@ -123,8 +128,8 @@ public enum Checkpoint {
   public static func load(bytes: [UInt8], path: String) throws -> LoadedCheckpoint {
     let file = try SafeTensors.decode(bytes, file: path)
     let meta = MetadataReader(meta: file.metadata, path: path)
-    guard try meta.field("format") == format else {
-      throw CheckpointError.badMetadata(file: path, field: "format", expected: "'\(format)'")
+    guard file.metadata["format"] == format else {
+      throw CheckpointError.notACheckpoint(file: path, format: file.metadata["format"])
     }
     let model = try parseModelJSON(try meta.field("model"), file: path)
     var crc: UInt32 = 0

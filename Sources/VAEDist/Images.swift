@@ -68,11 +68,26 @@ public enum ModelImages {
     return s * s == inputSize ? (s, s) : (1, inputSize)
   }
 
-  /// Writes `tiles` (each `inputSize` values in [0, 1]) as a grid PNG of `columns` columns.
-  public static func writeGrid(_ tiles: [[Float]], inputSize: Int, columns: Int, to path: String) throws {
+  /// Writes `tiles` (each `inputSize` values in [0, 1]) as a grid PNG of `columns` columns,
+  /// every pixel `scale` × `scale`.
+  public static func writeGrid(_ tiles: [[Float]], inputSize: Int, columns: Int, scale: Int = 1, to path: String) throws {
     let (h, w) = shape(inputSize: inputSize)
     let g = PNG.grid(images: tiles, rows: h, cols: w, gridColumns: columns)
-    try PNG.writeGray(path: path, width: g.width, height: g.height, pixels: g.pixels)
+    let big = upscale(g.pixels, width: g.width, height: g.height, channels: 1, by: scale)
+    try PNG.writeGray(path: path, width: g.width * scale, height: g.height * scale, pixels: big)
+  }
+
+  /// Nearest-neighbour enlargement of an image by `k` in each direction.
+  static func upscale(_ pixels: [UInt8], width w: Int, height h: Int, channels c: Int, by k: Int) -> [UInt8] {
+    guard k > 1 else { return pixels }
+    var big = [UInt8](repeating: 0, count: w * k * h * k * c)
+    for y in 0..<(h * k) {
+      for x in 0..<(w * k) {
+        let s = ((y / k) * w + x / k) * c, d = (y * w * k + x) * c
+        for ch in 0..<c { big[d + ch] = pixels[s + ch] }
+      }
+    }
+    return big
   }
 
   /// An RGB grid of square `side` × `side` tiles, `columns` per row, 2-pixel mid-grey borders,
@@ -96,15 +111,6 @@ public enum ModelImages {
         small[o + 2] = rgb.2
       }
     }
-    var big = [UInt8](repeating: 0, count: w * scale * h * scale * 3)
-    for y in 0..<(h * scale) {
-      for x in 0..<(w * scale) {
-        let s = ((y / scale) * w + x / scale) * 3, d = (y * w * scale + x) * 3
-        big[d] = small[s]
-        big[d + 1] = small[s + 1]
-        big[d + 2] = small[s + 2]
-      }
-    }
-    return (w * scale, h * scale, big)
+    return (w * scale, h * scale, upscale(small, width: w, height: h, channels: 3, by: scale))
   }
 }

@@ -15,7 +15,7 @@ struct VAEDistCLI: ParsableCommand {
       Many processes:   mpirun -np 8 vae-dist train --config configs/mnist.yaml
       Then:             vae-dist eval --checkpoint runs/mnist/final.safetensors
       """,
-    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Bench.self, BLAS.self])
+    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Export.self, Bench.self, BLAS.self])
 
   /// "rank N: " before every error line of a multi-rank job, so a message names its rank. From
   /// the launcher's environment at first (errors in the arguments come before MPI_Init), then
@@ -70,6 +70,9 @@ struct VAEDistCLI: ParsableCommand {
 
   /// What to do about an error the libraries report as a fact.
   static func hint(for error: Error) -> String {
+    if case CheckpointError.notACheckpoint? = error as? CheckpointError {
+      return "; to start training from its weights, use vae-dist train --init"
+    }
     guard case DataError.missingFiles(let dataset, _, _)? = error as? DataError else { return "" }
     switch dataset {
     case "fashion-mnist":

@@ -139,8 +139,11 @@ struct Sample: ParsableCommand {
   var manifold = false
   @Option(name: .long, parsing: .unconditional, help: "Lattice side for --manifold (2…100).")
   var grid: Int = 20
+  @Option(name: .long, parsing: .unconditional, help: "Pixel scale of the PNG (1…16), so digits are visible.")
+  var scale: Int = 1
 
   func validate() throws {
+    guard (1...16).contains(scale) else { throw ValidationError("--scale: expected 1…16, got \(scale)") }
     guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
     guard (2...100).contains(grid) else { throw ValidationError("--grid: expected 2…100, got \(grid)") }
     guard seed >= 0 else { throw ValidationError("--seed: expected a non-negative integer, got \(seed)") }
@@ -164,7 +167,7 @@ struct Sample: ParsableCommand {
     model.decode(UnsafePointer(z.ptr), batch: count)
     let columns = manifold ? grid : Int(Double(count).squareRoot().rounded(.up))
     try ModelImages.writeGrid(
-      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, to: out)
+      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, scale: scale, to: out)
     Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(out)")
   }
 }
@@ -184,9 +187,12 @@ struct Reconstruct: ParsableCommand {
   var n: Int = 32
   @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
   var out: String
+  @Option(name: .long, parsing: .unconditional, help: "Pixel scale of the PNG (1…16), so digits are visible.")
+  var scale: Int = 1
 
   func validate() throws {
     guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
+    guard (1...16).contains(scale) else { throw ValidationError("--scale: expected 1…16, got \(scale)") }
   }
 
   func run() throws {
@@ -204,7 +210,7 @@ struct Reconstruct: ParsableCommand {
     let columns = min(count, 8)
     let tiles = ModelImages.pairedRows(
       originals: originals, reconstructions: ModelImages.decoded(model, rows: count), columns: columns)
-    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, to: out)
+    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, scale: scale, to: out)
     Console.out("wrote \(count) originals and reconstructions to \(out)")
   }
 }
@@ -232,5 +238,28 @@ struct Info: ParsableCommand {
       Console.out("config:")
       for line in ck.configYAML.split(separator: "\n") { Console.out("  " + line) }
     }
+  }
+}
+
+struct Export: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Write a checkpoint's model tensors only (no Adam moments), for PyTorch's load_state_dict(strict=True).",
+    discussion: """
+      The output is a safetensors file whose metadata keeps the model's shape (`model`, `kind`), \
+      so python/vae_dist.torch.load can build the module; `vae-dist train --init` reads it too.
+      Example: vae-dist export --checkpoint runs/mnist/final.safetensors --torch mnist-weights.safetensors
+      """)
+  @Option(name: .long, help: ArgumentHelp("A checkpoint written by vae-dist train.", valueName: "path"))
+  var checkpoint: String
+  @Option(name: .customLong("torch"), help: ArgumentHelp("Output safetensors file (model tensors only).", valueName: "file"))
+  var out: String
+
+  func run() throws {
+    let (ck, _) = try loadCheckpoint(checkpoint)
+    let layout = ck.params.layout
+    let tensors = layout.specs.map { SafeTensor(name: $0.name, shape: $0.shape, floats: ck.params.values(named: $0.name)!) }
+    let meta = ["format": "vae-dist/weights", "model": RunConfig.modelJSON(ck.model), "kind": ck.model.kind.rawValue]
+    try FileIO.writeAtomically(SafeTensors.encode(tensors: tensors, metadata: meta), to: out)
+    Console.out("wrote \(tensors.count) model tensors (\(ck.params.count) parameters) to \(out)")
   }
 }

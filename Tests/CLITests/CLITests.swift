@@ -424,6 +424,16 @@ final class CLITests: XCTestCase {
     }
     XCTAssertLessThanOrEqual(try XCTUnwrap(cv["best_of_5_sq_error"] as? Double), try XCTUnwrap(cv["mean_sq_error"] as? Double))
 
+    // export: model tensors only; such a file is weights, not a checkpoint (the error says to use
+    // --init), and --init starts a run from it.
+    let weights = tmp + "/cvae-weights.safetensors"
+    XCTAssertEqual(try vaeDist(["export", "--checkpoint", cvae, "--torch", weights]).status, 0)
+    try assertFails(["eval", "--checkpoint", weights], mentions: ["not a vae-dist checkpoint", "--init"])
+    let fromInit = try vaeDist(
+      ["train", "--config", cvaeConfig, "--out", tmp + "/init", "--steps", "5", "--init", weights])
+    XCTAssertEqual(fromInit.status, 0, fromInit.stderr)
+    XCTAssertTrue(fromInit.stdout.contains("initial weights from"), fromInit.stdout)
+
     // Wrong kinds: one line each, naming the file and the kind.
     let vae = tmp + "/vae"
     XCTAssertEqual(try vaeDist(["train", "--config", smokeConfig, "--out", vae, "--steps", "10", "--quiet"]).status, 0)

@@ -271,19 +271,19 @@ final class CheckpointTests: XCTestCase {
     meta["format"] = nil
     let p1 = try writeFile("noformat.safetensors", tensors: v.tensors, metadata: meta)
     assertLoadFails(p1, "missing format") {
-      if case CheckpointError.badMetadata(_, "format", _) = $0 { return true }
+      if case CheckpointError.notACheckpoint(_, nil) = $0 { return true }
       return false
     }
     meta["format"] = "vae-dist/2"
     let p2 = try writeFile("format2.safetensors", tensors: v.tensors, metadata: meta)
     assertLoadFails(p2, "other format") {
-      if case CheckpointError.badMetadata(_, "format", _) = $0 { return true }
+      if case CheckpointError.notACheckpoint(_, "vae-dist/2") = $0 { return true }
       return false
     }
     // A plain safetensors file (no metadata at all), such as one saved by PyTorch.
     let p3 = try writeFile("plain.safetensors", tensors: v.tensors, metadata: [:], keepCRC: true)
     assertLoadFails(p3, "no metadata") {
-      if case CheckpointError.badMetadata(_, "format", _) = $0 { return true }
+      if case CheckpointError.notACheckpoint(_, nil) = $0 { return "\($0)".contains("not a vae-dist checkpoint") }
       return false
     }
   }
