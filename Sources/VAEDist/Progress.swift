@@ -17,7 +17,7 @@ final class Progress {
     step: Int, totalSteps: Int, epoch: Int, epochs: Int, loss: Double, samplesPerSecond: Double,
     remainingSamples: Int, elapsed: Double
   ) {
-    guard !options.quiet else { return }
+    guard !options.quiet, options.periodicLines else { return }
     let remaining = Double(remainingSamples) / max(samplesPerSecond, 1)
     let text =
       "epoch \(epoch)/\(epochs) step \(step)/\(totalSteps) loss \(fmt(loss)) \(Int(samplesPerSecond)) samples/s ETA \(duration(remaining))"

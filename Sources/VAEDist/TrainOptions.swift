@@ -43,6 +43,8 @@ public struct OutputOptions: Sendable {
   public var quiet: Bool
   /// Print progress on a terminal as one updating line; otherwise plain periodic lines.
   public var terminal: Bool
+  /// Whether periodic progress lines are printed at all (evaluations always are).
+  public var periodicLines = true
   /// Lines rank 0 prints on stderr once the run has started (e.g. a slow BLAS kernel), even
   /// when quiet.
   public var warnings: [String]

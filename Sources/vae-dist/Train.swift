@@ -4,6 +4,11 @@ import VAE
 import VAEData
 import VAEDist
 
+/// How training progress is shown (`--progress`).
+enum ProgressStyle: String, ExpressibleByArgument, CaseIterable {
+  case auto, bar, lines, none
+}
+
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a VAE from a config file; flags override the file.",
@@ -51,6 +56,10 @@ struct Train: ParsableCommand {
   @OptionGroup var step: StepOptions
   @Flag(name: .long, help: "Print only the final result.")
   var quiet = false
+  @Option(name: .long, help: ArgumentHelp(
+    "auto: one updating line for a single process on a terminal, plain lines otherwise (mpirun gives ranks a pty, so a redirected log stays clean); bar or lines to choose; none: only evaluations and the result.",
+    valueName: "auto|bar|lines|none"))
+  var progress: ProgressStyle = .auto
   @Option(name: .long, help: ArgumentHelp(
     "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
     valueName: "auto|local|mpi"))
@@ -106,7 +115,10 @@ struct Train: ParsableCommand {
     step.applyThreads(ranks: comm.size)
     let data = try dataOptions.load(c)
     let outDir = out ?? "runs/\(c.name)"
-    var output = OutputOptions(quiet: quiet || !comm.isRoot)
+    var output = OutputOptions(
+      quiet: quiet || !comm.isRoot,
+      terminal: progress == .bar || (progress == .auto && comm.size == 1 && Console.isTerminal))
+    output.periodicLines = progress != .none
     if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)

@@ -267,6 +267,17 @@ final class MPITests: XCTestCase {
     XCTAssertEqual(t2.metadata["model"], tk.metadata["model"])
   }
 
+  /// Open MPI gives ranks a pty, so "is stdout a terminal" says yes even when mpirun's output
+  /// goes to a file: under MPI the log must still be plain lines, without \r or escape codes.
+  func testLogUnderMPIHasNoTerminalControlCodes() throws {
+    var args = smoke("log", steps: 60)
+    args.removeAll { $0 == "--quiet" }
+    let r = try run(np: 2, args + ["--log-every", "5"])
+    assertSucceeded(r, "np 2")
+    XCTAssertTrue(r.stdout.contains("held-out ELBO"), r.stdout)
+    XCTAssertFalse(r.stdout.contains("\r") || r.stdout.contains("\u{1B}"), r.stdout.debugDescription)
+  }
+
   /// A rank whose config differs is named with the field at start-up.
   func testHandshakeNamesRankAndField() throws {
     let bin = try Self.binary
