@@ -14,6 +14,8 @@ public enum TrainError: Error, CustomStringConvertible {
   case io(String)
   /// A collective check failed on this rank: the message names the rank and the field.
   case handshake(String)
+  /// The loss went NaN or infinite: the message names the step and the term.
+  case nonFinite(String)
   /// Another rank found the problem and prints it; this rank waits for the job to end.
   case peerFailed
 
@@ -21,7 +23,7 @@ public enum TrainError: Error, CustomStringConvertible {
     switch self {
     case .runExists(let dir):
       "\(dir) already holds a run (checkpoints or final.safetensors); pass --resume auto to continue it, or choose another --out"
-    case .badSetting(let s), .io(let s), .handshake(let s): s
+    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s): s
     case .peerFailed: "another rank reported an error"
     }
   }

@@ -54,6 +54,8 @@ public final class Trainer {
   var gradientSquares = 0.0
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
+  /// A metrics line recording a resume with changed settings, written once the log is open.
+  var resumeEvent: [(String, String)]?
 
   public init(
     config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String,

@@ -18,12 +18,14 @@ extension Trainer {
       try files.create()
       try files.writeConfig(configFileText)
       try files.openMetrics()
+      if let e = resumeEvent { files.appendMetrics(e) }
       for w in output.warnings { Console.error(w) }
     }
     announce()
     var clock = RunClock(step: step, elapsedBefore: elapsedBefore)
     while step < totalSteps {
       let t = try trainStep()
+      try checkFinite(t)
       window.recon += t.recon
       window.kl += t.kl
       window.count += shard.count
@@ -52,6 +54,26 @@ extension Trainer {
     }
   }
 
+  /// A non-finite loss stops the run before anything is saved, so the newest checkpoint is
+  /// the last good one. (A non-finite gradient shows in the next step's loss.) The rank that
+  /// sees it says so; under MPI its exit ends the job.
+  func checkFinite(_ t: LossTerms) throws {
+    guard !t.recon.isFinite || !t.kl.isFinite else { return }
+    let term = t.recon.isFinite ? "the KL term (\(t.kl))" : "the reconstruction term (\(-t.recon))"
+    throw TrainError.nonFinite(
+      "step \(step): \(term) of the loss is not finite; stopped before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint (try a lower train.lr)")
+  }
+
+  /// Before a checkpoint: an update from a non-finite gradient must not become the newest
+  /// checkpoint (its loss was still finite).
+  func checkParametersFinite() throws {
+    guard let bad = model.params.data.firstIndex(where: { !$0.isFinite }) else { return }
+    let name = model.params.layout.specs.indices.first { model.params.layout.range(of: $0).contains(bad) }
+      .map { model.params.layout.specs[$0].name } ?? "?"
+    throw TrainError.nonFinite(
+      "step \(step): parameter \(name) is not finite after the update (the gradient was not finite); stopped before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint")
+  }
+
   /// What happens after step `step` (1-based count of steps done) when it is due.
   func duties(_ clock: inout RunClock) throws {
     let epoch = epochNumber(afterSteps: step)
@@ -64,6 +86,7 @@ extension Trainer {
       try replicas.checkParameters(model.params, what: "parameters at step \(step)")
     }
     if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
+      try checkParametersFinite()
       let moments = try gatherMoments()
       let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
       if comm.isRoot, let moments {
@@ -204,6 +227,38 @@ extension Trainer {
     try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
   }
 
+  /// What differs from the run the checkpoint was written by and still allows continuing it:
+  /// the world size, and settings other than the model, seed, batch and data (which `restore`
+  /// refuses). The curve continues, but not bit-identically to an unchanged run.
+  func resumeNotes(_ c: LoadedCheckpoint) -> [String] {
+    var notes: [String] = []
+    if c.state.worldSize != comm.size {
+      notes.append(
+        "resuming a \(c.state.worldSize)-rank run on \(comm.size) rank(s): the curve continues but is not bit-identical to an unchanged run (summation order)")
+    }
+    // Length and cadence may change freely; anything else in `train` changes the numbers.
+    let free: Set<String> = ["epochs", "steps", "checkpoint_every", "eval_every", "keep_checkpoints", "log_every", "check_every"]
+    func settings(_ yaml: String) -> [String: String] {
+      var out: [String: String] = [:]
+      var section = ""
+      for line in yaml.split(separator: "\n") {
+        if !line.hasPrefix(" ") { section = String(line.split(separator: ":").first ?? ""); continue }
+        let parts = line.trimmingCharacters(in: .whitespaces).split(separator: ":", maxSplits: 1)
+        guard section == "train", parts.count == 2, !free.contains(String(parts[0])) else { continue }
+        out[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces)
+      }
+      return out
+    }
+    let before = settings(c.configYAML), now = settings(config.yaml)
+    let changed = now.keys.sorted().filter { before[$0] != nil && before[$0] != now[$0] }
+    if !changed.isEmpty {
+      let list = changed.map { "train.\($0) \(before[$0]!) → \(now[$0]!)" }.joined(separator: ", ")
+      notes.append("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run")
+      resumeEvent = [("step", "\(step)"), ("event", "\"resume\""), ("changed", "\"\(list)\"")]
+    }
+    return notes
+  }
+
   /// Rank 0 reads and checks the weights, every rank gets its bytes (no shared file system
   /// needed), and the parameters are replaced before the first step.
   func loadInitialWeights(_ path: String) throws {
@@ -239,6 +294,7 @@ extension Trainer {
     if comm.isRoot {
       elapsedBefore = files.truncateMetrics(after: step, finished: step == totalSteps)
       progress.line("resuming from \(c.path) at step \(step)")
+      for note in resumeNotes(c) { Console.error("note: " + note) }
     }
   }
 }

@@ -10,20 +10,23 @@ final class FaultInjectingCommunicator: Communicator {
   /// The rank whose view of the sum is corrupted, and at which exchange (1-based: the step).
   let faultyRank: Int
   let faultyExchange: Int
+  /// What the corrupted value becomes: its value + 1, or NaN.
+  let makesNaN: Bool
   private var exchanges = 0
   private let scratch = Buffer(8192)
 
-  init(wrapping inner: Communicator, rank: Int, exchange: Int) {
+  init(wrapping inner: Communicator, rank: Int, exchange: Int, nan: Bool = false) {
     self.inner = inner
     faultyRank = rank
     faultyExchange = exchange
+    makesNaN = nan
   }
 
   var rank: Int { inner.rank }
   var size: Int { inner.size }
 
   /// `body`, but on the faulty rank at the faulty exchange it sees the first value of the first
-  /// part changed by +1.
+  /// part changed by +1 (or made NaN).
   private func corrupting(
     _ body: @escaping (Range<Int>, UnsafePointer<Float>) throws -> Void
   ) -> (Range<Int>, UnsafePointer<Float>) throws -> Void {
@@ -31,12 +34,12 @@ final class FaultInjectingCommunicator: Communicator {
     guard rank == faultyRank, exchanges == faultyExchange else { return body }
     var done = false
     // The update is elementwise, so the first part may be handed over in two pieces.
-    return { [scratch] range, values in
+    return { [scratch, makesNaN] range, values in
       guard !done, !range.isEmpty else { return try body(range, values) }
       done = true
       let n = min(range.count, scratch.capacity)
       scratch.ptr.update(from: values, count: n)
-      scratch.ptr[0] += 1
+      scratch.ptr[0] = makesNaN ? .nan : scratch.ptr[0] + 1
       try body(range.lowerBound..<(range.lowerBound + n), UnsafePointer(scratch.ptr))
       if n < range.count { try body((range.lowerBound + n)..<range.upperBound, values + n) }
     }

@@ -310,6 +310,27 @@ final class MPITests: XCTestCase {
     XCTAssertTrue(FileManager.default.fileExists(atPath: out + "-clean/final.safetensors"))
   }
 
+  /// A NaN in the summed gradient at step 25 (one process, and rank 1 of 2) stops the run at
+  /// the first non-finite loss with one line naming the step and the term; the newest
+  /// checkpoint is step 20's, the last good one, and there is no final checkpoint.
+  func testNonFiniteLossStopsTheRunAndKeepsTheLastGoodCheckpoint() throws {
+    let bin = try XCTUnwrap(VAEDistBinary.sibling("vae-dist-fault-injection"), "vae-dist-fault-injection not built")
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    for (np, rank) in [(1, 0), (2, 1)] {
+      let out = tmp.appendingPathComponent("nan\(np)").path
+      let r = try Subprocess.run(
+        [mpirun, "--timeout", "120", "--oversubscribe", "--bind-to", "none", "-np", "\(np)", bin, out, "\(rank)", "25",
+         "100", "0", "replicas", "nan"], environment: mpiEnvironment, cwd: Self.root.path)
+      XCTAssertNotEqual(r.status, 0, "np \(np)")
+      XCTAssertTrue(r.stderr.contains("rank \(rank): step 26:") || r.stderr.contains("error: step 26:"), r.stderr)
+      XCTAssertTrue(r.stderr.contains("not finite"), r.stderr)
+      let names = try FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints").sorted()
+      XCTAssertEqual(names.last, "step-00000020.safetensors", "np \(np)")
+      XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/final.safetensors"))
+      XCTAssertNoThrow(try Checkpoint.load(path: out + "/checkpoints/step-00000020.safetensors"))
+    }
+  }
+
   /// 2 fake hosts × 2 ranks over TCP (network namespaces, scripts/mpi-two-hosts) give the same
   /// run as 4 local ranks, to 1e-4 relative. Skipped, with the reason, where namespaces can't be made.
   func testTwoHostsOverTCPMatchFourLocalRanks() throws {

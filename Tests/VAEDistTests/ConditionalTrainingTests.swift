@@ -136,4 +136,31 @@ final class ConditionalTrainingTests: XCTestCase {
       XCTAssertTrue("\($0)".contains(all[0].name) && "\($0)".contains("shape"), "\($0)")
     }
   }
+
+  /// A resume at another world size, or with changed settings, says so in one line each, and a
+  /// changed setting is recorded in metrics.jsonl; an unchanged resume says nothing.
+  func testResumeNotesChangedWorldSizeAndSettings() throws {
+    let a = root + "/a"
+    try TT.train(TT.tinyConfig(steps: 20), dir: a)
+    let ck = try Checkpoint.load(path: Checkpoint.stepPath(runDirectory: a, step: 10))
+    XCTAssertEqual(try TT.trainer(TT.tinyConfig(steps: 20), dir: root + "/same").resumeNotes(ck), [])
+    var state = ck.state
+    state.worldSize = 2
+    let moved = LoadedCheckpoint(
+      path: ck.path, model: ck.model, params: ck.params, adamM: ck.adamM, adamV: ck.adamV, state: state,
+      configYAML: ck.configYAML, file: ck.file)
+    var c = TT.tinyConfig(steps: 30)
+    c.adam.lr = 1e-3
+    let notes = try TT.trainer(c, dir: root + "/n").resumeNotes(moved)
+    XCTAssertEqual(notes.count, 2, "\(notes)")
+    XCTAssertTrue(notes[0].contains("resuming a 2-rank run on 1 rank(s)"), notes[0])
+    XCTAssertTrue(notes[1].contains("train.lr 0.003 → 0.001") && !notes[1].contains("steps"), notes[1])
+    // End to end: the resumed run logs the change.
+    let b = root + "/b"
+    try TT.copy(Checkpoint.stepPath(runDirectory: a, step: 10), Checkpoint.stepPath(runDirectory: b, step: 10))
+    try TT.train(c, dir: b, resume: .auto)
+    let event = try TT.metricsLines(b).first { $0["event"] as? String == "resume" }
+    XCTAssertEqual(event?["step"] as? Int, 10)
+    XCTAssertTrue((event?["changed"] as? String ?? "").contains("train.lr"), "\(String(describing: event))")
+  }
 }
