@@ -53,12 +53,16 @@ public enum CheckpointError: Error, CustomStringConvertible {
   /// `vae-dist export`): weights, but no training state.
   case notACheckpoint(file: String, format: String?)
   case badMetadata(file: String, field: String, expected: String)
+  /// A tensor's bytes do not match the CRC-32 stored when it was written.
+  case corruptTensor(file: String, tensor: String, stored: UInt32, computed: UInt32)
   case mismatch(file: String, field: String, checkpoint: String, run: String)
 
   public var description: String {
     switch self {
     case .notACheckpoint(let file, let format):
       "\(file): not a vae-dist checkpoint (metadata 'format' is \(format.map { "'\($0)'" } ?? "absent"), expected '\(Checkpoint.format)')"
+    case .corruptTensor(let file, let tensor, let stored, let computed):
+      "\(file): tensor \(tensor) is corrupt: data checksum \(String(format: "%08x", computed)), expected \(String(format: "%08x", stored))"
     case .badMetadata(let file, let field, let expected):
       "\(file): metadata field '\(field)': expected \(expected)"
     case .mismatch(let file, let field, let checkpoint, let run):
@@ -88,8 +92,9 @@ public enum Checkpoint {
       add("adam.m.", moments.m)
       add("adam.v.", moments.v)
     }
-    var crc: UInt32 = 0
-    for t in tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
+    // One CRC-32 per tensor: other safetensors writers reorder the data block, and a mismatch
+    // can name the tensor.
+    let crcs = "{" + tensors.map { "\"\($0.name)\":\(CRC32.checksum($0.bytes))" }.joined(separator: ",") + "}"
     let meta: [String: String] = [
       "format": format,
       "model": modelJSON,
@@ -101,7 +106,7 @@ public enum Checkpoint {
       "global_batch": String(state.globalBatch),
       "adam_step": String(state.adamStep),
       "data_checksum": String(state.dataChecksum),
-      "tensor_crc32": String(crc),
+      "tensor_crc32": crcs,
       "window_recon": String(state.windowRecon),
       "window_kl": String(state.windowKL),
       "window_count": String(state.windowCount),
@@ -132,12 +137,7 @@ public enum Checkpoint {
       throw CheckpointError.notACheckpoint(file: path, format: file.metadata["format"])
     }
     let model = try parseModelJSON(try meta.field("model"), file: path)
-    var crc: UInt32 = 0
-    for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
-    let stored = try meta.field("tensor_crc32")
-    guard stored == String(crc) else {
-      throw SafeTensorsError.checksumMismatch(file: path, expected: stored, actual: String(crc))
-    }
+    try verifyChecksums(file, stored: try meta.field("tensor_crc32"))
     let layout = model.layout
     guard let params = try arena(file, "", layout: layout, required: true) else {
       throw SafeTensorsError.missingTensor(file: path, tensor: layout.specs[0].name)
@@ -147,6 +147,31 @@ public enum Checkpoint {
     return LoadedCheckpoint(
       path: path, model: model, params: params, adamM: m, adamV: v, state: try meta.state(),
       configYAML: file.metadata["config"] ?? "", file: file)
+  }
+
+  /// `tensor_crc32` is a JSON object of one CRC-32 per tensor (or, in checkpoints written
+  /// before, one CRC-32 of the data block in file order).
+  static func verifyChecksums(_ file: SafeTensorsFile, stored: String) throws {
+    if let whole = UInt32(stored) {
+      var crc: UInt32 = 0
+      for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
+      guard whole == crc else {
+        throw SafeTensorsError.checksumMismatch(file: file.file, expected: stored, actual: String(crc))
+      }
+      return
+    }
+    guard let map = try? JSONSerialization.jsonObject(with: Data(stored.utf8)) as? [String: Any] else {
+      throw CheckpointError.badMetadata(file: file.file, field: "tensor_crc32", expected: "a JSON object of CRC-32s")
+    }
+    for t in file.tensors {
+      guard let n = map[t.name] as? NSNumber, let want = UInt32(exactly: n.doubleValue) else {
+        throw CheckpointError.badMetadata(file: file.file, field: "tensor_crc32", expected: "a CRC-32 of tensor \(t.name)")
+      }
+      let got = CRC32.checksum(t.bytes)
+      guard got == want else {
+        throw CheckpointError.corruptTensor(file: file.file, tensor: t.name, stored: want, computed: got)
+      }
+    }
   }
 
   /// The tensors `prefix` + each name of `layout` as one arena: all present (nil when not

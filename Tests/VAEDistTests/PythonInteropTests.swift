@@ -129,6 +129,19 @@ final class PythonInteropTests: XCTestCase {
     XCTAssertEqual(modelObj["decoder_hidden"] as? [Int], [32, 64])
     XCTAssertEqual(modelObj["input_size"] as? Int, 784)
     XCTAssertEqual(modelObj["likelihood"] as? String, "bernoulli")
+
+    // Re-saved by the official library (which writes the tensors in its own order, keeping the
+    // metadata), the checkpoint still loads: its checksums are per tensor.
+    let resaved = dir + "/resaved.safetensors"
+    let r = try Subprocess.python(
+      "import sys\nfrom safetensors import safe_open\nfrom safetensors.numpy import load_file, save_file\n"
+        + "t = load_file(sys.argv[1])\nwith safe_open(sys.argv[1], framework='np') as f: m = f.metadata()\n"
+        + "save_file(dict(reversed(list(t.items()))), sys.argv[2], metadata=m)\n", [checkpoint, resaved])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let original = try Checkpoint.load(path: checkpoint), again = try Checkpoint.load(path: resaved)
+    XCTAssertNotEqual(try TT.bytes(checkpoint), try TT.bytes(resaved), "the re-save should change the layout")
+    XCTAssertEqual(again.params.toArray(), original.params.toArray())
+    XCTAssertEqual(again.adamM?.toArray(), original.adamM?.toArray())
   }
 }
 
