@@ -61,6 +61,11 @@ let package = Package(
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "Formats", "TestSupport"]),
+    .testTarget(
+      name: "TensorBoardTests",
+      dependencies: [
+        "TensorBoard", "Formats", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
     .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
     .testTarget(
       name: "MPITests",
