@@ -43,14 +43,22 @@ ensure_fashion_mnist() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || true
 }
 
-# Python packages for the interop tests (safetensors + NumPy), best effort.
+# Python packages for the interop tests, best effort: safetensors + NumPy (checkpoints),
+# tensorboard (its EventAccumulator reads our event files), matplotlib (scripts/plot).
 ensure_python_packages() {
   command -v python3 >/dev/null 2>&1 || return 0
-  python3 -c "import numpy, safetensors.numpy" 2>/dev/null && return 0
-  say "installing Python packages numpy and safetensors"
-  python3 -m pip install --quiet numpy safetensors 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages numpy safetensors ||
-    echo "warning: could not pip install numpy/safetensors; the Python interop tests will be skipped" >&2
+  local want=("numpy safetensors:import numpy, safetensors.numpy" "tensorboard:import tensorboard"
+              "matplotlib:import matplotlib")
+  local entry
+  for entry in "${want[@]}"; do
+    local pkgs=${entry%%:*} check=${entry#*:}
+    python3 -c "$check" 2>/dev/null && continue
+    say "installing Python packages $pkgs"
+    # shellcheck disable=SC2086  # $pkgs is a list of names
+    python3 -m pip install --quiet $pkgs 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages $pkgs ||
+      echo "warning: could not pip install $pkgs; the tests that need it will be skipped" >&2
+  done
 }
 
 # OPENBLAS_CORETYPE: an explicit setting always wins. When unset and OpenBLAS would fall back
