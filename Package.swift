@@ -10,10 +10,13 @@ let package = Package(
     .library(name: "VAE", targets: ["VAE"]),
     .library(name: "VAEData", targets: ["VAEData"]),
     .library(name: "VAEDist", targets: ["VAEDist"]),
+    .library(name: "TensorBoard", targets: ["TensorBoard"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    // Only the runtime library: the generated code is committed (scripts/generate-protos).
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
   ],
   targets: [
     // OpenBLAS through pkg-config `openblas` (only it exports openblas_set_num_threads/get_corename).
@@ -29,12 +32,19 @@ let package = Package(
     .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
     // Small C helpers Swift cannot express portably: MXCSR flush-to-zero, CPU feature checks, stdio.
     .target(name: "CSupport", path: "Sources/CSupport"),
-    // File formats with no tie to the model or MPI: safetensors, PNG, IDX + gzip, CRC-32,
-    // whole-file reads and atomic writes.
+    // File formats with no tie to the model or MPI: safetensors, PNG, IDX + gzip, TFRecord,
+    // CRC-32 and CRC-32C, whole-file reads and atomic writes.
     .target(name: "Formats", dependencies: ["CZlib"]),
     .target(name: "VAE", dependencies: ["CBLAS", "CSupport"]),
+    // TensorBoard event files (TFRecord of tensorflow.Event protobufs). The .pb.swift files are
+    // generated from the .proto beside them by scripts/generate-protos and committed; the build
+    // never runs protoc.
+    .target(
+      name: "TensorBoard",
+      dependencies: ["Formats", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      exclude: ["Protos/tensorboard_event.proto"]),
     .target(name: "VAEData", dependencies: ["VAE", "Formats"]),
-    .target(name: "VAEDist", dependencies: ["VAE", "VAEData", "Formats", "CSupport", "MPIShim"]),
+    .target(name: "VAEDist", dependencies: ["TensorBoard", "VAE", "VAEData", "Formats", "CSupport", "MPIShim"]),
     .executableTarget(
       name: "vae-dist",
       dependencies: [
@@ -51,6 +61,11 @@ let package = Package(
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "Formats", "TestSupport"]),
+    .testTarget(
+      name: "TensorBoardTests",
+      dependencies: [
+        "TensorBoard", "Formats", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ]),
     .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
     .testTarget(
       name: "MPITests",

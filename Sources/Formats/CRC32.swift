@@ -1,8 +1,8 @@
 import CZlib
 
-/// The CRC-32 of zlib, gzip and PNG (polynomial 0xEDB88320), computed by zlib. The one CRC in
-/// the package: data checksums, checkpoint tensor checksums, safetensors data checksums and PNG
-/// chunks all use it.
+/// The CRC-32 of zlib, gzip and PNG (polynomial 0xEDB88320), computed by zlib: data checksums,
+/// checkpoint tensor checksums, safetensors data checksums and PNG chunks all use it. (TFRecord
+/// files need the other polynomial, `CRC32C`.)
 public enum CRC32 {
   /// The most bytes handed to zlib's `crc32` at once: its length parameter is a 32-bit `uInt`.
   static let maxChunk = Int(UInt32.max)

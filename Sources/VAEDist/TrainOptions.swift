@@ -47,6 +47,8 @@ public struct OutputOptions: Sendable {
   public var terminal: Bool
   /// Whether periodic progress lines are printed at all (evaluations always are).
   public var periodicLines = true
+  /// TensorBoard event files in the run directory (rank 0).
+  public var tensorboard = true
   /// Lines rank 0 prints on stderr once the run has started (e.g. a slow BLAS kernel), even
   /// when quiet.
   public var warnings: [String]

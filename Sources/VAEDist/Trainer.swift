@@ -1,5 +1,6 @@
 import Formats
 import Foundation
+import TensorBoard
 import VAE
 import VAEData
 
@@ -54,6 +55,8 @@ public final class Trainer {
   var gradientSquares = 0.0
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
+  /// Rank 0's TensorBoard event file (nil with `--no-tensorboard` or on other ranks).
+  var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
   var resumeEvent: [(String, String)]?
 

@@ -18,6 +18,7 @@ extension Trainer {
       try files.create()
       try files.writeConfig(configFileText)
       try files.openMetrics()
+      try openTensorBoard()
       if let e = resumeEvent { files.appendMetrics(e) }
       for w in output.warnings { Console.error(w) }
     }
@@ -107,7 +108,7 @@ extension Trainer {
     let elapsed = clock.elapsed
     let recon = -sums[0] / sums[2], kl = sums[1] / sums[2]
     if comm.isRoot {
-      files.appendMetrics([
+      let fields = [
         ("step", "\(step)"), ("epoch", "\(epoch)"), ("loss", json(recon + kl)),
         ("recon", json(recon)), ("kl", json(kl)), ("world_size", "\(comm.size)"),
         ("lr", json(Double(config.adam.lr))), ("grad_norm", json(sums[3].squareRoot())),
@@ -115,7 +116,9 @@ extension Trainer {
         ("allreduce_ms", json((meter.exchangeSeconds / Double(steps) * 1e6).rounded() / 1000)),
         ("time_s", json((elapsed * 1000).rounded() / 1000)),
         ("wall_time", json((now.timeIntervalSince1970 * 1000).rounded() / 1000)),
-      ])
+      ]
+      files.appendMetrics(fields)
+      tensorboardScalars(fields, prefix: "train", wallTime: now.timeIntervalSince1970)
       progress.step(
         step: step, totalSteps: totalSteps, epoch: epoch, epochs: epochNumber(afterSteps: totalSteps),
         loss: recon + kl, samplesPerSecond: sps, remainingSamples: (totalSteps - step) * config.batch,
@@ -128,12 +131,15 @@ extension Trainer {
 
   func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
     guard comm.isRoot else { return }
+    let now = Date().timeIntervalSince1970
     files.appendMetrics([
       ("step", "\(step)"), ("epoch", "\(epoch)"), ("test_elbo", json(e.elbo)),
       ("test_recon", json(e.recon)), ("test_kl", json(e.kl)),
       ("time_s", json((elapsed * 1000).rounded() / 1000)),
-      ("wall_time", json((Date().timeIntervalSince1970 * 1000).rounded() / 1000)),
+      ("wall_time", json((now * 1000).rounded() / 1000)),
     ])
+    tensorboardScalars([("elbo", json(e.elbo)), ("recon", json(e.recon)), ("kl", json(e.kl))], prefix: "test", wallTime: now)
+    tensorboardImages(wallTime: now)
     progress.evaluation(step: step, elbo: e.elbo, recon: e.recon, kl: e.kl)
   }
 
@@ -158,6 +164,7 @@ extension Trainer {
       try saveCheckpoint(path: files.finalPath, window: [0, 0, 0], moments: moments)
       progress.finish()
       try files.closeMetrics()
+      try tensorboard?.close()
     }
     let trained = Date().timeIntervalSince(clock.start)
     return TrainSummary(

@@ -60,6 +60,8 @@ struct Train: ParsableCommand {
     "auto: one updating line for a single process on a terminal, plain lines otherwise (mpirun gives ranks a pty, so a redirected log stays clean); bar or lines to choose; none: only evaluations and the result.",
     valueName: "auto|bar|lines|none"))
   var progress: ProgressStyle = .auto
+  @Flag(inversion: .prefixedNo, help: "TensorBoard event files in the run directory (rank 0): the metrics as scalars, samples or completions as images at every evaluation.")
+  var tensorboard = true
   @Option(name: .long, help: ArgumentHelp(
     "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
     valueName: "auto|local|mpi"))
@@ -119,6 +121,7 @@ struct Train: ParsableCommand {
       quiet: quiet || !comm.isRoot,
       terminal: progress == .bar || (progress == .auto && comm.size == 1 && Console.isTerminal))
     output.periodicLines = progress != .none
+    output.tensorboard = tensorboard
     if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)
