@@ -119,6 +119,8 @@ public struct ConfigKey: Sendable {
   let set: @Sendable (inout RunConfig, ConfigValue) -> Void
 
   public var path: String { "\(section).\(name)" }
+  /// This key's value in `config` as `config.yaml` writes it (nil: absent).
+  public func yaml(of config: RunConfig) -> String? { self.get(config)?.yaml }
   /// The default, as written in `config.yaml` (nil: none).
   public var defaultText: String? { self.get(RunConfig.defaults)?.yaml }
 }

@@ -281,7 +281,14 @@ extension Trainer {
     func check(_ field: String, _ a: String, _ b: String) throws {
       if a != b { throw CheckpointError.mismatch(file: c.path, field: field, checkpoint: a, run: b) }
     }
-    try check("model", RunConfig.modelJSON(c.model), config.modelJSON)
+    // The model: name the first differing field (model.zdim 20 vs 5), not two JSON objects.
+    for key in ConfigSchema.keys(in: "model") {
+      var mine = config, theirs = config
+      theirs.model = c.model
+      mine.model = config.model
+      let a = key.yaml(of: theirs) ?? "(absent)", b = key.yaml(of: mine) ?? "(absent)"
+      try check(key.path, a, b)
+    }
     try check("seed", String(c.state.seed), String(config.seed))
     try check("global batch", String(c.state.globalBatch), String(config.batch))
     try check("data checksum", String(c.state.dataChecksum), String(dataChecksum))

@@ -51,10 +51,10 @@ struct Bench: ParsableCommand {
                               parallel: step.parallel, meter: meter)
     for _ in 0..<warmup { try trainer.trainStep() }
     let blocks = try timedBlocks(trainer, meter: meter)
-    if profile { try printProfile(trainer) }
+    let phases = profile ? try profileTable(trainer) : nil
     guard comm.isRoot else { return }
     let order = blocks.indices.sorted { blocks[$0].rate < blocks[$1].rate }
-    report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size)
+    report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size, phases: phases)
   }
 
   /// One timed block: steps/s, and the shares of a step spent exchanging and waiting.
@@ -77,29 +77,35 @@ struct Bench: ParsableCommand {
     return blocks
   }
 
-  /// Every rank's phases, printed by rank 0 in rank order (imbalance shows as "wait").
-  func printProfile(_ trainer: Trainer) throws {
+  static let phaseNames = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
+
+  /// Every rank's phases in ms per step, rank 0 gets them in rank order (imbalance shows as "wait").
+  func profileTable(_ trainer: Trainer) throws -> [[Double]] {
     let comm = trainer.comm
     var phases: [String: Double] = [:]
     for _ in 0..<steps { try trainer.profiledStep(&phases) }
-    let keys = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
+    let keys = Self.phaseNames
     var table = [Double](repeating: 0, count: keys.count * comm.size)
     for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
     table = try comm.allreduceSum(table)
-    guard comm.isRoot else { return }
-    for (i, k) in keys.enumerated() {
-      let perRank = (0..<comm.size).map { String(format: "%7.3f", 1000 * table[$0 * keys.count + i] / Double(steps)) }
-      Console.out(String(format: "  %-12@", k as NSString) + perRank.joined(separator: " ") + " ms/step")
-    }
+    return keys.indices.map { i in (0..<comm.size).map { 1000 * table[$0 * keys.count + i] / Double(steps) } }
   }
 
-  func report(_ b: Block, all rates: [Double], config c: RunConfig, ranks: Int) {
+  func report(_ b: Block, all rates: [Double], config c: RunConfig, ranks: Int, phases: [[Double]]?) {
     let (median, share, wait) = b
     let sps = median * Double(c.batch)
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
+    let names = Self.phaseNames
     if json {
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)}")
+      let profileJSON = phases.map { p in
+        ", \"profile_ms_per_step\": {" + names.indices.map { "\"\(names[$0])\": \(p[$0])" }.joined(separator: ", ") + "}"
+      } ?? ""
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)\(profileJSON)}")
     } else {
+      for (i, k) in names.enumerated() {
+        guard let p = phases?[i] else { break }
+        Console.out(String(format: "  %-12@", k as NSString) + p.map { String(format: "%7.3f", $0) }.joined(separator: " ") + " ms/step")
+      }
       Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in the gradient exchange, %.1f%% waiting for the slowest rank (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
                          config, BLASInfo.coreName, BLASInfo.threads, ranks, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
     }

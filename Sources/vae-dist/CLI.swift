@@ -15,6 +15,7 @@ struct VAEDistCLI: ParsableCommand {
       Many processes:   mpirun -np 8 vae-dist train --config configs/mnist.yaml
       Then:             vae-dist eval --checkpoint runs/mnist/final.safetensors
       """,
+    version: vaeDistVersion,
     subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Export.self, Bench.self, BLAS.self])
 
   /// "rank N: " before every error line of a multi-rank job, so a message names its rank. From
@@ -70,6 +71,12 @@ struct VAEDistCLI: ParsableCommand {
 
   /// What to do about an error the libraries report as a fact.
   static func hint(for error: Error) -> String {
+    if case DataError.missingFiles(let dataset, let directory, _)? = error as? DataError,
+      ((directory as NSString).deletingLastPathComponent as NSString).lastPathComponent == dataset
+    {
+      let parent = ((directory as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+      return ": --data names the folder that holds \(dataset)/ (did you mean --data \(parent.isEmpty ? "." : parent)?)"
+    }
     if case CheckpointError.notACheckpoint? = error as? CheckpointError {
       return "; to start training from its weights, use vae-dist train --init"
     }

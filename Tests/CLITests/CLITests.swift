@@ -445,4 +445,25 @@ final class CLITests: XCTestCase {
     try assertFails(
       ["train", "--config", smokeConfig, "--out", vae, "--resume", cvae, "--steps", "20"], mentions: ["cannot resume", "cvae"])
   }
+
+  /// What a user trying the README found: --version, --data pointing one level too deep, a
+  /// resume with another --zdim, and bench --profile --json all answer usefully.
+  func testUserFacingRoughEdges() throws {
+    let v = try vaeDist(["--version"])
+    XCTAssertEqual(v.status, 0)
+    XCTAssertTrue(v.stdout.hasPrefix("vae-dist "), v.stdout)
+    let deep = tmp + "/data/mnist"
+    try FileManager.default.createDirectory(atPath: deep, withIntermediateDirectories: true)
+    let mnistConfig = try writeFile("m.yaml", "model:\n  zdim: 2\ndata:\n  dataset: mnist\n")
+    try assertFails(["train", "--config", mnistConfig, "--data", deep, "--out", tmp + "/x"], mentions: ["--data " + tmp + "/data"])
+    let run = tmp + "/z"
+    XCTAssertEqual(try vaeDist(["train", "--config", smokeConfig, "--out", run, "--steps", "10", "--quiet"]).status, 0)
+    try assertFails(
+      ["train", "--config", smokeConfig, "--out", run, "--steps", "20", "--zdim", "5", "--resume", "auto"],
+      mentions: ["model.zdim is 4 in the checkpoint but 5 in this run"])
+    let b = try vaeDist(["bench", "--config", smokeConfig, "--warmup", "1", "--steps", "3", "--repeats", "1", "--profile", "--json"])
+    XCTAssertEqual(b.status, 0, b.stderr)
+    let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(b.stdout.utf8)) as? [String: Any], b.stdout)
+    XCTAssertNotNil(obj["profile_ms_per_step"] as? [String: Any], b.stdout)
+  }
 }
