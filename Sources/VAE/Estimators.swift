@@ -139,4 +139,28 @@ public final class Estimator: @unchecked Sendable {
       start += g
     }
   }
+
+  /// Per latent dimension, the variance over the `count` examples of the posterior mean
+  /// E_q[z_j | x] = μ_j(x) (in Double). Burda et al. (2016) call dimension j active when it
+  /// exceeds 0.01: only then does the code carry information about x.
+  public func posteriorMeanVariance(x: UnsafePointer<Float>, count: Int) -> [Double] {
+    precondition(model.config.kind != .regressor, "a regressor has no latent")
+    let n = model.config.inputSize, d = model.config.zdim
+    var sum = [Double](repeating: 0, count: d), squares = [Double](repeating: 0, count: d)
+    var start = 0
+    while start < count {
+      let b = min(maxRows, count - start)
+      model.encode(x + start * n, batch: b)
+      for r in 0..<b {
+        for j in 0..<d {
+          let m = Double(model.mu.ptr[r * d + j])
+          sum[j] += m
+          squares[j] += m * m
+        }
+      }
+      start += b
+    }
+    let c = Double(max(count, 1))
+    return (0..<d).map { max(squares[$0] / c - (sum[$0] / c) * (sum[$0] / c), 0) }
+  }
 }

@@ -48,6 +48,8 @@ struct Eval: ParsableCommand {
   var limit: Int?
   @Flag(name: .long, help: "Use z = μ (ε = 0) instead of sampling: a deterministic check, not a bound.")
   var meanZ = false
+  @Flag(name: .long, help: "Also count the active latent units (Burda et al. 2016): dimensions whose posterior mean varies over the test images with variance > 0.01, and the KL per active unit.")
+  var activeUnits = false
   @Option(name: .long, parsing: .unconditional, help: "OpenBLAS threads.")
   var threads: Int?
   @Flag(name: .long, help: "Print one JSON object instead of text.")
@@ -100,6 +102,16 @@ struct Eval: ParsableCommand {
       iwBound = b
       fields += [("iw_k", "\(iw)"), ("iw_bound", "\(b)")]
     }
+    var active: (count: Int, klPerUnit: Double)?
+    if activeUnits {
+      guard ck.model.kind != .regressor else {
+        throw ConfigError("--active-units: \(checkpoint) is a regressor: it has no latent units")
+      }
+      let variances = testX.withUnsafeBufferPointer { est.posteriorMeanVariance(x: $0.baseAddress!, count: count) }
+      let n = variances.filter { $0 > 0.01 }.count
+      active = (n, n > 0 ? kl / Double(n) : 0)
+      fields += [("active_units", "\(n)"), ("kl_per_active_unit", "\(active!.klPerUnit)")]
+    }
     fields.append(("seconds", String(format: "%.3f", Date().timeIntervalSince(start))))
     if json {
       Console.out("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
@@ -114,6 +126,9 @@ struct Eval: ParsableCommand {
                          checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
       if let b = iwBound, let k = iw {
         Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
+      }
+      if let a = active {
+        Console.out(String(format: "active units: %d of %d (KL %.3f nats per active unit)", a.count, ck.model.zdim, a.klPerUnit))
       }
     }
   }

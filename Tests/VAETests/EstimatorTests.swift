@@ -118,4 +118,22 @@ final class EstimatorTests: XCTestCase {
     XCTAssertEqual(t1, t2)
     for j in 0..<3 { XCTAssertEqual(est.model.z.ptr[j], est.model.mu.ptr[j]) }
   }
+
+  /// Active units: the variance over examples of μ_j(x), computed here by hand for a linear
+  /// encoder (no hidden layer) where μ₀ = x₀ and μ₁ = 0.01·x₁.
+  func testPosteriorMeanVarianceCountsActiveUnits() {
+    let config = ModelConfig(inputSize: 3, hidden: [], decoderHidden: [], zdim: 2)
+    let params = Arena(layout: config.layout)
+    params.setValues(named: "encoder.mu.weight", [1, 0, 0, 0, 0.01, 0])
+    let x: [Float] = [0, 1, 5, 1, -1, 5, 2, 3, 5, 5, 1, 5, 4, 0, 5]  // 5 rows of 3
+    let est = Estimator(config: config, params: params, maxRows: 2)  // chunks of 2 rows
+    let v = x.withUnsafeBufferPointer { est.posteriorMeanVariance(x: $0.baseAddress!, count: 5) }
+    func variance(_ a: [Double]) -> Double {
+      let m = a.reduce(0, +) / Double(a.count)
+      return a.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(a.count)
+    }
+    XCTAssertEqual(v[0], variance([0, 1, 2, 5, 4]), accuracy: 1e-9)
+    XCTAssertEqual(v[1], variance([1, -1, 3, 1, 0].map { 0.01 * Double(Float($0)) }), accuracy: 1e-9)
+    XCTAssertEqual(v.filter { $0 > 0.01 }.count, 1)
+  }
 }
