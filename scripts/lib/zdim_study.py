@@ -1,0 +1,230 @@
+"""The z-dimension study's driver (run by scripts/zdim-study, which builds and checks the tools).
+
+Per zdim: one training run measured at each budget on the way (see scripts/zdim-study --help).
+Every step is cached in the run directory, so a call does only what is missing.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+
+def fail(msg):
+    print(f"zdim-study: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def int_list(text, flag, lo, hi):
+    out = []
+    for tok in text.replace(",", " ").split():
+        if not tok.isdigit() or not lo <= int(tok) <= hi:
+            fail(f"{flag}: '{tok}' is not an integer in {lo}...{hi}")
+        out.append(int(tok))
+    if not out:
+        fail(f"{flag}: expected a list of integers in {lo}...{hi}")
+    return out
+
+
+def run(argv, what):
+    r = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        print(f"zdim-study: {what} failed (exit {r.returncode}); run the same command again to continue",
+              file=sys.stderr)
+        sys.exit(1)
+    return r.stdout
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for a in ["bin", "config", "out", "zdims", "epochs", "iw", "iw-images", "np", "hostfile", "threads",
+              "limit", "docs", "root"]:
+        p.add_argument("--" + a, default="")
+    a = p.parse_args()
+    zdims = sorted(set(int_list(a.zdims, "--zdims", 1, 10000)))
+    budgets = int_list(a.epochs, "--epochs", 1, 100000)
+    if budgets != sorted(set(budgets)):
+        fail(f"--epochs: expected increasing budgets, got '{a.epochs}'")
+    iw, iw_images, np_ = int(a.iw or 0), int(a.iw_images or 1000), int(a.np or 1)
+    limit = ["--train-limit", a.limit] if a.limit else []
+    eval_limit = ["--limit", a.limit] if a.limit else []
+
+    def train(z, epochs, rundir):
+        argv = [a.bin, "train", "--config", a.config, "--zdim", str(z), "--epochs", str(epochs), "--out", rundir,
+                "--resume", "auto", "--quiet", "--no-tensorboard"] + limit
+        if np_ > 1:
+            mpi = ["mpirun", "-np", str(np_), "--bind-to", "none", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1",
+                   "-x", "VAE_DIST_DATA"]
+            if os.geteuid() == 0:
+                mpi.append("--allow-run-as-root")
+            if a.hostfile:
+                mpi += ["--hostfile", a.hostfile]
+            argv = mpi + argv
+        elif a.threads:
+            argv += ["--threads", a.threads]
+        run(argv, f"training z = {z} to {epochs} epochs")
+
+    for z in zdims:
+        rundir = os.path.join(a.out, f"z-{z}")
+        for e in budgets:
+            snap = os.path.join(rundir, f"epochs-{e}.safetensors")
+            if not os.path.exists(snap):
+                print(f"==> z = {z}: training to {e} epochs", flush=True)
+                train(z, e, rundir)
+                shutil.copyfile(os.path.join(rundir, "final.safetensors"), snap + ".tmp")
+                os.replace(snap + ".tmp", snap)
+            measured = os.path.join(rundir, f"eval-{e}.json")
+            if os.path.exists(measured):
+                continue
+            print(f"==> z = {z}, {e} epochs: measuring", flush=True)
+            ev = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + eval_limit,
+                                "eval"))
+            row = {"zdim": z, "epochs": e, "steps": ev["step"], "test_elbo": ev["elbo"], "test_recon": ev["recon"],
+                   "test_kl": ev["kl"], "iw_bound": "", "iw_k": "", "iw_images": "",
+                   "active_units": ev["active_units"], "kl_per_active_unit": ev["kl_per_active_unit"]}
+            if iw > 0:
+                b = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--iw", str(iw), "--limit",
+                                    str(iw_images)], "eval --iw"))
+                row.update(iw_bound=b["iw_bound"], iw_k=iw, iw_images=b["images"])
+            info = run([a.bin, "info", snap], "info")
+            row["parameters"] = next((l.split()[1] for l in info.splitlines() if l.startswith("parameters ")), "")
+            seconds = 0.0
+            with open(os.path.join(rundir, "metrics.jsonl")) as f:
+                for line in f:
+                    try:
+                        m = json.loads(line)
+                    except ValueError:
+                        continue
+                    if m.get("step", 0) <= row["steps"]:
+                        seconds = max(seconds, float(m.get("time_s", 0)))
+            row["train_seconds"] = round(seconds, 1)
+            with open(measured + ".tmp", "w") as f:
+                json.dump(row, f)
+            os.replace(measured + ".tmp", measured)
+        last = os.path.join(rundir, f"epochs-{budgets[-1]}.safetensors")
+        run([a.bin, "sample", "--checkpoint", last, "--n", "64", "--scale", "3", "--out",
+             os.path.join(rundir, "samples.png")], "sample")
+
+    rows = collect(a.out)
+    write_csv(rows, os.path.join(a.out, "zdim-study.csv"))
+    plotted = plot(rows, os.path.join(a.out, "zdim-study.png"))
+    table(rows)
+    if a.docs == "1":
+        docs = os.path.join(a.root, "docs", "results", "zdim")
+        os.makedirs(docs, exist_ok=True)
+        shutil.copyfile(os.path.join(a.out, "zdim-study.csv"), os.path.join(docs, "zdim-study.csv"))
+        if plotted:
+            shutil.copyfile(os.path.join(a.out, "zdim-study.png"), os.path.join(docs, "zdim-study.png"))
+        for z in sorted({r["zdim"] for r in rows}):
+            grid = os.path.join(a.out, f"z-{z}", "samples.png")
+            if os.path.exists(grid):
+                shutil.copyfile(grid, os.path.join(docs, f"samples-z{z}.png"))
+        readme = os.path.join(a.root, "README.md")
+        update_readme(readme, markdown(rows))
+        print(f"==> copied to {docs}; README table updated")
+
+
+def collect(out):
+    """Every measured (zdim, budget) in the study directory, also those of other calls."""
+    rows = []
+    for d in os.listdir(out):
+        if not d.startswith("z-"):
+            continue
+        for f in os.listdir(os.path.join(out, d)):
+            if f.startswith("eval-") and f.endswith(".json"):
+                with open(os.path.join(out, d, f)) as h:
+                    rows.append(json.load(h))
+    return sorted(rows, key=lambda r: (r["epochs"], r["zdim"]))
+
+
+FIELDS = ["zdim", "epochs", "steps", "test_elbo", "test_recon", "test_kl", "iw_bound", "iw_k", "iw_images",
+          "active_units", "kl_per_active_unit", "parameters", "train_seconds"]
+
+
+def write_csv(rows, path):
+    with open(path + ".tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def plot(rows, png):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed for this Python (scripts/test installs it in .venv)")
+        return False
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, e in enumerate(sorted({r["epochs"] for r in rows})):
+        rs = sorted((r for r in rows if r["epochs"] == e), key=lambda r: r["zdim"])
+        z = [r["zdim"] for r in rs]
+        a1.plot(z, [r["test_elbo"] for r in rs], "o-", color=f"C{i}", label=f"ELBO, {e} epochs")
+        iw = [(r["zdim"], r["iw_bound"]) for r in rs if r["iw_bound"] != ""]
+        if iw:
+            a1.plot([p[0] for p in iw], [p[1] for p in iw], "s--", color=f"C{i}", alpha=0.6,
+                    label=f"IW bound, {e} epochs")
+        a2.plot(z, [r["active_units"] for r in rs], "o-", color=f"C{i}", label=f"{e} epochs")
+    for ax in (a1, a2):
+        ax.set_xscale("log")
+        ax.set_xlabel("latent dimensions z")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    a1.set_ylabel("nats per test image (higher is better)")
+    a1.set_title("held-out ELBO and importance-weighted bound")
+    a2.set_yscale("log")
+    a2.set_ylabel("active units (posterior-mean variance > 0.01)")
+    a2.set_title("active latent units")
+    fig.suptitle("z-dimension study (configs/tutorial.yaml)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    print(f"plot: {png}")
+    return True
+
+
+def markdown(rows):
+    """The README's table of the study (between its zdim-table markers)."""
+    out = ["| epochs | z | held-out ELBO | IW bound | reconstruction | KL | active units | KL per active unit | training s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for e in sorted({r["epochs"] for r in rows}):
+        rs = sorted((r for r in rows if r["epochs"] == e), key=lambda r: r["zdim"])
+        best = max(r["test_elbo"] for r in rs)
+        for r in rs:
+            elbo = f"{r['test_elbo']:.2f}".replace("-", "−")
+            if r["test_elbo"] == best:
+                elbo = f"**{elbo}**"
+            iw = f"{r['iw_bound']:.2f}".replace("-", "−") if r["iw_bound"] != "" else ""
+            out.append(f"| {e} | {r['zdim']} | {elbo} | {iw} | {r['test_recon']:.2f} | {r['test_kl']:.2f} | "
+                       f"{r['active_units']} of {r['zdim']} | {r['kl_per_active_unit']:.2f} | {r['train_seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def update_readme(path, table_md):
+    begin, end = "<!-- zdim-table: generated by scripts/zdim-study --docs -->", "<!-- /zdim-table -->"
+    text = open(path).read()
+    if begin not in text or end not in text:
+        print(f"zdim-study: {path} has no zdim-table markers; the table was not updated", file=sys.stderr)
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path + ".tmp", "w") as f:
+        f.write(head + begin + "\n" + table_md + "\n" + end + tail)
+    os.replace(path + ".tmp", path)
+
+
+def table(rows):
+    print(f"\n{'epochs':>6} {'zdim':>6} {'ELBO':>9} {'IW bound':>9} {'recon':>8} {'KL':>7} {'active':>7} "
+          f"{'KL/unit':>8} {'train s':>8}")
+    for r in rows:
+        iw = f"{r['iw_bound']:9.2f}" if r["iw_bound"] != "" else f"{'':>9}"
+        print(f"{r['epochs']:>6} {r['zdim']:>6} {r['test_elbo']:9.2f} {iw} {r['test_recon']:8.2f} "
+              f"{r['test_kl']:7.2f} {r['active_units']:>7} {r['kl_per_active_unit']:8.3f} {r['train_seconds']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
