@@ -16,7 +16,9 @@ or torch is missing.
     heldout(...) to 1e-6 relative, and must not with the seed changed;
 (c) vae_dist.torch.load builds a module that loads strictly, with the checkpoint's tensors
     exactly, and refuses another model kind with a one-line ValueError;
-(d) vae_dist.torch.save_init writes the tensors back exactly.
+(d) vae_dist.torch.save_init writes the tensors back exactly;
+(e) weights saved by PyTorch (safetensors.torch.save_file of a fresh module) start a vae-dist
+    run (`train --init`) whose held-out ELBO with z = mu equals PyTorch's for those weights.
 """
 
 import json
@@ -306,6 +308,27 @@ def main(argv):
               f"Gaussian ELBO (z = mu): vae-dist {swift!r}, python {ours!r}: relative difference {r:.2e}")
         timed("eval checks", t0)
         ok(f"(b) Gaussian (sigma 0.5), binarize none, 10000 images: vae-dist {swift:.6f}, python {ours:.6f} (relative {r:.1e})")
+
+        # (e) The other direction: weights written by PyTorch (a freshly initialised module, not
+        # vae-dist's) start a vae-dist run. With lr 1e-30 one Adam step moves no float32 weight,
+        # so the run's held-out ELBO with z = mu is PyTorch's for those weights.
+        torch.manual_seed(0)
+        torch_module = vt.VAE.from_config(model_cfg)
+        torch_init = os.path.join(tmp, "torch-init.safetensors")
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in torch_module.state_dict().items()}, torch_init)
+        run_dir = os.path.join(tmp, "from-torch")
+        run([binary, "train", "--config", os.path.join(tmp, "mnist.yaml"), "--data", data_dir, "--out", run_dir,
+             "--init", torch_init, "--steps", "1", "--lr", "1e-30", "--quiet", "--no-tensorboard", "--threads", "1"], env)
+        started = vt.load(os.path.join(run_dir, "final.safetensors"))
+        same = all(torch.equal(started.state_dict()[k], torch_module.state_dict()[k]) for k in expected)
+        check(same, "--init: the run's weights differ from the PyTorch module's")
+        swift = swift_elbo(os.path.join(run_dir, "final.safetensors"), 1000)
+        ours = python_elbo(torch_module.double(), x[:1000])
+        r = relative(ours, swift)
+        check(r <= RELATIVE_TOLERANCE, f"--init from PyTorch: vae-dist ELBO {swift!r}, PyTorch {ours!r} ({r:.2e})")
+        ok(f"(e) PyTorch-initialised weights start a vae-dist run: its ELBO (z = mu, 1000 images) {swift:.6f} "
+           f"equals PyTorch's {ours:.6f} (relative {r:.1e})")
 
     print(f"PASS: vae_dist {vae_dist.__version__} against {binary} in {time.time() - t_start:.1f}s "
           f"({', '.join(timings)})")
