@@ -326,7 +326,7 @@ final class TrainerTests: XCTestCase {
     let before = try TT.snapshot(a)
     let cases: [(RunConfig, String)] = [
       (TT.tinyConfig(seed: 99, steps: 10, checkpointEvery: 5), "seed"),
-      (TT.tinyConfig(zdim: 4, steps: 10, checkpointEvery: 5), "model"),
+      (TT.tinyConfig(zdim: 4, steps: 10, checkpointEvery: 5), "model.zdim"),
       (TT.tinyConfig(steps: 10, checkpointEvery: 5, batch: 40), "global batch"),
     ]
     for (config, field) in cases {
