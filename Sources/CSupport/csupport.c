@@ -1,6 +1,7 @@
 #include "csupport.h"
 #include <stdio.h>
 #include <unistd.h>
+#include <signal.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #include <pmmintrin.h>
@@ -152,3 +153,22 @@ void vae_bernoulli_loglik(const float *restrict x, const float *restrict logits,
 void vae_write_stdout(const char *s, size_t n) { fwrite(s, 1, n, stdout); fflush(stdout); }
 void vae_write_stderr(const char *s, size_t n) { fwrite(s, 1, n, stderr); fflush(stderr); }
 int vae_stdout_isatty(void) { return isatty(STDOUT_FILENO); }
+
+static volatile sig_atomic_t vae_stop_requested = 0;
+
+static void vae_on_stop_signal(int sig) {
+  if (vae_stop_requested) _exit(128 + sig); /* second signal: leave now (async-signal-safe) */
+  vae_stop_requested = sig;
+}
+
+void vae_install_stop_handlers(void) {
+  struct sigaction sa;
+  sa.sa_handler = vae_on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+}
+
+int vae_stop_signal(void) { return (int)vae_stop_requested; }

@@ -38,6 +38,9 @@ public struct TrainSummary: Sendable {
   public var seconds: Double
   public var samplesPerSecond: Double
   public var runDirectory: String
+  /// The signal that stopped the run early (SIGTERM 15, SIGINT 2, SIGUSR1 10), or nil when it
+  /// ran to its last step.
+  public var stopSignal: Int32? = nil
 }
 
 /// Output options of a run (none of them changes the numbers).

@@ -55,6 +55,8 @@ public final class Trainer {
   var gradientSquares = 0.0
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
+  /// One Double the ranks sum after every step: > 0 when some rank received a stop signal.
+  let stopFlag = UnsafeMutableBufferPointer<Double>.allocate(capacity: 1)
   /// Rank 0's TensorBoard event file (nil with `--no-tensorboard` or on other ranks).
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
@@ -110,7 +112,10 @@ public final class Trainer {
     try writeParameters { model.initialise(rng: CounterRNG(seed: config.seed)) }
   }
 
-  deinit { indices.deallocate() }
+  deinit {
+    indices.deallocate()
+    stopFlag.deallocate()
+  }
 
   static func validate(config: RunConfig, data: DataSplits, comm: Communicator, microBatches k: Int) throws {
     guard config.batch >= comm.size else {

@@ -1,3 +1,4 @@
+import CSupport
 import Formats
 import Foundation
 import VAE
@@ -24,6 +25,7 @@ extension Trainer {
     }
     announce()
     var clock = RunClock(step: step, elapsedBefore: elapsedBefore)
+    vae_install_stop_handlers()
     while step < totalSteps {
       let t = try trainStep()
       try checkFinite(t)
@@ -31,6 +33,7 @@ extension Trainer {
       window.kl += t.kl
       window.count += shard.count
       try duties(&clock)
+      if let signal = try agreedStop() { return try stop(signal: signal, clock) }
     }
     return try finish(clock)
   }
@@ -53,6 +56,44 @@ extension Trainer {
       windowStart = Date()
       windowStep = step
     }
+  }
+
+  /// Whether some rank received SIGTERM, SIGINT or SIGUSR1: each rank adds its flag into one
+  /// Double summed after every step (single process: just the flag), so all ranks stop after
+  /// the same step. Returns the signal (the lowest one seen on any rank).
+  func agreedStop() throws -> Int32? {
+    let mine = Double(vae_stop_signal())
+    guard comm.size > 1 else { return mine > 0 ? Int32(mine) : nil }
+    // Encode the signal so the sum says both "someone stopped" and which: 1000 + signal per rank.
+    stopFlag[0] = mine > 0 ? 1000 + mine : 0
+    try comm.allreduceSum(stopFlag)
+    guard stopFlag[0] > 0 else { return nil }
+    if mine > 0 { return Int32(mine) }
+    let peer = Int(stopFlag[0].rounded()) % 1000  // one rank's signal, or a sum of several
+    return Int32([2, 10, 15].contains(peer) ? peer : 15)
+  }
+
+  /// An agreed stop: a checkpoint at this step (rank 0), a metrics line saying why, no final
+  /// evaluation; `--resume auto` continues from here bit-identically.
+  func stop(signal: Int32, _ clock: RunClock) throws -> TrainSummary {
+    let moments = try gatherMoments()
+    let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+    let path = files.stepPath(step)
+    if comm.isRoot, let moments {
+      try saveCheckpoint(path: path, window: w, moments: moments)
+      files.pruneCheckpoints(keep: config.keepCheckpoints)
+      let name = [2: "SIGINT", 10: "SIGUSR1", 15: "SIGTERM"][Int(signal)] ?? "signal \(signal)"
+      files.appendMetrics([
+        ("step", "\(step)"), ("event", "\"stopped\""), ("signal", "\"\(name)\""),
+        ("time_s", json((clock.elapsed * 1000).rounded() / 1000)),
+      ])
+      progress.finish()
+      try files.closeMetrics()
+      try tensorboard?.close()
+    }
+    return TrainSummary(
+      steps: step, testELBO: .nan, testRecon: .nan, testKL: .nan, seconds: clock.elapsed, samplesPerSecond: 0,
+      runDirectory: runDirectory, stopSignal: signal)
   }
 
   /// A non-finite loss stops the run before anything is saved, so the newest checkpoint is

@@ -126,6 +126,14 @@ struct Train: ParsableCommand {
     let trainer = try Trainer(
       config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)
     let s = try trainer.run(resume: resume ?? ResumeMode.none, initialWeights: initFrom)
+    if let signal = s.stopSignal {
+      if comm.isRoot {
+        Console.out("stopped by signal \(signal) after step \(s.steps); checkpoint \(outDir)/checkpoints; continue with --resume auto")
+      }
+      comm.finalize()
+      // 128 + signal, as a shell reports a process the signal ended: schedulers see a preemption.
+      Foundation.exit(128 + signal)
+    }
     defer { comm.finalize() }
     if comm.isRoot {
       Console.out(

@@ -278,6 +278,50 @@ final class MPITests: XCTestCase {
     XCTAssertFalse(r.stdout.contains("\r") || r.stdout.contains("\u{1B}"), r.stdout.debugDescription)
   }
 
+  /// SIGTERM to mpirun (it forwards it to the ranks): every rank stops after the same step, rank
+  /// 0 writes a checkpoint there and a metrics line saying why, within seconds; resuming at np 2
+  /// ends on the bytes of an uninterrupted np 2 run.
+  func testSIGTERMToMpirunStopsEveryRankAtOneStep() throws {
+    let bin = try Self.binary
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    let out = tmp.appendingPathComponent("term").path
+    func args(_ dir: String, steps: Int) -> [String] {
+      ["--config", Self.root.appendingPathComponent("configs/smoke.yaml").path, "--out", dir, "--steps", "\(steps)",
+       "--log-every", "1", "--checkpoint-every", "0", "--eval-every", "0", "--quiet", "--no-tensorboard"]
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: mpirun)
+    p.arguments = ["--oversubscribe", "--bind-to", "none", "-np", "2", bin, "train"] + args(out, steps: 1_000_000)
+    p.environment = ProcessInfo.processInfo.environment.merging(mpiEnvironment) { $1 }
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline {
+      let text = (try? String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8)) ?? ""
+      if text.split(separator: "\n").count >= 20 { break }
+      usleep(50_000)
+    }
+    let sent = Date()
+    kill(p.processIdentifier, SIGTERM)
+    p.waitUntilExit()
+    let seconds = Date().timeIntervalSince(sent)
+    XCTAssertNotEqual(p.terminationStatus, 0)
+    XCTAssertLessThan(seconds, 15)
+    let lines = try metrics("term")
+    let last = try XCTUnwrap(lines.last)
+    XCTAssertEqual(last["event"] as? String, "stopped")
+    let stopStep = try XCTUnwrap(last["step"] as? Int)
+    XCTAssertEqual(lines[lines.count - 2]["step"] as? Int, stopStep, "no step after the agreed stop")
+    print("np 2: SIGTERM to mpirun: stopped after step \(stopStep), \(String(format: "%.2f", seconds)) s to exit")
+    assertSucceeded(try run(np: 2, args(out, steps: stopStep + 20) + ["--resume", "auto"]), "resume")
+    let straight = tmp.appendingPathComponent("straight").path
+    assertSucceeded(try run(np: 2, args(straight, steps: stopStep + 20)), "uninterrupted")
+    XCTAssertEqual(
+      try Data(contentsOf: URL(fileURLWithPath: out + "/final.safetensors")),
+      try Data(contentsOf: URL(fileURLWithPath: straight + "/final.safetensors")))
+  }
+
   /// A rank whose config differs is named with the field at start-up.
   func testHandshakeNamesRankAndField() throws {
     let bin = try Self.binary

@@ -33,4 +33,10 @@ void vae_write_stderr(const char *s, size_t n);
 /// 1 when stdout is a terminal.
 int vae_stdout_isatty(void);
 
+/* Stop requests (preemption): SIGTERM, SIGINT and SIGUSR1 (Slurm's --signal) set a flag that the
+ * trainer folds into a collective, so every rank stops after the same step; a second signal
+ * exits at once with 128 + its number. vae_stop_signal returns the first signal seen, or 0. */
+void vae_install_stop_handlers(void);
+int vae_stop_signal(void);
+
 #endif
