@@ -18,6 +18,9 @@ public struct RunConfig: Sendable, Hashable {
   public var adam: AdamConfig
   public var seed: UInt64
   public var checkpointEvery: Int
+  /// Also checkpoint when this many minutes have passed since the last checkpoint (0: off);
+  /// rank 0's clock decides and the ranks agree through the per-step collective.
+  public var checkpointMinutes: Double = 0
   public var evalEvery: Int
   public var keepCheckpoints: Int
   public var logEvery: Int

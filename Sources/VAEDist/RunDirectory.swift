@@ -19,27 +19,34 @@ final class RunDirectory {
   /// Checkpoints of the run, newest first (see `Checkpoint.candidates`).
   var checkpoints: [String] { Checkpoint.candidates(runDirectory: path) }
 
-  /// Creates the directories and removes temporary files an interrupted checkpoint write left.
-  func create() throws {
+  /// Creates the directories and removes temporary files an interrupted checkpoint write left;
+  /// returns how many were removed.
+  @discardableResult
+  func create() throws -> Int {
     do {
       try FileManager.default.createDirectory(atPath: checkpointsDirectory, withIntermediateDirectories: true)
     } catch {
       throw TrainError.io("\(checkpointsDirectory): cannot create the run directory: \(error.localizedDescription)")
     }
-    removeStaleTemporaryFiles()
+    return removeStaleTemporaryFiles()
   }
 
   /// Atomic writes go through `.<name>.tmp-<pid>-<random>` beside the target; a writer killed
   /// mid-write leaves one behind. Only one job writes a run directory, so any not of this
   /// process is stale.
-  func removeStaleTemporaryFiles() {
+  @discardableResult
+  func removeStaleTemporaryFiles() -> Int {
     let mine = ".tmp-\(getpid())-"
+    var removed = 0
     for dir in [path, checkpointsDirectory] {
       for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
       where name.hasPrefix(".") && name.contains(".tmp-") && !name.contains(mine) {
-        try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent(name))
+        if (try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent(name))) != nil {
+          removed += 1
+        }
       }
     }
+    return removed
   }
 
   func writeConfig(_ text: String) throws {

@@ -56,7 +56,12 @@ public final class Trainer {
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
   /// One Double the ranks sum after every step: > 0 when some rank received a stop signal.
-  let stopFlag = UnsafeMutableBufferPointer<Double>.allocate(capacity: 1)
+  /// [1]: rank 0 says a time-based checkpoint is due.
+  let stopFlag = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2)
+  /// When the last checkpoint was written (for `checkpoint_minutes`; rank 0's clock).
+  var lastCheckpointTime = Date()
+  /// This step's agreed "checkpoint now" (time-based).
+  var checkpointDue = false
   /// Rank 0's TensorBoard event file (nil with `--no-tensorboard` or on other ranks).
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.

@@ -16,7 +16,10 @@ extension Trainer {
     if let initialWeights, resume == .none { try loadInitialWeights(initialWeights) }
     try replicas.checkParameters(model.params, what: "initial parameters")  // fresh or restored
     if comm.isRoot {
-      try files.create()
+      let stale = try files.create()
+      if stale > 0 {
+        Console.error("note: removed \(stale) temporary file(s) an interrupted checkpoint write left in \(runDirectory)")
+      }
       try files.writeConfig(configFileText)
       try files.openMetrics()
       try openTensorBoard()
@@ -34,6 +37,7 @@ extension Trainer {
       window.count += shard.count
       try duties(&clock)
       if let signal = try agreedStop() { return try stop(signal: signal, clock) }
+      if checkpointDue && step < totalSteps { try checkpoint() }
     }
     return try finish(clock)
   }
@@ -61,12 +65,20 @@ extension Trainer {
   /// Whether some rank received SIGTERM, SIGINT or SIGUSR1: each rank adds its flag into one
   /// Double summed after every step (single process: just the flag), so all ranks stop after
   /// the same step. Returns the signal (the lowest one seen on any rank).
+  /// The same collective carries rank 0's "a time-based checkpoint is due" (`checkpointDue`).
   func agreedStop() throws -> Int32? {
     let mine = Double(vae_stop_signal())
-    guard comm.size > 1 else { return mine > 0 ? Int32(mine) : nil }
+    let minutes = config.checkpointMinutes
+    let due = comm.isRoot && minutes > 0 && Date().timeIntervalSince(lastCheckpointTime) >= minutes * 60
+    guard comm.size > 1 else {
+      checkpointDue = due
+      return mine > 0 ? Int32(mine) : nil
+    }
     // Encode the signal so the sum says both "someone stopped" and which: 1000 + signal per rank.
     stopFlag[0] = mine > 0 ? 1000 + mine : 0
+    stopFlag[1] = due ? 1 : 0
     try comm.allreduceSum(stopFlag)
+    checkpointDue = stopFlag[1] > 0
     guard stopFlag[0] > 0 else { return nil }
     if mine > 0 { return Int32(mine) }
     let peer = Int(stopFlag[0].rounded()) % 1000  // one rank's signal, or a sum of several
@@ -128,14 +140,20 @@ extension Trainer {
       try replicas.checkParameters(model.params, what: "parameters at step \(step)")
     }
     if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 && step < totalSteps {
-      try checkParametersFinite()
-      let moments = try gatherMoments()
-      let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
-      if comm.isRoot, let moments {
-        try saveCheckpoint(path: files.stepPath(step), window: w, moments: moments)
-        files.pruneCheckpoints(keep: config.keepCheckpoints)
-      }
+      try checkpoint()
     }
+  }
+
+  /// A step checkpoint (collective: moments are gathered to rank 0, which writes).
+  func checkpoint() throws {
+    try checkParametersFinite()
+    let moments = try gatherMoments()
+    let w = try comm.allreduceSum([window.recon, window.kl, Double(window.count)])
+    if comm.isRoot, let moments {
+      try saveCheckpoint(path: files.stepPath(step), window: w, moments: moments)
+      files.pruneCheckpoints(keep: config.keepCheckpoints)
+    }
+    lastCheckpointTime = Date()
   }
 
   /// The metrics line of the steps since the last one: loss terms summed over ranks.
@@ -285,7 +303,10 @@ extension Trainer {
         "resuming a \(c.state.worldSize)-rank run on \(comm.size) rank(s): the curve continues but is not bit-identical to an unchanged run (summation order)")
     }
     // Length and cadence may change freely; anything else in `train` changes the numbers.
-    let free: Set<String> = ["epochs", "steps", "checkpoint_every", "eval_every", "keep_checkpoints", "log_every", "check_every"]
+    let free: Set<String> = [
+      "epochs", "steps", "checkpoint_every", "checkpoint_minutes", "eval_every", "keep_checkpoints", "log_every",
+      "check_every",
+    ]
     func settings(_ yaml: String) -> [String: String] {
       var out: [String: String] = [:]
       var section = ""

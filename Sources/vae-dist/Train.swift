@@ -41,6 +41,8 @@ struct Train: ParsableCommand {
   var evalEvery: Int?
   @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.checkpoint_every")))
   var checkpointEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.checkpoint_minutes")))
+  var checkpointMinutes: Double?
   @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.log_every")))
   var logEvery: Int?
   @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.check_every")))
@@ -79,6 +81,9 @@ struct Train: ParsableCommand {
     try checkFlag(logEvery, "log-every", key: "train.log_every")
     try checkFlag(checkEvery, "check-every", key: "train.check_every")
     if epochs != nil && steps != nil { throw ValidationError("--epochs and --steps: give one of them, not both") }
+    if let m = checkpointMinutes, ConfigSchema.key("train.checkpoint_minutes").rule.check(m) == nil {
+      throw ValidationError("--checkpoint-minutes: expected \(ConfigSchema.key("train.checkpoint_minutes").rule.expected), got \(m)")
+    }
     if let lr, ConfigSchema.key("train.lr").rule.check(lr) == nil {
       throw ValidationError("--lr: expected \(ConfigSchema.key("train.lr").rule.expected), got \(lr)")
     }
@@ -107,6 +112,7 @@ struct Train: ParsableCommand {
     if let checkpointEvery { c.checkpointEvery = checkpointEvery }
     if let logEvery { c.logEvery = logEvery }
     if let checkEvery { c.checkEvery = checkEvery }
+    if let checkpointMinutes { c.checkpointMinutes = checkpointMinutes }
     return c
   }
 

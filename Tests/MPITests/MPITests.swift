@@ -322,6 +322,16 @@ final class MPITests: XCTestCase {
       try Data(contentsOf: URL(fileURLWithPath: straight + "/final.safetensors")))
   }
 
+  /// Time-based checkpoints under MPI: rank 0's clock decides and every rank takes part (no
+  /// hang, valid checkpoints).
+  func testTimeBasedCheckpointsUnderMPI() throws {
+    var args = smoke("timed", steps: 100)
+    args += ["--checkpoint-every", "0", "--checkpoint-minutes", "0.0002"]
+    assertSucceeded(try run(np: 2, args), "np 2 --checkpoint-minutes")
+    let names = try FileManager.default.contentsOfDirectory(atPath: tmp.appendingPathComponent("timed/checkpoints").path)
+    XCTAssertFalse(names.isEmpty)
+  }
+
   /// A rank whose config differs is named with the field at start-up.
   func testHandshakeNamesRankAndField() throws {
     let bin = try Self.binary

@@ -163,4 +163,29 @@ final class ConditionalTrainingTests: XCTestCase {
     XCTAssertEqual(event?["step"] as? Int, 10)
     XCTAssertTrue((event?["changed"] as? String ?? "").contains("train.lr"), "\(String(describing: event))")
   }
+
+  /// train.checkpoint_minutes: checkpoints by time as well as by steps (here every ~6 ms).
+  func testTimeBasedCheckpoints() throws {
+    var timed = TT.tinyConfig(steps: 60, checkpointEvery: 0, keep: 1000)
+    timed.checkpointMinutes = 0.0001
+    try TT.train(timed, dir: root + "/timed")
+    let names = TT.checkpointNames(root + "/timed")
+    XCTAssertGreaterThan(names.count, 2, "\(names)")
+    for n in names { XCTAssertNoThrow(try Checkpoint.load(path: root + "/timed/checkpoints/" + n)) }
+    XCTAssertTrue(timed.yaml.contains("checkpoint_minutes: 0.0001"), timed.yaml)
+    try TT.train(TT.tinyConfig(steps: 60, checkpointEvery: 0), dir: root + "/untimed")
+    XCTAssertEqual(TT.checkpointNames(root + "/untimed"), [])
+  }
+
+  /// A checkpoint write killed mid-way leaves `.name.tmp-PID-…`; the next run in the directory
+  /// removes it (and keeps a valid checkpoint).
+  func testStaleTemporaryFilesAreRemovedAtStart() throws {
+    let a = root + "/stale"
+    try TT.train(TT.tinyConfig(steps: 10, checkpointEvery: 5), dir: a)
+    let stale = a + "/checkpoints/.step-00000015.safetensors.tmp-999999-abc"
+    try TT.write([1, 2, 3], stale)
+    try TT.train(TT.tinyConfig(steps: 20, checkpointEvery: 5), dir: a, resume: .auto)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+    XCTAssertNoThrow(try Checkpoint.load(path: a + "/final.safetensors"))
+  }
 }
