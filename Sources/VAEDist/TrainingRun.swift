@@ -344,12 +344,10 @@ extension Trainer {
       if a != b { throw CheckpointError.mismatch(file: c.path, field: field, checkpoint: a, run: b) }
     }
     // The model: name the first differing field (model.zdim 20 vs 5), not two JSON objects.
+    var saved = config
+    saved.model = c.model
     for key in ConfigSchema.keys(in: "model") {
-      var mine = config, theirs = config
-      theirs.model = c.model
-      mine.model = config.model
-      let a = key.yaml(of: theirs) ?? "(absent)", b = key.yaml(of: mine) ?? "(absent)"
-      try check(key.path, a, b)
+      try check(key.path, key.yaml(of: saved) ?? "(absent)", key.yaml(of: config) ?? "(absent)")
     }
     try check("seed", String(c.state.seed), String(config.seed))
     try check("global batch", String(c.state.globalBatch), String(config.batch))

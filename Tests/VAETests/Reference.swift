@@ -143,23 +143,9 @@ struct ReferenceVAE {
   func finiteDifferenceGradients(
     params: [String: [Double]], x: [Double], eps: [Double], batch: Int, h: Double = 1e-6
   ) -> [String: [Double]] {
-    var work = params
-    var grads: [String: [Double]] = [:]
-    for (name, _) in specs {
-      guard let values = params[name] else { preconditionFailure("reference: no parameter \(name)") }
-      var g = [Double](repeating: 0, count: values.count)
-      for i in 0..<values.count {
-        let v = values[i]
-        work[name]![i] = v + h
-        let plus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
-        work[name]![i] = v - h
-        let minus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
-        work[name]![i] = v
-        g[i] = (plus - minus) / (2 * h)
-      }
-      grads[name] = g
+    centralDifferences(params: params, names: specs.map(\.name), h: h) {
+      evaluate(params: $0, x: x, eps: eps, batch: batch).loss
     }
-    return grads
   }
 }
 
@@ -190,4 +176,28 @@ enum ErrorMeasure {
   static func relative(_ a: Double, _ b: Double, tiny: Double = 1e-30) -> Double {
     abs(a - b) / max(abs(b), tiny)
   }
+}
+
+/// Central finite differences of `loss` with respect to every value of the tensors `names` of
+/// `params` (the references' one finite-difference loop).
+func centralDifferences(
+  params: [String: [Double]], names: [String], h: Double, loss: ([String: [Double]]) -> Double
+) -> [String: [Double]] {
+  var work = params
+  var grads: [String: [Double]] = [:]
+  for name in names {
+    guard let values = params[name] else { preconditionFailure("reference: no parameter \(name)") }
+    var g = [Double](repeating: 0, count: values.count)
+    for i in 0..<values.count {
+      let v = values[i]
+      work[name]![i] = v + h
+      let plus = loss(work)
+      work[name]![i] = v - h
+      let minus = loss(work)
+      work[name]![i] = v
+      g[i] = (plus - minus) / (2 * h)
+    }
+    grads[name] = g
+  }
+  return grads
 }

@@ -239,22 +239,9 @@ struct ReferenceConditional {
     params: [String: [Double]], x: [Double], eps: [Double], batch: Int, h: Double = 1e-6,
     only: Set<String>? = nil
   ) -> [String: [Double]] {
-    var work = params
-    var grads: [String: [Double]] = [:]
-    for (name, _) in specs where only?.contains(name) ?? true {
-      guard let values = params[name] else { preconditionFailure("reference: no parameter \(name)") }
-      var g = [Double](repeating: 0, count: values.count)
-      for i in 0..<values.count {
-        let v = values[i]
-        work[name]![i] = v + h
-        let plus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
-        work[name]![i] = v - h
-        let minus = evaluate(params: work, x: x, eps: eps, batch: batch).loss
-        work[name]![i] = v
-        g[i] = (plus - minus) / (2 * h)
-      }
-      grads[name] = g
+    let names = specs.map(\.0).filter { only?.contains($0) ?? true }
+    return centralDifferences(params: params, names: names, h: h) {
+      evaluate(params: $0, x: x, eps: eps, batch: batch).loss
     }
-    return grads
   }
 }
