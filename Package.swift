@@ -66,7 +66,7 @@ let package = Package(
       dependencies: [
         "TensorBoard", "Formats", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
-    .testTarget(name: "CLITests", dependencies: ["vae-dist", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["vae-dist", "VAEDist", "TestSupport"]),
     .testTarget(
       name: "MPITests",
       dependencies: ["vae-dist", "vae-dist-fault-injection", "VAEDist", "VAE", "Formats", "TestSupport"]),

@@ -172,3 +172,5 @@ void vae_install_stop_handlers(void) {
 }
 
 int vae_stop_signal(void) { return (int)vae_stop_requested; }
+
+void vae_ignore_file_size_signal(void) { signal(SIGXFSZ, SIG_IGN); }

@@ -90,15 +90,7 @@ public enum FileIO {
       if fdOpen { close(fd) }
       if !renamed { unlink(tmp) }
     }
-    var written = 0
-    while written < bytes.count {
-      let n = retryingOnEINTR {  // `bytes` is not empty here, so it has a base address
-        bytes.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
-      }
-      guard n >= 0 else { throw .system(path, "write to \(tmp) failed") }
-      if n == 0 { throw .plain(path, "write to \(tmp) made no progress") }
-      written += n
-    }
+    try writeAll(bytes, fd: fd, path: path, what: "write to \(tmp)")
     guard fsync(fd) == 0 else { throw .system(path, "fsync of \(tmp) failed") }
     fdOpen = false
     guard close(fd) == 0 else { throw .system(path, "close of \(tmp) failed") }
@@ -110,6 +102,22 @@ public enum FileIO {
       let reason = String(cString: strerror(rc))
       throw FileIOError(
         path: path, detail: "new contents in place, but fsync of directory \(dir) failed: \(reason)", reason: reason)
+    }
+  }
+
+  /// Writes all of `bytes` to `fd` (short writes continue; EINTR retries). `what` names the
+  /// step in the error, e.g. "write to <temporary file>"; `path` is the file the user knows.
+  /// - Throws: `FileIOError` with the system's reason (`No space left on device`, `File too
+  ///   large` past a `ulimit -f` when SIGXFSZ is ignored, …).
+  public static func writeAll(_ bytes: [UInt8], fd: Int32, path: String, what: String = "write") throws(FileIOError) {
+    var written = 0
+    while written < bytes.count {
+      let n = retryingOnEINTR {  // `bytes` is not empty here, so it has a base address
+        bytes.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
+      }
+      guard n >= 0 else { throw .system(path, "\(what) failed") }
+      if n == 0 { throw .plain(path, "\(what) made no progress") }
+      written += n
     }
   }
 

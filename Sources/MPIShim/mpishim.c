@@ -127,6 +127,11 @@ int vae_mpi_allgather_u64(unsigned long long value, unsigned long long *out) {
                        MPI_COMM_WORLD);
 }
 
+int vae_mpi_allgather_u64n(const unsigned long long *values, int n, unsigned long long *out) {
+  return MPI_Allgather(values, n, MPI_UNSIGNED_LONG_LONG, out, n, MPI_UNSIGNED_LONG_LONG,
+                       MPI_COMM_WORLD);
+}
+
 int vae_mpi_bcast_bytes(void *buf, size_t count, int root) {
   char *p = buf;
   for (size_t at = 0; at < count; at += CHUNK) {

@@ -21,6 +21,8 @@ public protocol Communicator: AnyObject {
     root: Int) throws
   /// One value from every rank, in rank order.
   func allgather(_ value: UInt64) throws -> [UInt64]
+  /// `words` from every rank, in rank order; every rank passes the same number of words.
+  func allgather(words: [UInt64]) throws -> [[UInt64]]
   /// Root's bytes to every rank (any length; receivers' arrays are resized).
   func broadcast(_ bytes: inout [UInt8], root: Int) throws
   func barrier() throws
@@ -150,6 +152,7 @@ public final class LocalCommunicator: Communicator {
   public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
   public func allgather(_ buffer: UnsafeMutableBufferPointer<Float>, shards: [Range<Int>]) throws {}
   public func allgather(_ value: UInt64) throws -> [UInt64] { [value] }
+  public func allgather(words: [UInt64]) throws -> [[UInt64]] { [words] }
   public func gather(
     _ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?, shards: [Range<Int>],
     root: Int

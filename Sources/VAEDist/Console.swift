@@ -10,6 +10,10 @@ public enum Console {
   public static func raw(_ text: String) {
     text.withCString { vae_write_stdout($0, strlen($0)) }
   }
+  /// Call once at start: a write past a file-size limit then fails with "File too large"
+  /// (an error that names the file) instead of SIGXFSZ killing the process.
+  public static func reportFileSizeLimitAsError() { vae_ignore_file_size_signal() }
+
   public static func error(_ line: String) {
     let s = line + "\n"
     s.withCString { vae_write_stderr($0, strlen($0)) }

@@ -218,6 +218,19 @@ public final class MPICommunicator: Communicator {
     return out
   }
 
+  public func allgather(words: [UInt64]) throws -> [[UInt64]] {
+    let n = words.count
+    guard n > 0 else { return Array(repeating: [], count: size) }
+    var out = [UInt64](repeating: 0, count: size * n)
+    let send = words.map { CUnsignedLongLong($0) }
+    try out.withUnsafeMutableBufferPointer { p in
+      try p.withMemoryRebound(to: CUnsignedLongLong.self) {
+        try check(vae_mpi_allgather_u64n(send, Int32(n), $0.baseAddress), "allgather")
+      }
+    }
+    return (0..<size).map { Array(out[($0 * n)..<(($0 + 1) * n)]) }
+  }
+
   public func broadcast(_ bytes: inout [UInt8], root: Int) throws {
     guard size > 1 else { return }
     var n = UInt64(bytes.count)

@@ -18,8 +18,9 @@ struct ReplicaCheck {
     throw TrainError.peerFailed
   }
 
-  /// Start-up: config, data, binary and parameter count must agree on every rank. A differing
-  /// config is named by its first differing line.
+  /// Start-up, after `agreeOnStartup` (which also compares the binaries): config, data and
+  /// parameter count must agree on every rank. A differing config is named by its first
+  /// differing line.
   func handshake(configYAML mine: String, dataChecksum: UInt32, parameterCount: Int) throws {
     guard comm.size > 1 else { return }
     var rootYAML = Array(mine.utf8)
@@ -35,7 +36,6 @@ struct ReplicaCheck {
       throw TrainError.handshake("config differs from rank 0's: '\(here)' here, '\(there)' on rank 0")
     }
     try agree("data checksum", UInt64(dataChecksum)) { String(format: "%08x", $0) }
-    try agree("binary version", fnv1a(Array(vaeDistVersion.utf8)))
     try agree("parameter count", UInt64(parameterCount))
   }
 

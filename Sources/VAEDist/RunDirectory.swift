@@ -6,7 +6,8 @@ import VAE
 /// and `final.safetensors` (docs/ARCHITECTURE.md, "Run directory"). Rank 0 alone writes here.
 final class RunDirectory {
   let path: String
-  private var metrics: FileHandle?
+  /// The open metrics.jsonl (append mode), rank 0 only.
+  private var metrics: Int32?
 
   init(path: String) { self.path = path }
 
@@ -60,24 +61,30 @@ final class RunDirectory {
   // MARK: - metrics.jsonl
 
   func openMetrics() throws {
-    let fm = FileManager.default
-    if !fm.fileExists(atPath: metricsPath) && !fm.createFile(atPath: metricsPath, contents: nil) {
-      throw TrainError.io("\(metricsPath): cannot create")
+    let fd = open(metricsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(0o644))
+    guard fd >= 0 else {
+      throw TrainError.io("\(metricsPath): cannot open for appending: \(String(cString: strerror(errno)))")
     }
-    guard let h = FileHandle(forWritingAtPath: metricsPath) else {
-      throw TrainError.io("\(metricsPath): cannot open for writing")
-    }
-    h.seekToEndOfFile()
-    metrics = h
+    metrics = fd
   }
 
-  /// One JSON object per line; values are already JSON (see `json(_:)`).
-  func appendMetrics(_ fields: [(String, String)]) {
+  /// One JSON object per line; values are already JSON (see `json(_:)`). A failed write (disk
+  /// full, quota, file-size limit) stops the run: nothing is lost silently.
+  func appendMetrics(_ fields: [(String, String)]) throws {
+    guard let fd = metrics else { return }
     let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
-    metrics?.write(Data(line.utf8))
+    do {
+      try FileIO.writeAll(Array(line.utf8), fd: fd, path: metricsPath, what: "appending a line")
+    } catch {
+      throw TrainError.io(error.description)
+    }
   }
 
-  func closeMetrics() throws { try metrics?.close() }
+  func closeMetrics() throws {
+    guard let fd = metrics else { return }
+    metrics = nil
+    if close(fd) != 0 { throw TrainError.io("\(metricsPath): close failed: \(String(cString: strerror(errno)))") }
+  }
 
   func removeMetrics() { try? FileManager.default.removeItem(atPath: metricsPath) }
 

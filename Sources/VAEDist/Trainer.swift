@@ -18,6 +18,8 @@ public final class Trainer {
   public let runDirectory: String
   public let output: OutputOptions
   public let parallel: ParallelOptions
+  /// How the run begins (fresh, resumed, or from `--init` weights); agreed by every rank.
+  public let start: StartOptions
   /// Exchange (and, for benchmarks, wait) time of the steps; the metrics log reads and resets it.
   public let meter: StepMeter
   /// The ranks of this node share one parameter copy (sharded optimizer on the shared-memory
@@ -70,10 +72,21 @@ public final class Trainer {
   public init(
     config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String,
     output: OutputOptions = OutputOptions(), parallel: ParallelOptions = ParallelOptions(),
-    meter: StepMeter = StepMeter()
+    start: StartOptions = StartOptions(), meter: StepMeter = StepMeter()
   ) throws {
     try Self.validate(config: config, data: data, comm: comm, microBatches: parallel.microBatches)
+    // Start-up agreement before any collective that depends on options: the option record,
+    // then config, data and model size. Each is one collective every rank reaches.
+    let replicas = ReplicaCheck(comm: comm)
+    StartupWatchdog.waiting(for: "the start-up option agreement (an allgather every rank makes first)")
+    try replicas.agreeOnStartup(ReplicaCheck.startupFields(parallel: parallel, start: start))
+    StartupWatchdog.waiting(for: "the config handshake (broadcast of rank 0's config)")
+    let checksum = data.dataChecksum()
+    try replicas.handshake(
+      configYAML: config.yaml, dataChecksum: checksum, parameterCount: config.model.layout.total)
+    dataChecksum = checksum
     FloatingPointEnvironment.enableFlushToZero()
+    self.start = start
     self.config = config
     self.comm = comm
     self.data = data
@@ -92,6 +105,7 @@ public final class Trainer {
     }
     let rows = max(microShards.map(\.count).max() ?? 1, 1)
     let sharded = parallel.shardOptimizer && comm.size > 1
+    StartupWatchdog.waiting(for: "the shared-memory window (MPI_Win_allocate_shared over this node's ranks)")
     let shared = try comm.makeSharedArenas(layout: config.model.layout, shareParameters: sharded)
     parametersShared = shared?.params != nil
     model = VAEModel(config: config.model, maxBatch: rows, params: shared?.params, grads: shared?.grads)
@@ -106,7 +120,6 @@ public final class Trainer {
     estimator = Estimator(config: config.model, params: model.params)
     testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
     testX = Batcher.heldOut(data.test, binarization: config.binarize, conditioning: config.conditioning)
-    dataChecksum = data.dataChecksum()
     x = Buffer(rows * config.model.inputSize)
     eps = Buffer(rows * config.model.latentSize)
     indices = .allocate(capacity: rows)
@@ -114,6 +127,7 @@ public final class Trainer {
     totalSteps = config.totalSteps(trainCount: data.train.count)
     environmentNote =
       "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
+    StartupWatchdog.waiting(for: "the initial parameters (allgather)")
     try writeParameters { model.initialise(rng: CounterRNG(seed: config.seed)) }
   }
 

@@ -14,22 +14,27 @@ extension Trainer {
   }
 
   /// The scalars of one metrics line, tagged `train/<field>` (JSON numbers only).
-  func tensorboardScalars(_ fields: [(String, String)], prefix: String, wallTime: Double) {
+  func tensorboardScalars(_ fields: [(String, String)], prefix: String, wallTime: Double) throws {
     guard let tb = tensorboard else { return }
     for (key, value) in fields where !["step", "epoch", "world_size", "time_s", "wall_time"].contains(key) {
       if let x = Double(value) { tb.scalar("\(prefix)/\(key)", x, step: step, wallTime: wallTime) }
     }
-    try? tb.flush()
+    try flushTensorBoard(tb)
   }
 
   /// Images at an evaluation: 64 samples and 8 reconstructions (VAE), or 8 completions.
-  func tensorboardImages(wallTime: Double) {
+  func tensorboardImages(wallTime: Double) throws {
     guard let tb = tensorboard else { return }
     for (tag, image) in evaluationImages() {
       tb.image(tag, png: PNG.encodeGray(width: image.width, height: image.height, pixels: image.pixels),
                width: image.width, height: image.height, channels: 1, step: step, wallTime: wallTime)
     }
-    try? tb.flush()
+    try flushTensorBoard(tb)
+  }
+
+  /// Like metrics.jsonl, a failed write stops the run (one line naming the events file).
+  func flushTensorBoard(_ tb: TensorBoardWriter) throws {
+    do { try tb.flush() } catch let e as FileIOError { throw TrainError.io(e.description) }
   }
 
   func evaluationImages() -> [(String, (width: Int, height: Int, pixels: [UInt8]))] {

@@ -7,14 +7,16 @@ import VAEData
 /// The run around the step: start-up agreement, resume, the loop with its periodic duties
 /// (metrics, held-out ELBO, replica checks, checkpoints), and the final evaluation and save.
 extension Trainer {
-  /// `initialWeights`: a fresh run starts from this safetensors file's model tensors (any file
-  /// with the model's tensor names and shapes, e.g. PyTorch's `save_file(model.state_dict())`)
-  /// instead of the seeded initialisation; Adam's moments start at zero.
-  public func run(resume: ResumeMode, initialWeights: String? = nil) throws -> TrainSummary {
-    try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: model.params.count)
-    try restoreOrCheckFresh(resume: resume)
-    if let initialWeights, resume == .none { try loadInitialWeights(initialWeights) }
+  /// Runs to the last step (or an agreed stop). `start.initialWeights`: a fresh run starts from
+  /// this safetensors file's model tensors (any file with the model's tensor names and shapes,
+  /// e.g. PyTorch's `save_file(model.state_dict())`) instead of the seeded initialisation;
+  /// Adam's moments start at zero.
+  public func run() throws -> TrainSummary {
+    try restoreOrCheckFresh(resume: start.resume)
+    if let initialWeights = start.initialWeights, start.resume == .none { try loadInitialWeights(initialWeights) }
+    StartupWatchdog.waiting(for: "the replica check of the initial parameters (allgather)")
     try replicas.checkParameters(model.params, what: "initial parameters")  // fresh or restored
+    StartupWatchdog.disarm()
     if comm.isRoot {
       let stale = try files.create()
       if stale > 0 {
@@ -23,7 +25,7 @@ extension Trainer {
       try files.writeConfig(configFileText)
       try files.openMetrics()
       try openTensorBoard()
-      if let e = resumeEvent { files.appendMetrics(e) }
+      if let e = resumeEvent { try files.appendMetrics(e) }
       for w in output.warnings { Console.error(w) }
     }
     announce()
@@ -95,7 +97,7 @@ extension Trainer {
       try saveCheckpoint(path: path, window: w, moments: moments)
       files.pruneCheckpoints(keep: config.keepCheckpoints)
       let name = [2: "SIGINT", 10: "SIGUSR1", 15: "SIGTERM"][Int(signal)] ?? "signal \(signal)"
-      files.appendMetrics([
+      try files.appendMetrics([
         ("step", "\(step)"), ("event", "\"stopped\""), ("signal", "\"\(name)\""),
         ("time_s", json((clock.elapsed * 1000).rounded() / 1000)),
       ])
@@ -176,8 +178,8 @@ extension Trainer {
         ("time_s", json((elapsed * 1000).rounded() / 1000)),
         ("wall_time", json((now.timeIntervalSince1970 * 1000).rounded() / 1000)),
       ]
-      files.appendMetrics(fields)
-      tensorboardScalars(fields, prefix: "train", wallTime: now.timeIntervalSince1970)
+      try files.appendMetrics(fields)
+      try tensorboardScalars(fields, prefix: "train", wallTime: now.timeIntervalSince1970)
       progress.step(
         step: step, totalSteps: totalSteps, epoch: epoch, epochs: epochNumber(afterSteps: totalSteps),
         loss: recon + kl, samplesPerSecond: sps, remainingSamples: (totalSteps - step) * config.batch,
@@ -191,14 +193,14 @@ extension Trainer {
   func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
     guard comm.isRoot else { return }
     let now = Date().timeIntervalSince1970
-    files.appendMetrics([
+    try files.appendMetrics([
       ("step", "\(step)"), ("epoch", "\(epoch)"), ("test_elbo", json(e.elbo)),
       ("test_recon", json(e.recon)), ("test_kl", json(e.kl)),
       ("time_s", json((elapsed * 1000).rounded() / 1000)),
       ("wall_time", json((now * 1000).rounded() / 1000)),
     ])
-    tensorboardScalars([("elbo", json(e.elbo)), ("recon", json(e.recon)), ("kl", json(e.kl))], prefix: "test", wallTime: now)
-    tensorboardImages(wallTime: now)
+    try tensorboardScalars([("elbo", json(e.elbo)), ("recon", json(e.recon)), ("kl", json(e.kl))], prefix: "test", wallTime: now)
+    try tensorboardImages(wallTime: now)
     progress.evaluation(step: step, elbo: e.elbo, recon: e.recon, kl: e.kl)
   }
 
@@ -246,9 +248,19 @@ extension Trainer {
       step: step, epoch: epochNumber(afterSteps: step), seed: config.seed, worldSize: comm.size,
       globalBatch: config.batch, adamStep: adam.step, dataChecksum: dataChecksum,
       windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
-    try Checkpoint.save(
-      path: path, params: model.params, moments: moments, state: state, modelJSON: config.modelJSON,
-      configYAML: config.yaml)
+    do {
+      try Checkpoint.save(
+        path: path, params: model.params, moments: moments, state: state, modelJSON: config.modelJSON,
+        configYAML: config.yaml)
+    } catch let e as FileIOError {
+      // Disk full, quota, read-only: stop rather than train on without checkpoints, and say
+      // what is safe. The write was atomic, so every earlier checkpoint is intact.
+      let newest = files.checkpoints.first { $0 != path }
+      throw TrainError.io(
+        "\(e.description); training stopped at step \(step). "
+          + (newest.map { "The newest checkpoint, \($0), is intact: free space and continue with --resume auto" }
+            ?? "No checkpoint of this run was written yet"))
+    }
   }
 
   /// Adam's moments of the whole arena, for a checkpoint: rank 0 gets them (the others nil).
@@ -269,6 +281,7 @@ extension Trainer {
   func restoreOrCheckFresh(resume: ResumeMode) throws {
     var bytes: [UInt8] = []
     var path: [UInt8] = []
+    StartupWatchdog.waiting(for: comm.isRoot ? "this rank to read the checkpoint" : "rank 0's checkpoint (the resume broadcast)")
     if comm.isRoot {
       switch resume {
       case .none:
@@ -331,6 +344,7 @@ extension Trainer {
   /// Rank 0 reads and checks the weights, every rank gets its bytes (no shared file system
   /// needed), and the parameters are replaced before the first step.
   func loadInitialWeights(_ path: String) throws {
+    StartupWatchdog.waiting(for: comm.isRoot ? "this rank to read \(path)" : "rank 0's initial weights (the --init broadcast)")
     var bytes: [UInt8] = comm.isRoot ? try FileIO.readAll(path: path) : []
     try comm.broadcast(&bytes, root: 0)
     let file = try SafeTensors.decode(bytes, file: path)

@@ -33,6 +33,7 @@ struct VAEDistCLI: ParsableCommand {
   /// our own errors are printed as they are, with a hint where the CLI knows one. Help and
   /// version exit 0 with full text.
   static func main() {
+    Console.reportFileSizeLimitAsError()
     var command: ParsableCommand
     do {
       command = try parseAsRoot()

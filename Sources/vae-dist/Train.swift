@@ -68,6 +68,14 @@ struct Train: ParsableCommand {
     "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
     valueName: "auto|local|mpi"))
   var comm: CommMode = .auto
+  @Option(name: .long, help: ArgumentHelp(
+    "Under MPI: if start-up (MPI_Init, the ranks' agreement on options, a resume's checkpoint broadcast) has not finished after this many seconds, print what this rank waits for and end the job instead of hanging until the scheduler's limit. 0 turns it off.",
+    valueName: "seconds"))
+  var startupTimeout: Double = 120
+
+  static func format(_ seconds: Double) -> String {
+    seconds == seconds.rounded() ? String(Int(seconds)) + " s" : String(seconds) + " s"
+  }
 
   func validate() throws {
     try checkFlag(zdim, "zdim", key: "model.zdim")
@@ -80,6 +88,9 @@ struct Train: ParsableCommand {
     try checkFlag(checkpointEvery, "checkpoint-every", key: "train.checkpoint_every")
     try checkFlag(logEvery, "log-every", key: "train.log_every")
     try checkFlag(checkEvery, "check-every", key: "train.check_every")
+    if !(startupTimeout >= 0 && startupTimeout.isFinite) {
+      throw ValidationError("--startup-timeout: expected seconds ≥ 0 (0 turns the watchdog off), got \(startupTimeout)")
+    }
     if epochs != nil && steps != nil { throw ValidationError("--epochs and --steps: give one of them, not both") }
     if let m = checkpointMinutes, ConfigSchema.key("train.checkpoint_minutes").rule.check(m) == nil {
       throw ValidationError("--checkpoint-minutes: expected \(ConfigSchema.key("train.checkpoint_minutes").rule.expected), got \(m)")
@@ -117,7 +128,13 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
+    if startupTimeout > 0, self.comm == .mpi || (self.comm == .auto && CommMode.launchedByMPI()) {
+      StartupWatchdog.arm(
+        seconds: startupTimeout, setting: "--startup-timeout \(Self.format(startupTimeout)); 0 turns the watchdog off")
+      StartupWatchdog.waiting(for: "MPI_Init (every rank of the job must start MPI)")
+    }
     let comm = try self.comm.makeCommunicator()
+    StartupWatchdog.waiting(for: "this rank to read its config and data")
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
     step.applyThreads(ranks: comm.size)
@@ -130,8 +147,9 @@ struct Train: ParsableCommand {
     output.tensorboard = tensorboard
     if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
     let trainer = try Trainer(
-      config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel)
-    let s = try trainer.run(resume: resume ?? ResumeMode.none, initialWeights: initFrom)
+      config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel,
+      start: StartOptions(resume: resume ?? .none, initialWeights: initFrom))
+    let s = try trainer.run()
     if let signal = s.stopSignal {
       if comm.isRoot {
         Console.out("stopped by signal \(signal) after step \(s.steps); checkpoint \(outDir)/checkpoints; continue with --resume auto")

@@ -1,4 +1,5 @@
 import Foundation
+import VAEDist
 import TestSupport
 import XCTest
 
@@ -193,6 +194,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", c, "--lr", "fast"] + out, mentions: ["--lr", "fast"])
     try assertFails(["train", "--config", c, "--lr", "0"] + out, mentions: ["--lr"])
     try assertFails(["train", "--config", c, "--epochs", "2", "--steps", "3"] + out, mentions: ["--epochs", "--steps"])
+    try assertFails(["train", "--config", c, "--startup-timeout=-1"] + out, mentions: ["--startup-timeout", "-1"])
+    try assertFails(["train", "--config", c, "--startup-timeout", "nan"] + out, mentions: ["--startup-timeout", "nan"])
     let nowhere = tmp + "/nowhere/step-00000001.safetensors"
     try assertFails(["train", "--config", c, "--resume", nowhere] + out, mentions: ["--resume", "nowhere"])
     XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/never"), "a failed command created its run directory")
@@ -515,5 +518,52 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(
       try Data(contentsOf: URL(fileURLWithPath: run + "/final.safetensors")),
       try Data(contentsOf: URL(fileURLWithPath: tmp + "/straight/final.safetensors")))
+  }
+
+  /// A full disk: the checkpoint write at step 150 fails (a 3 MB tmpfs holds two 1.2 MB
+  /// checkpoints, not a third beside them). The run stops with one line naming the file, the
+  /// reason and the newest intact checkpoint; that checkpoint loads, no temporary file is left,
+  /// and the run continues from it with --resume auto once there is space.
+  func testDiskFullStopsWithOneLineAndKeepsThePreviousCheckpoint() throws {
+    let (disk, reason) = SmallDisk.mount(megabytes: 3, at: tmp + "/small")
+    guard let disk else { throw XCTSkip(reason) }
+    let run = disk.path + "/r"
+    let r = try vaeDist(["train", "--config", smokeConfig, "--out", run, "--steps", "400", "--checkpoint-every", "50",
+                         "--progress", "none"])
+    XCTAssertEqual(r.status, 1, r.stderr)
+    let errors = r.stderrLines.filter { $0.hasPrefix("vae-dist: error:") }
+    XCTAssertEqual(errors.count, 1, r.stderr)
+    let line = String(errors.first ?? "")
+    for part in ["step-00000150.safetensors", "No space left on device", "training stopped at step 150",
+                 "The newest checkpoint, \(run)/checkpoints/step-00000100.safetensors, is intact", "--resume auto"] {
+      XCTAssertTrue(line.contains(part), "missing '\(part)' in: \(line)")
+    }
+    let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").sorted()
+    XCTAssertEqual(names, ["step-00000050.safetensors", "step-00000100.safetensors"], "a temporary file or a partial checkpoint was left")
+    let kept = try Checkpoint.load(path: run + "/checkpoints/step-00000100.safetensors")
+    XCTAssertEqual(kept.state.step, 100)
+    // Once there is space (the run copied to the big disk), it continues from step 100.
+    let moved = tmp + "/moved"
+    try FileManager.default.copyItem(atPath: run, toPath: moved)
+    let resumed = try vaeDist(["train", "--config", smokeConfig, "--out", moved, "--steps", "200", "--checkpoint-every", "50",
+                               "--progress", "lines", "--resume", "auto"])
+    XCTAssertEqual(resumed.status, 0, resumed.stderr)
+    XCTAssertTrue(resumed.stdout.contains("at step 100"), resumed.stdout)
+    XCTAssertEqual(try Checkpoint.load(path: moved + "/final.safetensors").state.step, 200)
+  }
+
+  /// A file-size limit (`ulimit -f`) used to kill the run with SIGXFSZ (a core dump, no message);
+  /// now the write fails with EFBIG and the run stops with one line naming metrics.jsonl.
+  func testFileSizeLimitIsAOneLineErrorNotASignal() throws {
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let run = tmp + "/limited"
+    let r = try Subprocess.run(
+      ["/bin/sh", "-c", "ulimit -f 8 && exec \"$0\" \"$@\"", binary, "train", "--config", smokeConfig, "--out", run,
+       "--steps", "400", "--checkpoint-every", "0", "--no-tensorboard", "--progress", "none"],
+      environment: ["OPENBLAS_NUM_THREADS": "1"], cwd: tmp)
+    XCTAssertEqual(r.status, 1, "expected exit 1, not death by SIGXFSZ (25): \(r.stderr)")
+    let errors = r.stderrLines.filter { $0.hasPrefix("vae-dist: error:") }
+    XCTAssertEqual(errors.count, 1, r.stderr)
+    XCTAssertTrue(errors.first?.contains("\(run)/metrics.jsonl: I/O error: appending a line failed: File too large") ?? false, r.stderr)
   }
 }

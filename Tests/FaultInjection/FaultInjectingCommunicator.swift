@@ -72,6 +72,7 @@ final class FaultInjectingCommunicator: Communicator {
     try inner.gather(mine, into: full, shards: shards, root: root)
   }
   func allgather(_ value: UInt64) throws -> [UInt64] { try inner.allgather(value) }
+  func allgather(words: [UInt64]) throws -> [[UInt64]] { try inner.allgather(words: words) }
   func broadcast(_ bytes: inout [UInt8], root: Int) throws { try inner.broadcast(&bytes, root: root) }
   func barrier() throws { try inner.barrier() }
   func wallTime() -> Double { inner.wallTime() }

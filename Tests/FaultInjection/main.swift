@@ -29,7 +29,7 @@ do {
   let trainer = try Trainer(
     config: config, data: data, comm: comm, runDirectory: args[1], output: OutputOptions(quiet: true),
     parallel: ParallelOptions(shardOptimizer: args[6] == "sharded"))
-  _ = try trainer.run(resume: .none)
+  _ = try trainer.run()
   comm.finalize()
 } catch TrainError.peerFailed {
   sleep(30)  // the rank that found the problem prints it and ends the job

@@ -342,6 +342,71 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(p.seconds, 60)
   }
 
+  /// Options that change which collectives run, given to one rank only, used to hang the job
+  /// at start-up; now the ranks' one start-up allgather names the rank and the option and the
+  /// job ends within seconds (the issue asks for 10 s).
+  func testStartupOptionMismatchesEndTheJobNamingRankAndOption() throws {
+    let bin = try Self.binary
+    let cases: [(extra: [String], env: String?, says: String)] = [
+      (["--no-shard-optimizer"], nil, "optimizer sharding (--[no-]shard-optimizer) differs from rank 0's: disabled here, enabled on rank 0"),
+      (["--resume", "auto"], nil, "--resume differs from rank 0's: auto here, not given on rank 0"),
+      ([], "VAE_DIST_SHM=0", "the shared-memory transport (VAE_DIST_SHM) differs from rank 0's: disabled (VAE_DIST_SHM=0) here, enabled on rank 0"),
+      (["--micro-batches", "2"], nil, "--micro-batches differs from rank 0's: 2 here, 1 on rank 0"),
+      (["--init", Self.root.appendingPathComponent("configs/smoke.yaml").path], nil, "--init differs from rank 0's: '"),
+    ]
+    for (i, c) in cases.enumerated() {
+      let a = smoke("m\(i)", steps: 100_000)
+      let p = try runMPMD([a, a + c.extra], bin: bin, env: [nil, c.env])
+      let what = c.extra.isEmpty ? c.env ?? "" : c.extra.joined(separator: " ")
+      XCTAssertNotEqual(p.status, 0, what)
+      XCTAssertLessThan(p.seconds, 10, "\(what): the job should end within seconds, not hang")
+      XCTAssertTrue(p.stderr.contains("rank 1: " + c.says), "\(what):\n\(p.stderr)")
+      print("start-up mismatch \(what): exit \(p.status) after \(String(format: "%.2f", p.seconds)) s")
+    }
+  }
+
+  /// The watchdog behind the agreement: when a start-up never finishes (here rank 0's --init
+  /// file is a FIFO nobody writes, as a hung file system would be; or one rank never starts MPI,
+  /// --comm local) the job ends after --startup-timeout with a line naming what a rank waits for.
+  func testStartupWatchdogEndsAStuckStart() throws {
+    let bin = try Self.binary
+    let fifo = tmp.appendingPathComponent("stuck.safetensors").path
+    XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+    let a = smoke("w", steps: 100_000) + ["--startup-timeout", "3"]
+    let p = try runMPMD([a + ["--init", fifo], a + ["--init", fifo]], bin: bin)
+    XCTAssertNotEqual(p.status, 0)
+    XCTAssertLessThan(p.seconds, 30, "the watchdog should end the job soon after 3 s")
+    XCTAssertGreaterThanOrEqual(p.seconds, 3, "not before the timeout")
+    XCTAssertTrue(
+      p.stderr.contains("rank 1: start-up did not finish within 3 s: still waiting for rank 0's initial weights (the --init broadcast)")
+        || p.stderr.contains("rank 0: start-up did not finish within 3 s: still waiting for this rank to read \(fifo)"),
+      p.stderr)
+    print("watchdog, stuck --init read: exit \(p.status) after \(String(format: "%.2f", p.seconds)) s")
+    // One rank never calls MPI_Init: the other waits there.
+    let local = try runMPMD([a, smoke("w2", steps: 100_000) + ["--comm", "local"]], bin: bin)
+    XCTAssertNotEqual(local.status, 0)
+    XCTAssertLessThan(local.seconds, 30)
+    XCTAssertTrue(local.stderr.contains("rank 0: start-up did not finish within 3 s: still waiting for MPI_Init"), local.stderr)
+    print("watchdog, one rank without MPI: exit \(local.status) after \(String(format: "%.2f", local.seconds)) s")
+  }
+
+  /// A full disk under mpirun: rank 0's failed checkpoint write ends the whole job (no rank
+  /// trains on without checkpoints), with one line from rank 0; the earlier checkpoints stay.
+  func testDiskFullOnRankZeroEndsTheJob() throws {
+    let (disk, reason) = SmallDisk.mount(megabytes: 3, at: tmp.appendingPathComponent("small").path)
+    guard let disk else { throw XCTSkip(reason) }
+    var args = smoke("unused", steps: 400, batch: 50)
+    args[3] = disk.path + "/r"
+    let p = try run(np: 2, args + ["--checkpoint-every", "50", "--check-every", "0"])
+    XCTAssertNotEqual(p.status, 0)
+    XCTAssertLessThan(p.seconds, 60)
+    XCTAssertTrue(p.stderr.contains("rank 0: ") && p.stderr.contains("No space left on device"), p.stderr)
+    XCTAssertTrue(p.stderr.contains("training stopped at step 150"), p.stderr)
+    let names = try FileManager.default.contentsOfDirectory(atPath: disk.path + "/r/checkpoints").sorted()
+    XCTAssertEqual(names, ["step-00000050.safetensors", "step-00000100.safetensors"])
+    XCTAssertNoThrow(try Checkpoint.load(path: disk.path + "/r/checkpoints/step-00000100.safetensors"))
+  }
+
   /// A replica that silently diverges is caught by the periodic checksum and named. (With the
   /// sharded optimizer on one node the ranks share one parameter copy, which cannot diverge;
   /// replicas exist with --no-shard-optimizer or across nodes.)
@@ -414,11 +479,14 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(worst, 1e-4)
   }
 
-  func runMPMD(_ argLists: [[String]], bin: String) throws -> Result {
+  /// One rank per argument list (mpirun's MPMD form); `env[i]` ("NAME=value") is set for rank i only.
+  func runMPMD(_ argLists: [[String]], bin: String, env: [String?] = []) throws -> Result {
     var argv = [try XCTUnwrap(Self.which("mpirun")), "--timeout", "120", "--oversubscribe", "--bind-to", "none"]
     for (i, a) in argLists.enumerated() {
       if i > 0 { argv.append(":") }
-      argv += ["-np", "1", bin, "train"] + a
+      argv += ["-np", "1"]
+      if i < env.count, let e = env[i] { argv += ["-x", e] }
+      argv += [bin, "train"] + a
     }
     return try Subprocess.run(argv, environment: mpiEnvironment, cwd: Self.root.path)
   }

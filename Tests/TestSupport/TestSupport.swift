@@ -150,3 +150,21 @@ public enum Subprocess {
     try run(pythonCommand + ["-c", script] + args)
   }
 }
+
+/// A small tmpfs for disk-full tests (needs root and mount rights; `nil` with the reason where
+/// they are missing, e.g. an unprivileged container).
+public final class SmallDisk {
+  public let path: String
+  private init(path: String) { self.path = path }
+
+  public static func mount(megabytes: Int, at path: String) -> (disk: SmallDisk?, reason: String) {
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    guard let r = try? Subprocess.run(["/bin/mount", "-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", path]) else {
+      return (nil, "cannot run /bin/mount")
+    }
+    guard r.status == 0 else { return (nil, "cannot mount a tmpfs: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
+    return (SmallDisk(path: path), "")
+  }
+
+  deinit { _ = try? Subprocess.run(["/bin/umount", "-l", path]) }
+}

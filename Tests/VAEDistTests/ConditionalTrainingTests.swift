@@ -30,7 +30,7 @@ final class ConditionalTrainingTests: XCTestCase {
       let a = root + "/\(kind)-a", b = root + "/\(kind)-b"
       let t = try TT.trainer(Self.config(kind), dir: a)
       let before = try t.evaluate()
-      let s = try t.run(resume: .none)
+      let s = try t.run()
       XCTAssertGreaterThan(s.testELBO, before.elbo + 5, "\(kind): held-out log p(Y|X) should improve")
       if kind == .regressor { XCTAssertEqual(s.testKL, 0) }
       // Interrupted after step 10: resume from that checkpoint into a new directory.

@@ -24,7 +24,7 @@ final class EndToEndMNISTTests: XCTestCase {
     let trainer = try Trainer(
       config: config, data: data, comm: LocalCommunicator(), runDirectory: out, output: OutputOptions(quiet: true))
     let untrained = try trainer.evaluate()
-    let summary = try trainer.run(resume: .none)
+    let summary = try trainer.run()
     XCTAssertEqual(summary.steps, 40)
     print("MNIST end to end: held-out ELBO untrained \(untrained.elbo), after 2 epochs on 2,000 images \(summary.testELBO)")
     // The untrained decoder puts p ≈ 0.5 on every pixel (≈ −543 nats); two epochs learn at

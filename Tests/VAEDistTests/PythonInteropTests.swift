@@ -58,7 +58,7 @@ final class PythonInteropTests: XCTestCase {
     let trainer = try Trainer(
       config: config, data: data, comm: LocalCommunicator(), runDirectory: run,
       output: OutputOptions(quiet: true, terminal: false))
-    let summary = try trainer.run(resume: .none)
+    let summary = try trainer.run()
     XCTAssertEqual(summary.steps, 40)
     let checkpoint = run + "/final.safetensors"
 

@@ -39,15 +39,17 @@ enum TT {
       evalEvery: 15, keepCheckpoints: keep, logEvery: 4, evalSamples: 1)
   }
 
-  static func trainer(_ config: RunConfig, dir: String, data: DataSplits = synthetic) throws -> Trainer {
+  static func trainer(
+    _ config: RunConfig, dir: String, data: DataSplits = synthetic, resume: ResumeMode = .none
+  ) throws -> Trainer {
     try Trainer(
       config: config, data: data, comm: LocalCommunicator(), runDirectory: dir,
-      output: OutputOptions(quiet: true, terminal: false))
+      output: OutputOptions(quiet: true, terminal: false), start: StartOptions(resume: resume))
   }
 
   @discardableResult
   static func train(_ config: RunConfig, dir: String, resume: ResumeMode = .none) throws -> TrainSummary {
-    try trainer(config, dir: dir).run(resume: resume)
+    try trainer(config, dir: dir, resume: resume).run()
   }
 
   /// A fresh directory under the system temporary directory.
@@ -348,7 +350,7 @@ final class TrainerTests: XCTestCase {
     let otherData = DataSplits(train: other.train, test: TT.synthetic.test)
     var c = TT.tinyConfig(steps: 10, checkpointEvery: 5)
     c.trainLimit = 300
-    XCTAssertThrowsError(try TT.trainer(c, dir: a, data: otherData).run(resume: .auto)) { e in
+    XCTAssertThrowsError(try TT.trainer(c, dir: a, data: otherData, resume: .auto).run()) { e in
       guard case CheckpointError.mismatch(_, let f, _, _) = e else { return XCTFail("got \(e)") }
       XCTAssertEqual(f, "data checksum")
     }
@@ -512,7 +514,7 @@ final class TrainerTests: XCTestCase {
     let before = try t.evaluate()
     XCTAssertTrue(before.elbo.isFinite)
     XCTAssertEqual(before.elbo, -(before.recon + before.kl), accuracy: 1e-9 * abs(before.elbo))
-    let s = try t.run(resume: .none)
+    let s = try t.run()
     XCTAssertEqual(s.steps, 80)
     // An untrained decoder is near 784·log 2 ≈ 543 nats per image; 80 steps must win a lot.
     XCTAssertGreaterThan(s.testELBO, before.elbo + 150, "ELBO \(before.elbo) → \(s.testELBO)")

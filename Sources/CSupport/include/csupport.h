@@ -39,4 +39,9 @@ int vae_stdout_isatty(void);
 void vae_install_stop_handlers(void);
 int vae_stop_signal(void);
 
+/* Past a file-size limit (ulimit -f, RLIMIT_FSIZE) the kernel sends SIGXFSZ, which kills the
+ * process with a core dump. Ignored, the write fails with EFBIG instead and becomes a one-line
+ * error naming the file. */
+void vae_ignore_file_size_signal(void);
+
 #endif

@@ -27,6 +27,8 @@ int vae_mpi_gather_f32(const float *send, int count, float *recv, const int *cou
                        int root);
 /* In-place allgather of one uint64 per rank into out[size]. */
 int vae_mpi_allgather_u64(unsigned long long value, unsigned long long *out);
+/* Allgather of n uint64 per rank (the same n on every rank) into out[size * n], rank-major. */
+int vae_mpi_allgather_u64n(const unsigned long long *values, int n, unsigned long long *out);
 int vae_mpi_bcast_bytes(void *buf, size_t count, int root);
 int vae_mpi_barrier(void);
 /* Prints nothing; ends every rank of the job with `code`. */
@@ -62,4 +64,13 @@ const float *vae_mpi_shm_segment(int q);
 /* Memory fence + barrier over the node: after it, every rank sees every other's writes. */
 int vae_mpi_shm_sync(void);
 void vae_mpi_shm_free(void);
+
+/* Start-up watchdog (a second line of defence behind the option agreement): a thread that, if
+ * vae_watchdog_disarm is not called within `seconds` of vae_watchdog_arm, prints one line on
+ * stderr naming this rank and what it is waiting for (the last vae_watchdog_phase) and ends the
+ * job: MPI_Abort when MPI is initialized, else _exit(1) (a rank stuck in MPI_Init), which makes
+ * mpirun end the others. Phases may be set without arming (no effect). */
+void vae_watchdog_arm(double seconds, const char *setting);
+void vae_watchdog_phase(const char *what);
+void vae_watchdog_disarm(void);
 #endif
