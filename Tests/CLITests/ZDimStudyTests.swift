@@ -87,6 +87,56 @@ final class ZDimStudyTests: XCTestCase {
     let extended = try readCSV(out + "/zdim-study.csv").1
     XCTAssertEqual(extended.count, 5)
     XCTAssertEqual(extended.last.map { [$0[0], $0[1], $0[2]] }, ["2", "3", "30"])
+
+    // --parallel-z 2 trains both zdims at once and measures the same numbers (each run is
+    // seeded; only the wall time differs).
+    let par = tmp + "/parallel"
+    let p = try study(["--quick", "--zdims", "8 2", "--parallel-z", "2", "--out", par])
+    XCTAssertEqual(p.status, 0, "--parallel-z 2 failed:\n\(p.stdout)\n\(p.stderr)")
+    let withoutTime = { (rows: [[String]]) in rows.map { Array($0.dropLast()) } }
+    XCTAssertEqual(withoutTime(try readCSV(par + "/zdim-study.csv").1), withoutTime(rows))
+
+    // --collect trains and measures nothing: it rebuilds the CSV from what was measured.
+    try FileManager.default.removeItem(atPath: par + "/zdim-study.csv")
+    let c = try study(["--quick", "--zdims", "8 2 50", "--collect", "--out", par])
+    XCTAssertEqual(c.status, 0, c.stderr)
+    XCTAssertFalse(c.stdout.contains("training") || c.stdout.contains("measuring"), c.stdout)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: par + "/z-50"), "--collect must not start z = 50")
+    XCTAssertEqual(withoutTime(try readCSV(par + "/zdim-study.csv").1), withoutTime(rows))
+  }
+
+  /// --slurm submits one job per zdim with the study's other options and returns; a fake
+  /// `sbatch` on the PATH records what would be submitted.
+  func testSlurmSubmitsOneJobPerZdim() throws {
+    let bin = tmp + "/bin"
+    try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+    let log = tmp + "/sbatch.log"
+    let fake = "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> \(log); done\necho '---' >> \(log)\necho 'Submitted batch job 1'\n"
+    try fake.write(toFile: bin + "/sbatch", atomically: true, encoding: .utf8)
+    XCTAssertEqual(chmod(bin + "/sbatch", 0o755), 0)
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    var env = ["VAE_DIST_BIN": binary, "VAE_DIST_NO_PIP": "1",
+               "PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+    env["VAE_DIST_DATA"] = tmp  // not read: --slurm only submits
+    let out = tmp + "/s"
+    let r = try Subprocess.run(
+      [script, "--zdims", "2 1000", "--epochs", "10 30 100", "--np", "4", "--slurm", "--docs", "--data", tmp, "--out", out],
+      environment: env, cwd: tmp)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    XCTAssertTrue(r.stdout.contains("--collect --docs"), r.stdout)
+    let jobs = try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "---\n").filter { !$0.isEmpty }
+    XCTAssertEqual(jobs.count, 2, "one sbatch per zdim")
+    for (job, z) in zip(jobs, ["2", "1000"]) {
+      let args = job.split(separator: "\n").map(String.init)
+      func value(_ flag: String) -> String? { args.firstIndex(of: flag).map { args[$0 + 1] } }
+      XCTAssertEqual(value("--job-name"), "zdim-\(z)")
+      XCTAssertEqual(value("--ntasks"), "4")
+      XCTAssertEqual(value("--output"), out + "/slurm-zdim-\(z).out")
+      let wrap = try XCTUnwrap(value("--wrap"))
+      XCTAssertTrue(wrap.contains("--zdims \(z) "), wrap)
+      XCTAssertTrue(wrap.contains("--np 4") && wrap.contains("--epochs 10\\ 30\\ 100"), wrap)
+      XCTAssertFalse(wrap.contains("--slurm") || wrap.contains("--docs"), wrap)
+    }
   }
 
   func testBadArgumentsAreOneLineErrors() throws {
@@ -102,6 +152,7 @@ final class ZDimStudyTests: XCTestCase {
       (["--epochs", "30 10"], "--epochs"),
       (["--iw", "many"], "--iw"),
       (["--np"], "--np"),
+      (["--parallel-z", "0"], "--parallel-z"),
     ]
     for (args, flag) in cases {
       let r = try study(args + ["--out", tmp + "/never"])
@@ -121,7 +172,8 @@ final class ZDimStudyTests: XCTestCase {
     let r = try study(["--help"])
     XCTAssertEqual(r.status, 0)
     XCTAssertEqual(r.stderr, "")
-    for s in ["--zdims", "--config", "--epochs", "--iw", "--np", "--out", "--docs", "--quick", "active", "zdim-study.csv", "minutes"] {
+    for s in ["--zdims", "--config", "--epochs", "--iw", "--np", "--out", "--docs", "--quick", "--parallel-z", "--collect",
+              "--slurm", "active", "zdim-study.csv", "minutes"] {
       XCTAssertTrue(r.stdout.contains(s), "--help does not mention \(s)")
     }
   }

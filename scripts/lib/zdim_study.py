@@ -29,19 +29,21 @@ def int_list(text, flag, lo, hi):
     return out
 
 
+class StudyError(Exception):
+    """A step failed; the message says which. Everything done so far is kept."""
+
+
 def run(argv, what):
     r = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
     if r.returncode != 0:
-        print(f"zdim-study: {what} failed (exit {r.returncode}); run the same command again to continue",
-              file=sys.stderr)
-        sys.exit(1)
+        raise StudyError(f"{what} failed (exit {r.returncode}); run the same command again to continue")
     return r.stdout
 
 
 def main():
     p = argparse.ArgumentParser()
     for a in ["bin", "config", "out", "zdims", "epochs", "iw", "iw-images", "np", "hostfile", "threads",
-              "limit", "docs", "root"]:
+              "limit", "docs", "root", "parallel-z", "collect"]:
         p.add_argument("--" + a, default="")
     a = p.parse_args()
     zdims = sorted(set(int_list(a.zdims, "--zdims", 1, 10000)))
@@ -67,7 +69,7 @@ def main():
             argv += ["--threads", a.threads]
         run(argv, f"training z = {z} to {epochs} epochs")
 
-    for z in zdims:
+    def study(z):
         rundir = os.path.join(a.out, f"z-{z}")
         for e in budgets:
             snap = os.path.join(rundir, f"epochs-{e}.safetensors")
@@ -107,6 +109,25 @@ def main():
         last = os.path.join(rundir, f"epochs-{budgets[-1]}.safetensors")
         run([a.bin, "sample", "--checkpoint", last, "--n", "64", "--scale", "3", "--out",
              os.path.join(rundir, "samples.png")], "sample")
+
+
+    parallel = int(a.parallel_z or 1)
+    try:
+        if a.collect == "1":
+            pass  # only gather what earlier calls measured
+        elif parallel > 1:
+            # K zdims at once, each its own training process (or mpirun job); a failure of one
+            # lets the others finish their current step and is reported at the end.
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                for f in [pool.submit(study, z) for z in zdims]:
+                    f.result()
+        else:
+            for z in zdims:
+                study(z)
+    except StudyError as e:
+        print(f"zdim-study: {e}", file=sys.stderr)
+        sys.exit(1)
 
     rows = collect(a.out)
     write_csv(rows, os.path.join(a.out, "zdim-study.csv"))
