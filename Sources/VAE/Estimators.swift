@@ -140,27 +140,36 @@ public final class Estimator: @unchecked Sendable {
     }
   }
 
-  /// Per latent dimension, the variance over the `count` examples of the posterior mean
-  /// E_q[z_j | x] = μ_j(x) (in Double). Burda et al. (2016) call dimension j active when it
-  /// exceeds 0.01: only then does the code carry information about x.
-  public func posteriorMeanVariance(x: UnsafePointer<Float>, count: Int) -> [Double] {
+  /// Per latent dimension, over the `count` examples (in Double): the variance of the posterior
+  /// mean E_q[z_j | x] = μ_j(x) — Burda et al. (2016) call dimension j active when it exceeds
+  /// 0.01: only then does the code carry information about x — and the mean KL of that
+  /// dimension, ½(μ_j² + σ_j² − 1 − log σ_j²), which sums over j to the ELBO's KL term. The
+  /// KL of inactive dimensions is what a model pays for units it does not use.
+  public func latentStatistics(x: UnsafePointer<Float>, count: Int) -> (meanVariance: [Double], kl: [Double]) {
     precondition(model.config.kind != .regressor, "a regressor has no latent")
     let n = model.config.inputSize, d = model.config.zdim
     var sum = [Double](repeating: 0, count: d), squares = [Double](repeating: 0, count: d)
+    var kl = [Double](repeating: 0, count: d)
     var start = 0
     while start < count {
       let b = min(maxRows, count - start)
       model.encode(x + start * n, batch: b)
       for r in 0..<b {
         for j in 0..<d {
-          let m = Double(model.mu.ptr[r * d + j])
+          let m = Double(model.mu.ptr[r * d + j]), lv = Double(model.logvar.ptr[r * d + j])
           sum[j] += m
           squares[j] += m * m
+          kl[j] += 0.5 * (m * m + exp(lv) - 1 - lv)
         }
       }
       start += b
     }
     let c = Double(max(count, 1))
-    return (0..<d).map { max(squares[$0] / c - (sum[$0] / c) * (sum[$0] / c), 0) }
+    return ((0..<d).map { max(squares[$0] / c - (sum[$0] / c) * (sum[$0] / c), 0) }, kl.map { $0 / c })
+  }
+
+  /// The per-dimension variance of the posterior mean (see `latentStatistics`).
+  public func posteriorMeanVariance(x: UnsafePointer<Float>, count: Int) -> [Double] {
+    latentStatistics(x: x, count: count).meanVariance
   }
 }

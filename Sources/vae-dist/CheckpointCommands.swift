@@ -48,7 +48,7 @@ struct Eval: ParsableCommand {
   var limit: Int?
   @Flag(name: .long, help: "Use z = μ (ε = 0) instead of sampling: a deterministic check, not a bound.")
   var meanZ = false
-  @Flag(name: .long, help: "Also count the active latent units (Burda et al. 2016): dimensions whose posterior mean varies over the test images with variance > 0.01, and the KL per active unit.")
+  @Flag(name: .long, help: "Also count the active latent units (Burda et al. 2016): dimensions whose posterior mean varies over the test images with variance > 0.01; and split the KL term between them (KL per active unit) and the inactive ones (what the model pays for units it does not use).")
   var activeUnits = false
   @Option(name: .long, parsing: .unconditional, help: "OpenBLAS threads.")
   var threads: Int?
@@ -102,15 +102,19 @@ struct Eval: ParsableCommand {
       iwBound = b
       fields += [("iw_k", "\(iw)"), ("iw_bound", "\(b)")]
     }
-    var active: (count: Int, klPerUnit: Double)?
+    var active: (count: Int, klPerUnit: Double, klInactive: Double)?
     if activeUnits {
       guard ck.model.kind != .regressor else {
         throw ConfigError("--active-units: \(checkpoint) is a regressor: it has no latent units")
       }
-      let variances = testX.withUnsafeBufferPointer { est.posteriorMeanVariance(x: $0.baseAddress!, count: count) }
-      let n = variances.filter { $0 > 0.01 }.count
-      active = (n, n > 0 ? kl / Double(n) : 0)
-      fields += [("active_units", "\(n)"), ("kl_per_active_unit", "\(active!.klPerUnit)")]
+      let s = testX.withUnsafeBufferPointer { est.latentStatistics(x: $0.baseAddress!, count: count) }
+      let isActive = s.meanVariance.map { $0 > 0.01 }
+      let n = isActive.filter { $0 }.count
+      let klActive = zip(s.kl, isActive).filter(\.1).map(\.0).reduce(0, +)
+      let klInactive = zip(s.kl, isActive).filter { !$0.1 }.map(\.0).reduce(0, +)
+      active = (n, n > 0 ? klActive / Double(n) : 0, klInactive)
+      fields += [("active_units", "\(n)"), ("kl_per_active_unit", "\(active!.klPerUnit)"),
+                 ("kl_active_units", "\(klActive)"), ("kl_inactive_units", "\(klInactive)")]
     }
     fields.append(("seconds", String(format: "%.3f", Date().timeIntervalSince(start))))
     if json {
@@ -128,7 +132,8 @@ struct Eval: ParsableCommand {
         Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
       }
       if let a = active {
-        Console.out(String(format: "active units: %d of %d (KL %.3f nats per active unit)", a.count, ck.model.zdim, a.klPerUnit))
+        Console.out(String(format: "active units: %d of %d (KL %.3f nats per active unit; %.3f nats in all %d inactive units)",
+                           a.count, ck.model.zdim, a.klPerUnit, a.klInactive, ck.model.zdim - a.count))
       }
     }
   }

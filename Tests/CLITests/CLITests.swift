@@ -309,6 +309,18 @@ final class CLITests: XCTestCase {
     let bound = try XCTUnwrap((iwObj["iw_bound"] as? NSNumber)?.doubleValue)
     let elbo200 = try XCTUnwrap((iwObj["elbo"] as? NSNumber)?.doubleValue)
     XCTAssertGreaterThan(bound, elbo200, "IWAE bound \(bound) not above the ELBO \(elbo200)")
+    // --active-units splits the KL term between the active and the inactive units: the two parts
+    // add up to the KL of the ELBO (computed separately, per example in Float).
+    let au = try vaeDist(["eval", "--checkpoint", ck, "--json", "--active-units"])
+    XCTAssertEqual(au.status, 0, au.stderr)
+    let auObj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(au.stdout.utf8)) as? [String: Any], au.stdout)
+    let n = try XCTUnwrap((auObj["active_units"] as? NSNumber)?.intValue)
+    let klActive = try XCTUnwrap((auObj["kl_active_units"] as? NSNumber)?.doubleValue)
+    let klInactive = try XCTUnwrap((auObj["kl_inactive_units"] as? NSNumber)?.doubleValue)
+    XCTAssertTrue((1...4).contains(n), "smoke has zdim 4: \(n) active")
+    XCTAssertEqual(klActive + klInactive, kl, accuracy: 1e-5 * kl)
+    XCTAssertGreaterThanOrEqual(klInactive, 0)
+    XCTAssertEqual(try XCTUnwrap((auObj["kl_per_active_unit"] as? NSNumber)?.doubleValue), klActive / Double(n), accuracy: 1e-12)
     // Human-readable eval.
     let text = try vaeDist(["eval", "--checkpoint", ck, "--limit", "100"])
     XCTAssertEqual(text.status, 0, text.stderr)

@@ -136,4 +136,32 @@ final class EstimatorTests: XCTestCase {
     XCTAssertEqual(v[1], variance([1, -1, 3, 1, 0].map { 0.01 * Double(Float($0)) }), accuracy: 1e-9)
     XCTAssertEqual(v.filter { $0 > 0.01 }.count, 1)
   }
+
+  /// The KL per latent dimension: by hand for a linear encoder (μ₀ = x₀, μ₁ = 0.01·x₁, fixed
+  /// log σ² of 0.5 and −1 from the biases), and, for a random MLP, summing over dimensions to
+  /// the ELBO's KL term (which TorchFixtureTests checks against PyTorch).
+  func testLatentStatisticsSplitTheKLByDimension() {
+    let config = ModelConfig(inputSize: 3, hidden: [], decoderHidden: [], zdim: 2)
+    let params = Arena(layout: config.layout)
+    XCTAssertTrue(params.setValues(named: "encoder.mu.weight", [1, 0, 0, 0, 0.01, 0]))
+    XCTAssertTrue(params.setValues(named: "encoder.logvar.bias", [0.5, -1]))
+    let x: [Float] = [0, 1, 5, 1, -1, 5, 2, 3, 5, 5, 1, 5, 4, 0, 5]  // 5 rows of 3
+    let est = Estimator(config: config, params: params, maxRows: 2)
+    let s = x.withUnsafeBufferPointer { est.latentStatistics(x: $0.baseAddress!, count: 5) }
+    func kl(_ mu: [Double], _ lv: Double) -> Double {
+      mu.map { 0.5 * ($0 * $0 + exp(lv) - 1 - lv) }.reduce(0, +) / Double(mu.count)
+    }
+    XCTAssertEqual(s.kl[0], kl([0, 1, 2, 5, 4], 0.5), accuracy: 1e-6)
+    XCTAssertEqual(s.kl[1], kl([1, -1, 3, 1, 0].map { 0.01 * Double(Float($0)) }, -1), accuracy: 1e-6)
+    XCTAssertEqual(s.meanVariance, x.withUnsafeBufferPointer { est.posteriorMeanVariance(x: $0.baseAddress!, count: 5) })
+
+    let mlp = ModelConfig(inputSize: 6, hidden: [5], zdim: 3)
+    let p = Arena(layout: mlp.layout)
+    for i in 0..<p.count { p.data[i] = Float(0.5 * sin(1.7 * Double(i) + 0.3)) }  // fixed, varied weights
+    let xs = (0..<7 * 6).map { Float(0.5 + 0.5 * cos(2.3 * Double($0))) }
+    let e = Estimator(config: mlp, params: p, maxRows: 3)
+    let perDim = xs.withUnsafeBufferPointer { e.latentStatistics(x: $0.baseAddress!, count: 7) }.kl
+    let total = xs.withUnsafeBufferPointer { e.elbo(x: $0.baseAddress!, count: 7, firstIndex: 0, noise: .zero) }.kl / 7
+    XCTAssertEqual(perDim.reduce(0, +), total, accuracy: 1e-5 * abs(total))
+  }
 }

@@ -69,6 +69,20 @@ def main():
             argv += ["--threads", a.threads]
         run(argv, f"training z = {z} to {epochs} epochs")
 
+    def upgrade(measured, snap):
+        """Rows measured before the KL was split by unit get the split (a quick pass, no IW)."""
+        with open(measured) as f:
+            row = json.load(f)
+        if row.get("kl_inactive_units", "") != "":
+            return
+        print(f"==> z = {row['zdim']}, {row['epochs']} epochs: splitting the KL by unit", flush=True)
+        ev = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + eval_limit, "eval"))
+        row.update(active_units=ev["active_units"], kl_per_active_unit=ev["kl_per_active_unit"],
+                   kl_inactive_units=ev.get("kl_inactive_units", ""))
+        with open(measured + ".tmp", "w") as f:
+            json.dump(row, f)
+        os.replace(measured + ".tmp", measured)
+
     def study(z):
         rundir = os.path.join(a.out, f"z-{z}")
         for e in budgets:
@@ -80,13 +94,15 @@ def main():
                 os.replace(snap + ".tmp", snap)
             measured = os.path.join(rundir, f"eval-{e}.json")
             if os.path.exists(measured):
+                upgrade(measured, snap)
                 continue
             print(f"==> z = {z}, {e} epochs: measuring", flush=True)
             ev = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + eval_limit,
                                 "eval"))
             row = {"zdim": z, "epochs": e, "steps": ev["step"], "test_elbo": ev["elbo"], "test_recon": ev["recon"],
                    "test_kl": ev["kl"], "iw_bound": "", "iw_k": "", "iw_images": "",
-                   "active_units": ev["active_units"], "kl_per_active_unit": ev["kl_per_active_unit"]}
+                   "active_units": ev["active_units"], "kl_per_active_unit": ev["kl_per_active_unit"],
+                   "kl_inactive_units": ev.get("kl_inactive_units", "")}
             if iw > 0:
                 b = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--iw", str(iw), "--limit",
                                     str(iw_images)], "eval --iw"))
@@ -162,7 +178,7 @@ def collect(out):
 
 
 FIELDS = ["zdim", "epochs", "steps", "test_elbo", "test_recon", "test_kl", "iw_bound", "iw_k", "iw_images",
-          "active_units", "kl_per_active_unit", "parameters", "train_seconds"]
+          "active_units", "kl_per_active_unit", "kl_inactive_units", "parameters", "train_seconds"]
 
 
 def write_csv(rows, path):
@@ -210,8 +226,9 @@ def plot(rows, png):
 
 def markdown(rows):
     """The README's table of the study (between its zdim-table markers)."""
-    out = ["| epochs | z | held-out ELBO | IW bound | reconstruction | KL | active units | KL per active unit | training s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| epochs | z | held-out ELBO | IW bound | reconstruction | KL | active units | KL per active unit "
+           "| KL in inactive units | training s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for e in sorted({r["epochs"] for r in rows}):
         rs = sorted((r for r in rows if r["epochs"] == e), key=lambda r: r["zdim"])
         best = max(r["test_elbo"] for r in rs)
@@ -221,8 +238,14 @@ def markdown(rows):
                 elbo = f"**{elbo}**"
             iw = f"{r['iw_bound']:.2f}".replace("-", "−") if r["iw_bound"] != "" else ""
             out.append(f"| {e} | {r['zdim']} | {elbo} | {iw} | {r['test_recon']:.2f} | {r['test_kl']:.2f} | "
-                       f"{r['active_units']} of {r['zdim']} | {r['kl_per_active_unit']:.2f} | {r['train_seconds']:.0f} |")
+                       f"{r['active_units']} of {r['zdim']} | {r['kl_per_active_unit']:.2f} | "
+                       f"{number(r.get('kl_inactive_units', ''), 2)} | {r['train_seconds']:.0f} |")
     return "\n".join(out)
+
+
+def number(v, digits):
+    """A CSV cell: blank when not measured."""
+    return f"{v:.{digits}f}" if v != "" else ""
 
 
 def update_readme(path, table_md):
@@ -240,11 +263,12 @@ def update_readme(path, table_md):
 
 def table(rows):
     print(f"\n{'epochs':>6} {'zdim':>6} {'ELBO':>9} {'IW bound':>9} {'recon':>8} {'KL':>7} {'active':>7} "
-          f"{'KL/unit':>8} {'train s':>8}")
+          f"{'KL/unit':>8} {'KL idle':>8} {'train s':>8}")
     for r in rows:
         iw = f"{r['iw_bound']:9.2f}" if r["iw_bound"] != "" else f"{'':>9}"
         print(f"{r['epochs']:>6} {r['zdim']:>6} {r['test_elbo']:9.2f} {iw} {r['test_recon']:8.2f} "
-              f"{r['test_kl']:7.2f} {r['active_units']:>7} {r['kl_per_active_unit']:8.3f} {r['train_seconds']:8.1f}")
+              f"{r['test_kl']:7.2f} {r['active_units']:>7} {r['kl_per_active_unit']:8.3f} "
+              f"{number(r.get('kl_inactive_units', ''), 3):>8} {r['train_seconds']:8.1f}")
 
 
 if __name__ == "__main__":
