@@ -197,7 +197,7 @@ def plot(rows, png):
     except ImportError:
         print("plot skipped: matplotlib is not installed for this Python (scripts/test installs it in .venv)")
         return False
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(17, 4.5))
     for i, e in enumerate(sorted({r["epochs"] for r in rows})):
         rs = sorted((r for r in rows if r["epochs"] == e), key=lambda r: r["zdim"])
         z = [r["zdim"] for r in rs]
@@ -207,7 +207,12 @@ def plot(rows, png):
             a1.plot([p[0] for p in iw], [p[1] for p in iw], "s--", color=f"C{i}", alpha=0.6,
                     label=f"IW bound, {e} epochs")
         a2.plot(z, [r["active_units"] for r in rs], "o-", color=f"C{i}", label=f"{e} epochs")
-    for ax in (a1, a2):
+        a3.plot(z, [r["test_kl"] for r in rs], "o-", color=f"C{i}", label=f"all units, {e} epochs")
+        idle = [(r["zdim"], r["kl_inactive_units"]) for r in rs if r.get("kl_inactive_units", "") != ""]
+        if idle:
+            a3.plot([p[0] for p in idle], [p[1] for p in idle], "s--", color=f"C{i}", alpha=0.6,
+                    label=f"inactive units, {e} epochs")
+    for ax in (a1, a2, a3):
         ax.set_xscale("log")
         ax.set_xlabel("latent dimensions z")
         ax.grid(True, which="both", alpha=0.3)
@@ -217,6 +222,8 @@ def plot(rows, png):
     a2.set_yscale("log")
     a2.set_ylabel("active units (posterior-mean variance > 0.01)")
     a2.set_title("active latent units")
+    a3.set_ylabel("KL(q(z|x) || p(z)), nats per test image")
+    a3.set_title("KL term: all units and the inactive ones")
     fig.suptitle("z-dimension study (configs/tutorial.yaml)")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
