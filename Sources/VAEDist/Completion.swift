@@ -55,6 +55,28 @@ public final class Completer {
 }
 
 /// The completion numbers of one model over `count` held-out images (see `vae-dist complete`).
+extension Conditioning {
+  /// The layout of a completion figure, one row per held-out example: the true image, then one
+  /// tile per column of `completions` (each [count, targetSize] Y means) with the example's X
+  /// kept in place. `rows` are held-out rows as the model reads them (X then Y).
+  public func completionTiles(rows: [Float], count: Int, completions: [[Float]]) -> [[Float]] {
+    let c = conditionSize, p = pixels, t = p - c
+    var tiles: [[Float]] = []
+    for i in 0..<count {
+      let x = Array(rows[(i * p)..<(i * p + c)])
+      tiles.append(assemble(x: x, y: Array(rows[(i * p + c)..<((i + 1) * p)])))
+      for col in completions { tiles.append(assemble(x: x, y: Array(col[(i * t)..<((i + 1) * t)]))) }
+    }
+    return tiles
+  }
+
+  /// Which pixels of an assembled image are X (true) rather than Y.
+  public var conditionMask: [Bool] {
+    assemble(x: [Float](repeating: 1, count: conditionSize), y: [Float](repeating: 0, count: pixels - conditionSize))
+      .map { $0 == 1 }
+  }
+}
+
 public struct CompletionStats: Sendable {
   /// Mean per-pixel Bernoulli entropy of the predicted means, nats (lower is sharper).
   public var entropy: Double

@@ -58,15 +58,9 @@ extension Trainer {
     }
     guard let cond = config.conditioning else { return [] }
     let completer = Completer(config: cfg, params: model.params, chunk: shown)
-    let t = cfg.targetSize, c = cfg.conditionSize
-    var tiles: [[Float]] = []
     let draws = cfg.kind == .cvae ? 3 : 1
     let means = (0..<draws).map { completer.means(rows, count: shown, draw: $0) }
-    for i in 0..<shown {
-      let x = Array(rows[(i * n)..<(i * n + c)])
-      tiles.append(cond.assemble(x: x, y: Array(rows[(i * n + c)..<((i + 1) * n)])))
-      for m in means { tiles.append(cond.assemble(x: x, y: Array(m[(i * t)..<((i + 1) * t)]))) }
-    }
+    let tiles = cond.completionTiles(rows: rows, count: shown, completions: means)
     return [("completions", PNG.grid(images: tiles, rows: h, cols: w, gridColumns: 1 + draws))]
   }
 }

@@ -142,19 +142,9 @@ struct Complete: ParsableCommand {
     var columns: [[Float]] = []  // per column: [count, targetSize] means
     if let regressor { columns.append(regressor.means(firstRows, count: count, draw: 0)) }
     for s in 0..<samples { columns.append(cvae.means(firstRows, count: count, draw: s, seed: UInt64(seed))) }
-    let c = cond.conditionSize, t = cvae.targetSize, p = cond.pixels
-    var tiles: [[(Float, Bool)]] = []
-    for i in 0..<count {
-      let x = Array(firstRows[(i * p)..<(i * p + c)])
-      let y = Array(firstRows[(i * p + c)..<((i + 1) * p)])
-      let isX = cond.assemble(x: [Float](repeating: 1, count: c), y: [Float](repeating: 0, count: t))
-      tiles.append(zip(cond.assemble(x: x, y: y), isX).map { ($0, $1 == 1) })
-      for col in columns {
-        let img = cond.assemble(x: x, y: Array(col[(i * t)..<((i + 1) * t)]))
-        tiles.append(zip(img, isX).map { ($0, $1 == 1) })
-      }
-    }
-    let side = Int(Double(p).squareRoot().rounded())
+    let isX = cond.conditionMask
+    let tiles = cond.completionTiles(rows: firstRows, count: count, completions: columns).map { Array(zip($0, isX)) }
+    let side = Int(Double(cond.pixels).squareRoot().rounded())
     let image = ModelImages.colourGrid(tiles, side: side, columns: 1 + columns.count, scale: scale)
     try PNG.writeRGB(path: out, width: image.width, height: image.height, pixels: image.pixels)
   }

@@ -188,4 +188,27 @@ final class ConditionalTrainingTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
     XCTAssertNoThrow(try Checkpoint.load(path: a + "/final.safetensors"))
   }
+
+  /// The completion figure's layout (TensorBoard's and `vae-dist complete`'s): per example the
+  /// true image, then each completion with that example's X in place and the column's Y.
+  func testCompletionTilesKeepXAndTakeYFromEachColumn() {
+    let cond = Conditioning(mask: .middleColumn, binarization: .dynamic, rows: 4, cols: 4)
+    let p = cond.pixels, c = cond.conditionSize, t = p - c
+    let rows: [Float] = (0..<2 * p).map { Float($0) }  // 2 examples: X then Y
+    let completions: [[Float]] = [(0..<2 * t).map { Float(100 + $0) }, (0..<2 * t).map { Float(200 + $0) }]
+    let tiles = cond.completionTiles(rows: rows, count: 2, completions: completions)
+    XCTAssertEqual(tiles.count, 6)
+    for i in 0..<2 {
+      let x = Array(rows[(i * p)..<(i * p + c)])
+      XCTAssertEqual(tiles[3 * i], cond.assemble(x: x, y: Array(rows[(i * p + c)..<((i + 1) * p)])))
+      for (k, col) in completions.enumerated() {
+        XCTAssertEqual(tiles[3 * i + 1 + k], cond.assemble(x: x, y: Array(col[(i * t)..<((i + 1) * t)])))
+      }
+    }
+    let mask = cond.conditionMask
+    XCTAssertEqual(mask.filter { $0 }.count, c)
+    let columns = Set(mask.indices.filter { mask[$0] }.map { $0 % 4 })
+    XCTAssertEqual(columns.count, 1, "X is one column")
+    XCTAssertTrue(columns.isSubset(of: [1, 2]), "the middle column of 4: \(columns)")
+  }
 }
