@@ -44,13 +44,16 @@ let package = Package(
       dependencies: ["Formats", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       exclude: ["Protos/tensorboard_event.proto"]),
     .target(name: "VAEData", dependencies: ["VAE", "Formats"]),
-    .target(name: "VAEDist", dependencies: ["TensorBoard", "VAE", "VAEData", "Formats", "CSupport", "MPIShim"]),
+    .target(
+      name: "VAEDist",
+      dependencies: [
+        "TensorBoard", "VAE", "VAEData", "Formats", "CSupport", "MPIShim", .product(name: "Yams", package: "Yams"),
+      ]),
     .executableTarget(
       name: "vae-dist",
       dependencies: [
         "VAE", "VAEData", "VAEDist", "Formats",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Yams", package: "Yams"),
       ]),
     // A test program (MPITests runs it under mpirun): training with an injected fault.
     .executableTarget(

@@ -1,22 +1,24 @@
 import Foundation
 import VAE
 import VAEData
-import VAEDist
 import Yams
 
 /// A config or flag problem, printed as one line.
-struct ConfigError: Error, CustomStringConvertible {
-  let description: String
-  init(_ d: String) { description = d }
+public struct ConfigError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ d: String) { description = d }
 }
 
 /// Reads `configs/*.yaml` into a `RunConfig`, strictly: unknown keys, wrong types and
 /// out-of-range values are one-line errors naming the file and the key. What the keys are,
 /// their rules and defaults is `ConfigSchema`'s; this file only turns YAML into its input.
-enum ConfigLoader {
-  static let topLevel = ["name"] + ConfigSchema.sections
+public enum ConfigLoader {
+  /// The keys a config may have at the top level.
+  public static let topLevel = ["name"] + ConfigSchema.sections
 
-  static func load(path: String) throws -> RunConfig {
+  /// Reads and parses the config file at `path`; its name (without `.yaml`) is the run name
+  /// unless it sets `name`.
+  public static func load(path: String) throws -> RunConfig {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw ConfigError("\(path): cannot read the config file (does it exist?)")
     }
@@ -27,7 +29,9 @@ enum ConfigLoader {
     return try parse(text, file: path, defaultName: defaultName)
   }
 
-  static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
+  /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it
+  /// sets `name`.
+  public static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
     let root: Any?
     do {
       root = try Yams.load(yaml: text)
