@@ -32,13 +32,19 @@ public enum ConfigLoader {
   /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it
   /// sets `name`.
   public static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
-    let root: Any?
+    let node: Node?
     do {
-      root = try Yams.load(yaml: text)
+      node = try Yams.compose(yaml: text)
     } catch {
       let detail = "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
       throw ConfigError("\(file): not valid YAML: \(detail)")
     }
+    // Yams traps on a mapping key that is a list or a mapping (`{[1]: 2}`): refuse those first.
+    if let key = node.flatMap(complexKey) {
+      let at = key.mark.map { "line \($0.line), column \($0.column): " } ?? ""
+      throw ConfigError("\(file): \(at)a mapping key is a list or mapping, expected plain keys such as model or zdim")
+    }
+    let root = node?.any
     guard let top = root as? [String: Any] else {
       throw ConfigError("\(file): expected a mapping with keys \(topLevel.joined(separator: ", "))")
     }
@@ -71,6 +77,20 @@ public enum ConfigLoader {
       throw ConfigError("\(file): \(e.path): expected \(e.expected), got '\(e.got)'")
     } catch {
       throw ConfigError("\(file): \(error)")
+    }
+  }
+
+  /// The first mapping key below `node` that is not a scalar, or nil.
+  private static func complexKey(_ node: Node) -> Node? {
+    switch node {
+    case .scalar: return nil
+    case .sequence(let items): return items.lazy.compactMap(complexKey).first
+    case .mapping(let pairs):
+      for (key, value) in pairs {
+        if key.scalar == nil { return key }
+        if let inner = complexKey(value) { return inner }
+      }
+      return nil
     }
   }
 }

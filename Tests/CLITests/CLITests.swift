@@ -180,6 +180,20 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", both], mentions: ["epochs", "steps"])
   }
 
+  /// A mapping key that is a list or a mapping made Yams trap (force unwrap) inside the loader
+  /// (found by scripts/fuzz config: `{{}}`); now a one-line error naming the file.
+  func testConfigWithComplexMappingKeyIsAnErrorNotATrap() throws {
+    for text in ["{{}}\n", "model: {[1]: 2}\n", "? [a]\n: 1\n", "train: !!set {? {a: 1}}\n", "a: [{b: {{}: 1}}]\n"] {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "keys.yaml", defaultName: "keys"), text) { error in
+        let message = "\(error)"
+        XCTAssertTrue(message.hasPrefix("keys.yaml: ") && !message.contains("\n"), message)
+        XCTAssertTrue(message.contains("mapping key is a list or mapping"), message)
+      }
+    }
+    let file = try writeFile("complex-key.yaml", "{{}}\n")
+    try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
+  }
+
   func testFlagValueErrors() throws {
     let c = smokeConfig
     let out = ["--out", tmp + "/never"]
