@@ -299,7 +299,7 @@ public enum ConfigSchema {
 
   /// The canonical YAML form (stable key order).
   public static func yaml(_ c: RunConfig) -> String {
-    var s = "name: \(c.name)\n"
+    var s = "name: \(yamlString(c.name))\n"
     for section in sections {
       s += "\(section):\n"
       for k in keys(in: section) {
@@ -307,6 +307,39 @@ public enum ConfigSchema {
       }
     }
     return s
+  }
+
+  /// `s` as a YAML scalar that reads back as this string: plain when that is unambiguous (ASCII
+  /// letters, digits, `.`, `_`, `-`, starting with a letter, not a YAML 1.1 boolean or null such
+  /// as `yes`), else double-quoted, escaping what YAML would not keep as it is.
+  static func yamlString(_ s: String) -> String {
+    let plainWords: Set<String> = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"]
+    let ascii = s.unicodeScalars.allSatisfy {
+      ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)
+    }
+    if ascii, let first = s.unicodeScalars.first, ("a"..."z").contains(first) || ("A"..."Z").contains(first),
+      !plainWords.contains(s.lowercased())
+    {
+      return s
+    }
+    var out = "\""
+    for u in s.unicodeScalars {
+      switch u.value {
+      case 0x22: out += "\\\""
+      case 0x5C: out += "\\\\"
+      // YAML's printable characters stay as they are, but for the line breaks U+2028 and U+2029
+      // and the byte order mark; the others (controls, U+0085, …) become \uXXXX.
+      case 0x2028, 0x2029, 0xFEFF: out += unicodeEscape(u)
+      case 0x20...0x7E, 0xA0...0xD7FF, 0xE000...0xFFFD, 0x10000...: out.unicodeScalars.append(u)
+      default: out += unicodeEscape(u)
+      }
+    }
+    return out + "\""
+  }
+
+  private static func unicodeEscape(_ u: Unicode.Scalar) -> String {
+    let hex = String(u.value, radix: 16)
+    return "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
   }
 
   /// The model section as one-line JSON, for checkpoint metadata (read by Python users).

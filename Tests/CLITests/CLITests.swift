@@ -194,6 +194,26 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
   }
 
+  /// `name` was written to config.yaml unquoted, so names YAML reads as something else (`yes`,
+  /// `1.5`, `a: b`, `#x`, a newline) did not read back (found by the round-trip check of
+  /// scripts/fuzz config). Such names are now double-quoted; plain ones stay plain.
+  func testConfigNameReadsBackFromConfigYAML() throws {
+    let names = ["yes", "Off", "null", "1.5", "a: b", "#x", " lead", "trail ", "tab\there", "line\nbreak", "q\"uote\\",
+                 "~", "- x", "[x]", "*x", "\u{85}\u{2028}\u{FEFF}\u{7F}\u{1}", "é中😀"]
+    for name in names {
+      var c = try ConfigLoader.parse("{}", file: "in.yaml", defaultName: "x")
+      c.name = name
+      let again = try ConfigLoader.parse(c.yaml, file: "out.yaml", defaultName: "other")
+      XCTAssertEqual(again.name, name, c.yaml)
+      XCTAssertEqual(again.yaml, c.yaml)
+    }
+    for plain in ["smoke", "smoke-cvae", "z-10000.run_2"] {
+      var c = try ConfigLoader.parse("{}", file: "in.yaml", defaultName: "x")
+      c.name = plain
+      XCTAssertTrue(c.yaml.hasPrefix("name: \(plain)\n"), c.yaml)
+    }
+  }
+
   func testFlagValueErrors() throws {
     let c = smokeConfig
     let out = ["--out", tmp + "/never"]
