@@ -48,9 +48,9 @@ public enum ConfigRule: Sendable {
     switch self {
     case .int(let r):
       "an integer from \(r.lowerBound) to \(r.upperBound == Int.max ? "∞" : String(r.upperBound))"
-    case .positive: "a number > 0"
-    case .nonNegative: "a number ≥ 0"
-    case .unitInterval: "a number in [0, 1)"
+    case .positive: "a number > 0 that a 32-bit float holds (1.4e-45 to 3.4e38)"
+    case .nonNegative: "a number ≥ 0 that a 32-bit float holds (at most 3.4e38)"
+    case .unitInterval: "a number in [0, 1) as a 32-bit float (at most 0.99999994)"
     case .choice(let a): "one of \(a.joined(separator: ", "))"
     case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
     case .bool: "true or false"
@@ -63,13 +63,14 @@ public enum ConfigRule: Sendable {
       guard let i = Self.integer(v), r.contains(i) else { return nil }
       return .int(i)
     case .positive, .nonNegative, .unitInterval:
-      guard let x = Self.number(v), x.isFinite else { return nil }
+      // Checked as the Float it is stored as: 1e300 would be inf, 1e-50 zero, 0.9999999999 one.
+      guard let x = Self.number(v), case let f = Float(x), f.isFinite else { return nil }
       switch self {
-      case .positive: guard x > 0 else { return nil }
-      case .nonNegative: guard x >= 0 else { return nil }
-      default: guard x >= 0 && x < 1 else { return nil }
+      case .positive: guard f > 0 else { return nil }
+      case .nonNegative: guard f >= 0 else { return nil }
+      default: guard f >= 0 && f < 1 else { return nil }
       }
-      return .float(Float(x))
+      return .float(f)
     case .choice(let allowed):
       guard let s = v as? String, allowed.contains(s) else { return nil }
       return .string(s)

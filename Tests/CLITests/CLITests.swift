@@ -194,6 +194,26 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
   }
 
+  /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
+  /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
+  /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
+  /// fails on these). Now checked as the Float they become.
+  func testConfigNumbersAreCheckedAsTheFloatsTheyBecome() throws {
+    let rejected = [
+      ("train:\n  lr: 1e300\n", "train.lr"), ("train:\n  lr: 1e-50\n", "train.lr"),
+      ("train:\n  beta2: 0.9999999999\n", "train.beta2"), ("train:\n  weight_decay: 1e39\n", "train.weight_decay"),
+      ("model:\n  likelihood: gaussian\n  sigma: 1e-46\n", "model.sigma"),
+    ]
+    for (text, key) in rejected {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "numbers.yaml", defaultName: "n"), text) { error in
+        XCTAssertTrue("\(error)".hasPrefix("numbers.yaml: \(key): expected "), "\(error)")
+      }
+    }
+    let c = try ConfigLoader.parse("train:\n  lr: 3e38\n  beta2: 0.99999994\n  adam_eps: 1e-45\n", file: "ok.yaml", defaultName: "ok")
+    XCTAssertEqual(try ConfigLoader.parse(c.yaml, file: "written.yaml", defaultName: "ok").yaml, c.yaml)
+    try assertFails(["train", "--config", try writeFile("huge-lr.yaml", "train:\n  lr: 1e300\n")], mentions: ["train.lr"])
+  }
+
   /// `name` was written to config.yaml unquoted, so names YAML reads as something else (`yes`,
   /// `1.5`, `a: b`, `#x`, a newline) did not read back (found by the round-trip check of
   /// scripts/fuzz config). Such names are now double-quoted; plain ones stay plain.
