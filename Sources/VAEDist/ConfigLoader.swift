@@ -32,6 +32,13 @@ public enum ConfigLoader {
   /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it
   /// sets `name`.
   public static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
+    // Yams builds nodes recursively: a few thousand `[` overflow the stack. Refuse deep text first.
+    let nesting = nestingBound(text)
+    guard nesting <= maxNesting else {
+      throw ConfigError(
+        "\(file): nested too deeply for a config: up to \(nesting) levels (counting every [ and { and the "
+          + "indentation and - ? : of the deepest line), expected at most \(maxNesting)")
+    }
     let node: Node?
     do {
       node = try Yams.compose(yaml: text)
@@ -78,6 +85,30 @@ public enum ConfigLoader {
     } catch {
       throw ConfigError("\(file): \(error)")
     }
+  }
+
+  /// The most nesting `nestingBound` may find in a config (real ones have about 5).
+  static let maxNesting = 256
+
+  /// A cheap estimate of how deeply the YAML `text` nests that errs high: flow collections nest
+  /// at most once per `[` or `{` in the whole text, block collections about once per column of
+  /// indentation or compact indicator (`- - x`, `? `, `: `) of a line. (Under AddressSanitizer
+  /// Yams overflowed the stack on 2000 nested `- `, not on 1000 nested `{a: `.)
+  static func nestingBound(_ text: String) -> Int {
+    var flow = 0, deepestLine = 0, line = 0, indenting = true
+    for u in text.unicodeScalars {
+      switch u {
+      case "\n", "\r", "\u{85}", "\u{2028}", "\u{2029}":  // YAML 1.1's line breaks
+        deepestLine = max(deepestLine, line)
+        line = 0
+        indenting = true
+      case " " where indenting, "\t" where indenting: line += 1
+      case "[", "{": flow += 1; indenting = false
+      case "-", "?", ":": line += 1; indenting = false
+      default: indenting = false
+      }
+    }
+    return flow + max(deepestLine, line) + 1
   }
 
   /// The first mapping key below `node` that is not a scalar, or nil.

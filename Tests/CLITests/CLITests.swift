@@ -194,6 +194,27 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
   }
 
+  /// Yams composes nodes recursively, so a config of a few thousand `[` (or `- - - …`, or
+  /// `{a: {a: …`) overflowed the stack; now refused in one line before Yams reads it.
+  func testDeeplyNestedConfigIsAnErrorNotAStackOverflow() throws {
+    let deep = [
+      "a: " + String(repeating: "[", count: 100_000) + "\n",
+      "a:\n" + String(repeating: "- ", count: 50_000) + "1\n",
+      "a: " + String(repeating: "{a: ", count: 20_000) + "1" + String(repeating: "}", count: 20_000) + "\n",
+    ]
+    for text in deep {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "deep.yaml", defaultName: "d")) { error in
+        XCTAssertTrue("\(error)".hasPrefix("deep.yaml: nested too deeply for a config"), "\(error)")
+      }
+    }
+    try assertFails(["train", "--config", try writeFile("deep.yaml", deep[0])], mentions: ["deep.yaml", "nested too deeply"])
+    // The shipped configs are far from the limit.
+    let configs = Self.packageRoot + "/configs/"
+    for name in try FileManager.default.contentsOfDirectory(atPath: configs) where name.hasSuffix(".yaml") {
+      XCTAssertNoThrow(try ConfigLoader.load(path: configs + name), name)
+    }
+  }
+
   /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
   /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
   /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
