@@ -46,11 +46,10 @@ public enum ConfigLoader {
       let detail = "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
       throw ConfigError("\(file): not valid YAML: \(detail)")
     }
-    // Yams traps on a mapping key that is a list or a mapping (`{[1]: 2}`): refuse those first.
-    if let key = node.flatMap(complexKey) {
-      let at = key.mark.map { "line \($0.line), column \($0.column): " } ?? ""
-      throw ConfigError("\(file): \(at)a mapping key is a list or mapping, expected plain keys such as model or zdim")
-    }
+    // Before Yams builds values: it traps on a mapping key that is a list or a mapping
+    // (`{[1]: 2}`), and it expands every alias (`*a`), so a few lines can stand for billions.
+    var budget = maxNodes
+    if let node, let problem = checkNodes(node, &budget) { throw ConfigError("\(file): \(problem)") }
     let root = node?.any
     guard let top = root as? [String: Any] else {
       throw ConfigError("\(file): expected a mapping with keys \(topLevel.joined(separator: ", "))")
@@ -111,17 +110,29 @@ public enum ConfigLoader {
     return flow + max(deepestLine, line) + 1
   }
 
-  /// The first mapping key below `node` that is not a scalar, or nil.
-  private static func complexKey(_ node: Node) -> Node? {
+  /// The most values (scalars, lists, mappings, aliases counted as what they stand for) a
+  /// config may have; real ones have about 50.
+  static let maxNodes = 10_000
+
+  /// Why Yams should not build values from `node`, or nil: a mapping key that is not a plain
+  /// value, or more than `budget` nodes with aliases expanded (stops counting there).
+  private static func checkNodes(_ node: Node, _ budget: inout Int) -> String? {
+    budget -= 1
+    guard budget >= 0 else { return "more than \(maxNodes) values with aliases expanded, expected a config's few dozen" }
     switch node {
     case .scalar: return nil
-    case .sequence(let items): return items.lazy.compactMap(complexKey).first
+    case .sequence(let items):
+      for item in items { if let problem = checkNodes(item, &budget) { return problem } }
     case .mapping(let pairs):
       for (key, value) in pairs {
-        if key.scalar == nil { return key }
-        if let inner = complexKey(value) { return inner }
+        guard key.scalar != nil else {
+          let at = key.mark.map { "line \($0.line), column \($0.column): " } ?? ""
+          return "\(at)a mapping key is a list or mapping, expected plain keys such as model or zdim"
+        }
+        if let problem = checkNodes(key, &budget) { return problem }
+        if let problem = checkNodes(value, &budget) { return problem }
       }
-      return nil
     }
+    return nil
   }
 }

@@ -215,6 +215,19 @@ final class CLITests: XCTestCase {
     }
   }
 
+  /// Aliases of aliases stand for exponentially many values, and Yams built them all (nine such
+  /// lines, 9^9 values in 467 bytes, still ran after a minute; seven are used here). Now at most
+  /// ten thousand values are allowed, counted before Yams builds anything.
+  func testConfigAliasExpansionIsBounded() throws {
+    var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in 1...6 { lines.append("a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 9).joined(separator: ", ") + "]") }
+    XCTAssertThrowsError(try ConfigLoader.parse(lines.joined(separator: "\n"), file: "laughs.yaml", defaultName: "l")) { error in
+      XCTAssertTrue("\(error)".hasPrefix("laughs.yaml: more than 10000 values with aliases expanded"), "\(error)")
+    }
+    let c = try ConfigLoader.parse("model:\n  hidden: &h [3, 3]\n  decoder_hidden: *h\n  zdim: 2\n", file: "ok.yaml", defaultName: "ok")
+    XCTAssertEqual(c.model.decoderHidden, [3, 3])
+  }
+
   /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
   /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
   /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
