@@ -250,6 +250,25 @@ final class CheckpointTests: XCTestCase {
     }
   }
 
+  /// The arena was allocated from the metadata's model before any tensor was checked, so a
+  /// `model` claiming 1048576 inputs and 100000-wide layers made loading die allocating ~850 GB
+  /// instead of failing in one line. Now the tensors are checked first.
+  func testModelMetadataAskingForHugeArenasFailsBeforeAllocating() throws {
+    let v = validFile()
+    var meta = v.metadata
+    var m = model
+    m.inputSize = 1_048_576
+    m.hidden = [100_000, 100_000]
+    m.decoderHidden = [100_000, 100_000]
+    m.zdim = 10_000
+    meta["model"] = RunConfig.modelJSON(m)
+    let path = try writeFile("huge.safetensors", tensors: v.tensors, metadata: meta)
+    assertLoadFails(path, "huge model in metadata") {
+      if case SafeTensorsError.shapeMismatch(_, "encoder.0.weight", [100_000, 1_048_576], [5, 12]) = $0 { return true }
+      return false
+    }
+  }
+
   func testFlippedDataByteFailsTheChecksum() throws {
     let path = dir + "/flip.safetensors"
     let (params, adam) = filledArenas()
