@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import VAE
 import VAEData
@@ -56,7 +57,7 @@ public enum ConfigLoader {
     }
     // `environment` is what a run directory's config.yaml adds for people; it is ignored.
     for key in top.keys where !topLevel.contains(key) && key != "environment" {
-      throw ConfigError("\(file): unknown key '\(key)'; valid top-level keys: \(topLevel.joined(separator: ", "))")
+      throw ConfigError("\(file): unknown key '\(oneLine(key))'; valid top-level keys: \(topLevel.joined(separator: ", "))")
     }
     var sections: [String: [String: Any]] = [:]
     for name in ConfigSchema.sections {
@@ -66,7 +67,7 @@ public enum ConfigLoader {
         throw ConfigError("\(file): '\(name)' must be a mapping with keys \(keys.joined(separator: ", "))")
       }
       for key in m.keys where !keys.contains(key) {
-        throw ConfigError("\(file): unknown key '\(name).\(key)'; valid keys: \(keys.joined(separator: ", "))")
+        throw ConfigError("\(file): unknown key '\(name).\(oneLine(key))'; valid keys: \(keys.joined(separator: ", "))")
       }
       sections[name] = m
     }
@@ -80,7 +81,7 @@ public enum ConfigLoader {
     do {
       return try ConfigSchema.decode(sections, name: name)
     } catch let e as ConfigSchema.Invalid {
-      throw ConfigError("\(file): \(e.path): expected \(e.expected), got '\(e.got)'")
+      throw ConfigError("\(file): \(e.path): expected \(e.expected), got '\(oneLine(e.got))'")
     } catch {
       throw ConfigError("\(file): \(error)")
     }

@@ -194,6 +194,25 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
   }
 
+  /// Errors quote unknown keys and bad values, which may hold line breaks (a quoted `"a\nb"`,
+  /// or a multi-line flow key as scripts/fuzz config found); they are escaped now, so that the
+  /// error stays one line.
+  func testConfigErrorsQuotingKeysAndValuesStayOneLine() throws {
+    let cases = [
+      ("{nam- (\n  train\r\r\rs - - lr}\n", "unknown key 'nam- ( train\\n\\ns - - lr'"),
+      ("\"na\\nme\": x\n", "unknown key 'na\\nme'"),
+      ("model:\n  \"z\\u2028dim\": 1\n", "unknown key 'model.z\\u{2028}dim'"),
+      ("model:\n  zdim: \"2\\n3\"\n", "model.zdim: expected an integer from 1 to 10000, got '2\\n3'"),
+    ]
+    for (text, mention) in cases {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "lines.yaml", defaultName: "l"), text) { error in
+        let message = "\(error)"
+        XCTAssertFalse(message.contains("\n") || message.contains("\r") || message.contains("\u{2028}"), message)
+        XCTAssertTrue(message.hasPrefix("lines.yaml: ") && message.contains(mention), "\(message) lacks \(mention)")
+      }
+    }
+  }
+
   /// Yams composes nodes recursively, so a config of a few thousand `[` (or `- - - …`, or
   /// `{a: {a: …`) overflowed the stack; now refused in one line before Yams reads it.
   func testDeeplyNestedConfigIsAnErrorNotAStackOverflow() throws {
