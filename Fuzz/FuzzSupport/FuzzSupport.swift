@@ -1,15 +1,27 @@
 import Foundation
 
-/// Shared by the fuzz targets (scripts/fuzz): the checks every target makes of a parser's
-/// error, and the corpus replayer that a normal build runs instead of libFuzzer.
+/// Shared by the fuzz targets (scripts/fuzz): libFuzzer's entry point, the checks every target
+/// makes of a parser's error, and the corpus replayer that a normal build runs instead.
 public enum FuzzCheck {
-  /// Stops the process (libFuzzer reports it as a crash) unless `error` describes itself in one
-  /// non-empty line that names `file`, as the parsers promise for bad input.
-  public static func oneLineError(_ error: any Error, naming file: String) {
-    let text = "\(error)"
-    precondition(!text.isEmpty, "error with an empty description: \(type(of: error))")
-    precondition(!text.contains("\n") && !text.contains("\r"), "error is not one line: \(text)")
-    precondition(text.contains(file), "error does not name the file \(file): \(text)")
+  /// libFuzzer's input as bytes for `body`; what each target's `LLVMFuzzerTestOneInput` returns.
+  public static func run(_ data: UnsafePointer<UInt8>, _ size: Int, _ body: ([UInt8]) -> Void) -> CInt {
+    body(Array(UnsafeBufferPointer(start: data, count: size)))
+    return 0
+  }
+
+  /// The value `parse` returns, or nil when it throws an error that describes itself in one
+  /// non-empty line naming `file`, as the parsers promise for bad input; any other error stops
+  /// the process (libFuzzer reports it as a crash).
+  public static func parsed<T>(naming file: String, _ parse: () throws -> T) -> T? {
+    do {
+      return try parse()
+    } catch {
+      let text = "\(error)"
+      precondition(!text.isEmpty, "error with an empty description: \(type(of: error))")
+      precondition(!text.contains("\n") && !text.contains("\r"), "error is not one line: \(text)")
+      precondition(text.contains(file), "error does not name the file \(file): \(text)")
+      return nil
+    }
   }
 }
 

@@ -8,10 +8,7 @@ import VAEDist
 private let fileName = "fuzz.yaml"
 
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-  fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
-  return 0
-}
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt { FuzzCheck.run(data, size, fuzzOne) }
 
 /// A config parses to a one-line error naming the file, or to a `RunConfig` whose written forms
 /// read back: `config.yaml` (run directories, checkpoints, resume's comparisons) parses to a
@@ -20,13 +17,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 func fuzzOne(_ bytes: [UInt8]) {
   // ConfigLoader.load rejects non-UTF-8 files before parsing.
   guard let text = String(validating: bytes, as: UTF8.self) else { return }
-  let config: RunConfig
-  do {
-    config = try ConfigLoader.parse(text, file: fileName, defaultName: "fuzz")
-  } catch {
-    FuzzCheck.oneLineError(error, naming: fileName)
-    return
-  }
+  guard let config = FuzzCheck.parsed(naming: fileName, { try ConfigLoader.parse(text, file: fileName, defaultName: "fuzz") })
+  else { return }
   let yaml = config.yaml
   let again: RunConfig
   do {

@@ -8,10 +8,7 @@ import FuzzSupport
 private let fileName = "fuzz-idx.gz"
 
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-  fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
-  return 0
-}
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt { FuzzCheck.run(data, size, fuzzOne) }
 
 func fuzzOne(_ bytes: [UInt8]) {
   checkGzip(bytes)
@@ -71,13 +68,7 @@ private func bigEndian(_ d: [UInt8], _ at: Int) -> Int {
 /// Parsed images: header and dimensions as stored, in range, and count × rows × cols pixels
 /// that are exactly the payload after the 16-byte header.
 private func checkImages(_ bytes: [UInt8]) {
-  let images: IDXImages
-  do {
-    images = try IDX.parseImages(bytes, file: fileName)
-  } catch {
-    FuzzCheck.oneLineError(error, naming: fileName)
-    return
-  }
+  guard let images = FuzzCheck.parsed(naming: fileName, { try IDX.parseImages(bytes, file: fileName) }) else { return }
   let d = content(bytes)
   precondition(d.count >= 16 && bigEndian(d, 0) == Int(IDX.imagesMagic), "images parsed without an images header")
   precondition(
@@ -93,13 +84,7 @@ private func checkImages(_ bytes: [UInt8]) {
 
 /// Parsed labels: the header's count, in range, and exactly the payload after the 8-byte header.
 private func checkLabels(_ bytes: [UInt8]) {
-  let labels: IDXLabels
-  do {
-    labels = try IDX.parseLabels(bytes, file: fileName)
-  } catch {
-    FuzzCheck.oneLineError(error, naming: fileName)
-    return
-  }
+  guard let labels = FuzzCheck.parsed(naming: fileName, { try IDX.parseLabels(bytes, file: fileName) }) else { return }
   let d = content(bytes)
   precondition(d.count >= 8 && bigEndian(d, 0) == Int(IDX.labelsMagic), "labels parsed without a labels header")
   precondition(bigEndian(d, 4) == labels.count, "labels: count \(labels.count) is not the header's")

@@ -10,21 +10,12 @@ import VAEDist
 private let fileName = "fuzz.safetensors"
 
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-  fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
-  return 0
-}
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt { FuzzCheck.run(data, size, fuzzOne) }
 
 /// Decodes `bytes`; a decoded file must describe its data block exactly and survive a
 /// re-encode unchanged; then the same bytes as a vae-dist checkpoint.
 func fuzzOne(_ bytes: [UInt8]) {
-  let file: SafeTensorsFile
-  do {
-    file = try SafeTensors.decode(bytes, file: fileName)
-  } catch {
-    FuzzCheck.oneLineError(error, naming: fileName)
-    return
-  }
+  guard let file = FuzzCheck.parsed(naming: fileName, { try SafeTensors.decode(bytes, file: fileName) }) else { return }
   checkDataBlock(file, bytes)
   checkReencode(file)
   checkCheckpoint(bytes)
@@ -70,13 +61,7 @@ private func checkReencode(_ file: SafeTensorsFile) {
 /// As a checkpoint: either a one-line error naming the file, or parameters equal to their
 /// tensors, and a re-save that loads to the same model, state, parameters and moments.
 private func checkCheckpoint(_ bytes: [UInt8]) {
-  let ck: LoadedCheckpoint
-  do {
-    ck = try Checkpoint.load(bytes: bytes, path: fileName)
-  } catch {
-    FuzzCheck.oneLineError(error, naming: fileName)
-    return
-  }
+  guard let ck = FuzzCheck.parsed(naming: fileName, { try Checkpoint.load(bytes: bytes, path: fileName) }) else { return }
   precondition((ck.adamM == nil) == (ck.adamV == nil), "only one of Adam's moments loaded")
   checkArena(ck.params, "", ck.file)
   if let m = ck.adamM, let v = ck.adamV {
