@@ -42,7 +42,7 @@ public enum ConfigLoader {
     }
     let node: Node?
     do {
-      node = try Yams.compose(yaml: text)
+      node = try Yams.compose(yaml: text, .default, constructor)
     } catch {
       let detail = "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
       throw ConfigError("\(file): not valid YAML: \(detail)")
@@ -85,6 +85,35 @@ public enum ConfigLoader {
     } catch {
       throw ConfigError("\(file): \(error)")
     }
+  }
+
+  /// Yams' constructor except for integers: YAML 1.1 reads `1:30` as the base-60 integer 90, and
+  /// Yams multiplies the parts unchecked, so `1111111111111111111:8` (or twelve `1:`s) trapped on
+  /// overflow (found by scripts/fuzz config). Here a base-60 integer that does not fit in an Int,
+  /// or has a part that is not decimal digits, stays text, which the schema refuses by key.
+  static var constructor: Constructor {
+    var scalars = Constructor.defaultScalarMap
+    scalars[.int] = { scalar in
+      guard scalar.string.contains(":") else { return Int.construct(from: scalar) }
+      guard scalar.style == .any || scalar.style == .plain else { return nil }
+      return sexagesimal(scalar.string.replacingOccurrences(of: "_", with: ""))
+    }
+    return Constructor(scalars)
+  }
+
+  /// `[-+]d:dd:dd…` as an Int (each part decimal digits), or nil when malformed or too large.
+  static func sexagesimal(_ text: String) -> Int? {
+    var digits = Substring(text), negative = false
+    if let sign = digits.first, sign == "-" || sign == "+" { negative = sign == "-"; digits = digits.dropFirst() }
+    var value = 0
+    for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+      guard !part.isEmpty, part.allSatisfy({ $0.isASCII && $0.isNumber }), let d = Int(part) else { return nil }
+      let (shifted, o1) = value.multipliedReportingOverflow(by: 60)
+      let (sum, o2) = shifted.addingReportingOverflow(d)
+      guard !o1, !o2 else { return nil }
+      value = sum
+    }
+    return negative ? -value : value
   }
 
   /// The most nesting `nestingBound` may find in a config (real ones have about 5).

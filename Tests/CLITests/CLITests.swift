@@ -247,6 +247,25 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(c.model.decoderHidden, [3, 3])
   }
 
+  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplied their parts unchecked, and
+  /// `seed: 1111111111111111111:8` trapped (an overflow found by scripts/fuzz config). Now one that
+  /// does not fit is text, refused by key; one that fits is still the number YAML 1.1 says.
+  func testBase60IntegersThatOverflowAreAnErrorNotATrap() throws {
+    for text in ["1111111111111111111:8", "1:1:1:1:1:1:1:1:1:1:1:1", "-9223372036854775807:1"] {
+      XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b")) { error in
+        XCTAssertTrue("\(error)".hasPrefix("b60.yaml: train.seed: expected"), "\(error)")
+        XCTAssertTrue("\(error)".contains(text), "\(error)")
+      }
+    }
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  seed: 1:30\n", file: "b60.yaml", defaultName: "b").seed, 90)
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  steps: 1_0:00\n", file: "b60.yaml", defaultName: "b").steps, 600)
+    // The largest that fits: 153722867280912930 × 60 + 7 = Int.max; one more overflows.
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  seed: 153722867280912930:7\n", file: "b60.yaml", defaultName: "b").seed, UInt64(Int.max))
+    for text in ["153722867280912930:8", "-2:00:01", "1::2"] {
+      XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b"), text)
+    }
+  }
+
   /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
   /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
   /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
