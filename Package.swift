@@ -44,21 +44,34 @@ let package = Package(
       dependencies: ["Formats", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       exclude: ["Protos/tensorboard_event.proto"]),
     .target(name: "VAEData", dependencies: ["VAE", "Formats"]),
-    .target(name: "VAEDist", dependencies: ["TensorBoard", "VAE", "VAEData", "Formats", "CSupport", "MPIShim"]),
+    .target(
+      name: "VAEDist",
+      dependencies: [
+        "TensorBoard", "VAE", "VAEData", "Formats", "CSupport", "MPIShim", .product(name: "Yams", package: "Yams"),
+      ]),
     .executableTarget(
       name: "vae-dist",
       dependencies: [
         "VAE", "VAEData", "VAEDist", "Formats",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Yams", package: "Yams"),
       ]),
     // A test program (MPITests runs it under mpirun): training with an injected fault.
     .executableTarget(
       name: "vae-dist-fault-injection", dependencies: ["VAEDist", "VAEData", "VAE"], path: "Tests/FaultInjection"),
+    // Fuzz targets (scripts/fuzz builds them for libFuzzer with -DFUZZING); a plain build makes
+    // each one a corpus replayer, which FuzzCorpusTests runs over Fuzz/corpus/<target>.
+    .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"),
+    .executableTarget(
+      name: "fuzz-safetensors", dependencies: ["Formats", "VAE", "VAEDist", "FuzzSupport"], path: "Fuzz/fuzz-safetensors"),
+    .executableTarget(name: "fuzz-idx", dependencies: ["Formats", "FuzzSupport"], path: "Fuzz/fuzz-idx"),
+    .executableTarget(name: "fuzz-config", dependencies: ["VAEDist", "FuzzSupport"], path: "Fuzz/fuzz-config"),
     // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
     .target(name: "TestSupport", dependencies: ["CZlib"], path: "Tests/TestSupport"),
     .testTarget(name: "FormatsTests", dependencies: ["Formats", "CZlib", "TestSupport"]),
     .testTarget(name: "VAETests", dependencies: ["VAE"]),
+    // Runs the fuzz replayers, which any full build makes. Not dependencies: a test target's
+    // executable dependencies are linked into its bundle, and each defines LLVMFuzzerTestOneInput.
+    .testTarget(name: "FuzzCorpusTests", dependencies: ["TestSupport"]),
     .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "Formats", "TestSupport"]),
     .testTarget(

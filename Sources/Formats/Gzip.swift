@@ -63,11 +63,9 @@ public enum Gzip {
     let chunkLimit = Int(UInt32.max)
 
     while true {
-      if outPos == output.count {
-        guard output.count < maxOutput else {
-          throw GzipError(
-            offset: inPos, detail: "decompressed size exceeds the limit of \(maxOutput) bytes")
-        }
+      // A full buffer grows up to the limit; at the limit zlib goes on without room (a trailer
+      // or an empty member needs none) until it needs some (Z_BUF_ERROR below).
+      if outPos == output.count, output.count < maxOutput {
         let grown = min(output.count > maxOutput / 2 ? maxOutput : output.count * 2, maxOutput)
         output.append(contentsOf: repeatElement(0, count: grown - output.count))
       }
@@ -104,7 +102,13 @@ public enum Gzip {
       case Z_OK:
         continue
       case Z_BUF_ERROR:
-        if stream.avail_out == 0 { continue }  // output full: grown at the top of the loop
+        if stream.avail_out == 0 {
+          guard output.count < maxOutput else {
+            throw GzipError(
+              offset: inPos, detail: "decompressed size exceeds the limit of \(maxOutput) bytes")
+          }
+          continue  // output full: grown at the top of the loop
+        }
         if inPos >= input.count {
           throw GzipError(
             offset: inPos, detail: "truncated gzip stream (input ended before the end of the member)")

@@ -1,6 +1,6 @@
 /// `s` with control characters escaped (`\n`, `\r`, `\t`, `\u{…}`), so that an error message
 /// that quotes it stays on one line.
-func oneLine(_ s: String) -> String {
+public func oneLine(_ s: String) -> String {
   var out = ""
   out.reserveCapacity(s.utf8.count)
   for u in s.unicodeScalars {

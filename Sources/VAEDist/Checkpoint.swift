@@ -175,10 +175,12 @@ public enum Checkpoint {
   }
 
   /// The tensors `prefix` + each name of `layout` as one arena: all present (nil when not
-  /// `required` and the first is absent), F32, of the layout's shapes.
+  /// `required` and the first is absent), F32, of the layout's shapes. All are checked before
+  /// the arena is allocated: the layout comes from the file's metadata, which could otherwise
+  /// ask for any amount of memory.
   static func arena(_ file: SafeTensorsFile, _ prefix: String, layout: ParameterLayout, required: Bool) throws -> Arena? {
     if !required, file.tensor(prefix + layout.specs[0].name) == nil { return nil }
-    let a = Arena(layout: layout)
+    var tensors: [SafeTensor] = []
     for spec in layout.specs {
       let name = prefix + spec.name
       guard let t = file.tensor(name) else { throw SafeTensorsError.missingTensor(file: file.file, tensor: name) }
@@ -188,8 +190,10 @@ public enum Checkpoint {
       guard t.shape == spec.shape else {
         throw SafeTensorsError.shapeMismatch(file: file.file, tensor: name, expected: spec.shape, found: t.shape)
       }
-      a.setValues(named: spec.name, try file.floats(name))
+      tensors.append(t)
     }
+    let a = Arena(layout: layout)
+    for (spec, t) in zip(layout.specs, tensors) { a.setValues(named: spec.name, floatsFromBytes(t.bytes)) }
     return a
   }
 

@@ -48,9 +48,9 @@ public enum ConfigRule: Sendable {
     switch self {
     case .int(let r):
       "an integer from \(r.lowerBound) to \(r.upperBound == Int.max ? "∞" : String(r.upperBound))"
-    case .positive: "a number > 0"
-    case .nonNegative: "a number ≥ 0"
-    case .unitInterval: "a number in [0, 1)"
+    case .positive: "a number > 0 that a 32-bit float holds (1.4e-45 to 3.4e38)"
+    case .nonNegative: "a number ≥ 0 that a 32-bit float holds (at most 3.4e38)"
+    case .unitInterval: "a number in [0, 1) as a 32-bit float (at most 0.99999994)"
     case .choice(let a): "one of \(a.joined(separator: ", "))"
     case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
     case .bool: "true or false"
@@ -63,13 +63,14 @@ public enum ConfigRule: Sendable {
       guard let i = Self.integer(v), r.contains(i) else { return nil }
       return .int(i)
     case .positive, .nonNegative, .unitInterval:
-      guard let x = Self.number(v), x.isFinite else { return nil }
+      // Checked as the Float it is stored as: 1e300 would be inf, 1e-50 zero, 0.9999999999 one.
+      guard let x = Self.number(v), case let f = Float(x), f.isFinite else { return nil }
       switch self {
-      case .positive: guard x > 0 else { return nil }
-      case .nonNegative: guard x >= 0 else { return nil }
-      default: guard x >= 0 && x < 1 else { return nil }
+      case .positive: guard f > 0 else { return nil }
+      case .nonNegative: guard f >= 0 else { return nil }
+      default: guard f >= 0 && f < 1 else { return nil }
       }
-      return .float(Float(x))
+      return .float(f)
     case .choice(let allowed):
       guard let s = v as? String, allowed.contains(s) else { return nil }
       return .string(s)
@@ -299,7 +300,7 @@ public enum ConfigSchema {
 
   /// The canonical YAML form (stable key order).
   public static func yaml(_ c: RunConfig) -> String {
-    var s = "name: \(c.name)\n"
+    var s = "name: \(yamlString(c.name))\n"
     for section in sections {
       s += "\(section):\n"
       for k in keys(in: section) {
@@ -307,6 +308,39 @@ public enum ConfigSchema {
       }
     }
     return s
+  }
+
+  /// `s` as a YAML scalar that reads back as this string: plain when that is unambiguous (ASCII
+  /// letters, digits, `.`, `_`, `-`, starting with a letter, not a YAML 1.1 boolean or null such
+  /// as `yes`), else double-quoted, escaping what YAML would not keep as it is.
+  static func yamlString(_ s: String) -> String {
+    let plainWords: Set<String> = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"]
+    let ascii = s.unicodeScalars.allSatisfy {
+      ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)
+    }
+    if ascii, let first = s.unicodeScalars.first, ("a"..."z").contains(first) || ("A"..."Z").contains(first),
+      !plainWords.contains(s.lowercased())
+    {
+      return s
+    }
+    var out = "\""
+    for u in s.unicodeScalars {
+      switch u.value {
+      case 0x22: out += "\\\""
+      case 0x5C: out += "\\\\"
+      // YAML's printable characters stay as they are, but for the line breaks U+2028 and U+2029
+      // and the byte order mark; the others (controls, U+0085, …) become \uXXXX.
+      case 0x2028, 0x2029, 0xFEFF: out += unicodeEscape(u)
+      case 0x20...0x7E, 0xA0...0xD7FF, 0xE000...0xFFFD, 0x10000...: out.unicodeScalars.append(u)
+      default: out += unicodeEscape(u)
+      }
+    }
+    return out + "\""
+  }
+
+  private static func unicodeEscape(_ u: Unicode.Scalar) -> String {
+    let hex = String(u.value, radix: 16)
+    return "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
   }
 
   /// The model section as one-line JSON, for checkpoint metadata (read by Python users).

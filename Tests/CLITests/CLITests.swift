@@ -180,6 +180,132 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", both], mentions: ["epochs", "steps"])
   }
 
+  /// A mapping key that is a list or a mapping made Yams trap (force unwrap) inside the loader
+  /// (found by scripts/fuzz config: `{{}}`); now a one-line error naming the file.
+  func testConfigWithComplexMappingKeyIsAnErrorNotATrap() throws {
+    for text in ["{{}}\n", "model: {[1]: 2}\n", "? [a]\n: 1\n", "train: !!set {? {a: 1}}\n", "a: [{b: {{}: 1}}]\n"] {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "keys.yaml", defaultName: "keys"), text) { error in
+        let message = "\(error)"
+        XCTAssertTrue(message.hasPrefix("keys.yaml: ") && !message.contains("\n"), message)
+        XCTAssertTrue(message.contains("mapping key is a list or mapping"), message)
+      }
+    }
+    let file = try writeFile("complex-key.yaml", "{{}}\n")
+    try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
+  }
+
+  /// Errors quote unknown keys and bad values, which may hold line breaks (a quoted `"a\nb"`,
+  /// or a multi-line flow key as scripts/fuzz config found); they are escaped now, so that the
+  /// error stays one line.
+  func testConfigErrorsQuotingKeysAndValuesStayOneLine() throws {
+    let cases = [
+      ("{nam- (\n  train\r\r\rs - - lr}\n", "unknown key 'nam- ( train\\n\\ns - - lr'"),
+      ("\"na\\nme\": x\n", "unknown key 'na\\nme'"),
+      ("model:\n  \"z\\u2028dim\": 1\n", "unknown key 'model.z\\u{2028}dim'"),
+      ("model:\n  zdim: \"2\\n3\"\n", "model.zdim: expected an integer from 1 to 10000, got '2\\n3'"),
+    ]
+    for (text, mention) in cases {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "lines.yaml", defaultName: "l"), text) { error in
+        let message = "\(error)"
+        XCTAssertFalse(message.contains("\n") || message.contains("\r") || message.contains("\u{2028}"), message)
+        XCTAssertTrue(message.hasPrefix("lines.yaml: ") && message.contains(mention), "\(message) lacks \(mention)")
+      }
+    }
+  }
+
+  /// Yams composes nodes recursively, so a config of a few thousand `[` (or `- - - …`, or
+  /// `{a: {a: …`) overflowed the stack; now refused in one line before Yams reads it.
+  func testDeeplyNestedConfigIsAnErrorNotAStackOverflow() throws {
+    let deep = [
+      "a: " + String(repeating: "[", count: 100_000) + "\n",
+      "a:\n" + String(repeating: "- ", count: 50_000) + "1\n",
+      "a: " + String(repeating: "{a: ", count: 20_000) + "1" + String(repeating: "}", count: 20_000) + "\n",
+    ]
+    for text in deep {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "deep.yaml", defaultName: "d")) { error in
+        XCTAssertTrue("\(error)".hasPrefix("deep.yaml: nested too deeply for a config"), "\(error)")
+      }
+    }
+    try assertFails(["train", "--config", try writeFile("deep.yaml", deep[0])], mentions: ["deep.yaml", "nested too deeply"])
+    // The shipped configs are far from the limit.
+    let configs = Self.packageRoot + "/configs/"
+    for name in try FileManager.default.contentsOfDirectory(atPath: configs) where name.hasSuffix(".yaml") {
+      XCTAssertNoThrow(try ConfigLoader.load(path: configs + name), name)
+    }
+  }
+
+  /// Aliases of aliases stand for exponentially many values, and Yams built them all (nine such
+  /// lines, 9^9 values in 467 bytes, still ran after a minute; seven are used here). Now at most
+  /// ten thousand values are allowed, counted before Yams builds anything.
+  func testConfigAliasExpansionIsBounded() throws {
+    var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in 1...6 { lines.append("a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 9).joined(separator: ", ") + "]") }
+    XCTAssertThrowsError(try ConfigLoader.parse(lines.joined(separator: "\n"), file: "laughs.yaml", defaultName: "l")) { error in
+      XCTAssertTrue("\(error)".hasPrefix("laughs.yaml: more than 10000 values with aliases expanded"), "\(error)")
+    }
+    let c = try ConfigLoader.parse("model:\n  hidden: &h [3, 3]\n  decoder_hidden: *h\n  zdim: 2\n", file: "ok.yaml", defaultName: "ok")
+    XCTAssertEqual(c.model.decoderHidden, [3, 3])
+  }
+
+  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplied their parts unchecked, and
+  /// `seed: 1111111111111111111:8` trapped (an overflow found by scripts/fuzz config). Now one that
+  /// does not fit is text, refused by key; one that fits is still the number YAML 1.1 says.
+  func testBase60IntegersThatOverflowAreAnErrorNotATrap() throws {
+    for text in ["1111111111111111111:8", "1:1:1:1:1:1:1:1:1:1:1:1", "-9223372036854775807:1"] {
+      XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b")) { error in
+        XCTAssertTrue("\(error)".hasPrefix("b60.yaml: train.seed: expected"), "\(error)")
+        XCTAssertTrue("\(error)".contains(text), "\(error)")
+      }
+    }
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  seed: 1:30\n", file: "b60.yaml", defaultName: "b").seed, 90)
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  steps: 1_0:00\n", file: "b60.yaml", defaultName: "b").steps, 600)
+    // The largest that fits: 153722867280912930 × 60 + 7 = Int.max; one more overflows.
+    XCTAssertEqual(try ConfigLoader.parse("train:\n  seed: 153722867280912930:7\n", file: "b60.yaml", defaultName: "b").seed, UInt64(Int.max))
+    for text in ["153722867280912930:8", "-2:00:01", "1::2"] {
+      XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b"), text)
+    }
+  }
+
+  /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
+  /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
+  /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
+  /// fails on these). Now checked as the Float they become.
+  func testConfigNumbersAreCheckedAsTheFloatsTheyBecome() throws {
+    let rejected = [
+      ("train:\n  lr: 1e300\n", "train.lr"), ("train:\n  lr: 1e-50\n", "train.lr"),
+      ("train:\n  beta2: 0.9999999999\n", "train.beta2"), ("train:\n  weight_decay: 1e39\n", "train.weight_decay"),
+      ("model:\n  likelihood: gaussian\n  sigma: 1e-46\n", "model.sigma"),
+    ]
+    for (text, key) in rejected {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "numbers.yaml", defaultName: "n"), text) { error in
+        XCTAssertTrue("\(error)".hasPrefix("numbers.yaml: \(key): expected "), "\(error)")
+      }
+    }
+    let c = try ConfigLoader.parse("train:\n  lr: 3e38\n  beta2: 0.99999994\n  adam_eps: 1e-45\n", file: "ok.yaml", defaultName: "ok")
+    XCTAssertEqual(try ConfigLoader.parse(c.yaml, file: "written.yaml", defaultName: "ok").yaml, c.yaml)
+    try assertFails(["train", "--config", try writeFile("huge-lr.yaml", "train:\n  lr: 1e300\n")], mentions: ["train.lr"])
+  }
+
+  /// `name` was written to config.yaml unquoted, so names YAML reads as something else (`yes`,
+  /// `1.5`, `a: b`, `#x`, a newline) did not read back (found by the round-trip check of
+  /// scripts/fuzz config). Such names are now double-quoted; plain ones stay plain.
+  func testConfigNameReadsBackFromConfigYAML() throws {
+    let names = ["yes", "Off", "null", "1.5", "a: b", "#x", " lead", "trail ", "tab\there", "line\nbreak", "q\"uote\\",
+                 "~", "- x", "[x]", "*x", "\u{85}\u{2028}\u{FEFF}\u{7F}\u{1}", "é中😀"]
+    for name in names {
+      var c = try ConfigLoader.parse("{}", file: "in.yaml", defaultName: "x")
+      c.name = name
+      let again = try ConfigLoader.parse(c.yaml, file: "out.yaml", defaultName: "other")
+      XCTAssertEqual(again.name, name, c.yaml)
+      XCTAssertEqual(again.yaml, c.yaml)
+    }
+    for plain in ["smoke", "smoke-cvae", "z-10000.run_2"] {
+      var c = try ConfigLoader.parse("{}", file: "in.yaml", defaultName: "x")
+      c.name = plain
+      XCTAssertTrue(c.yaml.hasPrefix("name: \(plain)\n"), c.yaml)
+    }
+  }
+
   func testFlagValueErrors() throws {
     let c = smokeConfig
     let out = ["--out", tmp + "/never"]

@@ -85,6 +85,20 @@ final class IDXTests: XCTestCase {
     }
   }
 
+  /// The limit is inclusive: exactly `maxOutput` bytes decompress, one more do not. With an
+  /// empty member after the data, the full buffer was reported over the limit before zlib read
+  /// that member (seen while writing the exact-limit check of scripts/fuzz idx; its input is
+  /// Fuzz/corpus/fuzz-idx/regress-gzip-empty-last-member).
+  func testGzipOutputOfExactlyTheLimit() throws {
+    let data = [UInt8](repeating: 7, count: 64)
+    for input in [gzip(data), gzip(data) + gzip([]), gzip(Array(data[..<10])) + gzip(Array(data[10...])) + gzip([])] {
+      XCTAssertEqual(try Gzip.decompress(input, maxOutput: 64), data)
+      XCTAssertThrowsError(try Gzip.decompress(input, maxOutput: 63)) { error in
+        XCTAssertTrue("\(error)".contains("exceeds the limit of 63 bytes"), "\(error)")
+      }
+    }
+  }
+
   func testSystemGzipInterop() throws {
     let gzipTool = "/bin/gzip"
     guard FileManager.default.isExecutableFile(atPath: gzipTool) else {

@@ -227,14 +227,20 @@ final class CheckpointTests: XCTestCase {
     }
   }
 
+  /// A valid checkpoint whose `model` metadata claims `claimed` (tensors and checksums kept).
+  private func fileClaiming(_ claimed: ModelConfig, _ name: String) throws -> String {
+    let v = validFile()
+    var meta = v.metadata
+    meta["model"] = RunConfig.modelJSON(claimed)
+    return try writeFile(name, tensors: v.tensors, metadata: meta)
+  }
+
   func testShapeDisagreesWithModelMetadata() throws {
     let v = validFile()
     // The metadata claims zdim 3; the tensors were written for zdim 2.
-    var meta = v.metadata
     var m = model
     m.zdim = 3
-    meta["model"] = RunConfig.modelJSON(m)
-    let path = try writeFile("zdim.safetensors", tensors: v.tensors, metadata: meta)
+    let path = try fileClaiming(m, "zdim.safetensors")
     assertLoadFails(path, "zdim in metadata") {
       if case SafeTensorsError.shapeMismatch(_, "encoder.mu.weight", [3, 4], [2, 4]) = $0 { return true }
       return false
@@ -246,6 +252,22 @@ final class CheckpointTests: XCTestCase {
     let path2 = try writeFile("transposed.safetensors", tensors: tensors, metadata: v.metadata)
     assertLoadFails(path2, "transposed weight") {
       if case SafeTensorsError.shapeMismatch(_, "decoder.0.weight", [3, 2], [2, 3]) = $0 { return true }
+      return false
+    }
+  }
+
+  /// The arena was allocated from the metadata's model before any tensor was checked, so a
+  /// `model` claiming 1048576 inputs and 100000-wide layers made loading die allocating ~850 GB
+  /// instead of failing in one line. Now the tensors are checked first.
+  func testModelMetadataAskingForHugeArenasFailsBeforeAllocating() throws {
+    var m = model
+    m.inputSize = 1_048_576
+    m.hidden = [100_000, 100_000]
+    m.decoderHidden = [100_000, 100_000]
+    m.zdim = 10_000
+    let path = try fileClaiming(m, "huge.safetensors")
+    assertLoadFails(path, "huge model in metadata") {
+      if case SafeTensorsError.shapeMismatch(_, "encoder.0.weight", [100_000, 1_048_576], [5, 12]) = $0 { return true }
       return false
     }
   }

@@ -1,0 +1,168 @@
+import Formats
+import Foundation
+import VAE
+import VAEData
+import Yams
+
+/// A config or flag problem, printed as one line.
+public struct ConfigError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ d: String) { description = d }
+}
+
+/// Reads `configs/*.yaml` into a `RunConfig`, strictly: unknown keys, wrong types and
+/// out-of-range values are one-line errors naming the file and the key. What the keys are,
+/// their rules and defaults is `ConfigSchema`'s; this file only turns YAML into its input.
+public enum ConfigLoader {
+  /// The keys a config may have at the top level.
+  public static let topLevel = ["name"] + ConfigSchema.sections
+
+  /// Reads and parses the config file at `path`; its name (without `.yaml`) is the run name
+  /// unless it sets `name`.
+  public static func load(path: String) throws -> RunConfig {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw ConfigError("\(path): cannot read the config file (does it exist?)")
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+      throw ConfigError("\(path): not UTF-8 text")
+    }
+    let defaultName = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+    return try parse(text, file: path, defaultName: defaultName)
+  }
+
+  /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it
+  /// sets `name`.
+  public static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
+    // Yams builds nodes recursively: a few thousand `[` overflow the stack. Refuse deep text first.
+    let nesting = nestingBound(text)
+    guard nesting <= maxNesting else {
+      throw ConfigError(
+        "\(file): nested too deeply for a config: up to \(nesting) levels (counting every [ and { and the "
+          + "indentation and - ? : of the deepest line), expected at most \(maxNesting)")
+    }
+    let node: Node?
+    do {
+      node = try Yams.compose(yaml: text, .default, constructor)
+    } catch {
+      let detail = "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
+      throw ConfigError("\(file): not valid YAML: \(detail)")
+    }
+    // Before Yams builds values: it traps on a mapping key that is a list or a mapping
+    // (`{[1]: 2}`), and it expands every alias (`*a`), so a few lines can stand for billions.
+    var budget = maxNodes
+    if let node, let problem = checkNodes(node, &budget) { throw ConfigError("\(file): \(problem)") }
+    let root = node?.any
+    guard let top = root as? [String: Any] else {
+      throw ConfigError("\(file): expected a mapping with keys \(topLevel.joined(separator: ", "))")
+    }
+    // `environment` is what a run directory's config.yaml adds for people; it is ignored.
+    for key in top.keys where !topLevel.contains(key) && key != "environment" {
+      throw ConfigError("\(file): unknown key '\(oneLine(key))'; valid top-level keys: \(topLevel.joined(separator: ", "))")
+    }
+    var sections: [String: [String: Any]] = [:]
+    for name in ConfigSchema.sections {
+      let keys = ConfigSchema.keys(in: name).map(\.name)
+      guard let raw = top[name] else { continue }
+      guard let m = raw as? [String: Any] else {
+        throw ConfigError("\(file): '\(name)' must be a mapping with keys \(keys.joined(separator: ", "))")
+      }
+      for key in m.keys where !keys.contains(key) {
+        throw ConfigError("\(file): unknown key '\(name).\(oneLine(key))'; valid keys: \(keys.joined(separator: ", "))")
+      }
+      sections[name] = m
+    }
+    var name = defaultName
+    if let n = top["name"] {
+      guard let s = n as? String, !s.isEmpty, !s.contains("/") else {
+        throw ConfigError("\(file): name: expected a non-empty string without '/'")
+      }
+      name = s
+    }
+    do {
+      return try ConfigSchema.decode(sections, name: name)
+    } catch let e as ConfigSchema.Invalid {
+      throw ConfigError("\(file): \(e.path): expected \(e.expected), got '\(oneLine(e.got))'")
+    } catch {
+      throw ConfigError("\(file): \(error)")
+    }
+  }
+
+  /// Yams' constructor except for integers: YAML 1.1 reads `1:30` as the base-60 integer 90, and
+  /// Yams multiplies the parts unchecked, so `1111111111111111111:8` (or twelve `1:`s) trapped on
+  /// overflow (found by scripts/fuzz config). Here a base-60 integer that does not fit in an Int,
+  /// or has a part that is not decimal digits, stays text, which the schema refuses by key.
+  static var constructor: Constructor {
+    var scalars = Constructor.defaultScalarMap
+    scalars[.int] = { scalar in
+      guard scalar.string.contains(":") else { return Int.construct(from: scalar) }
+      guard scalar.style == .any || scalar.style == .plain else { return nil }
+      return sexagesimal(scalar.string.replacingOccurrences(of: "_", with: ""))
+    }
+    return Constructor(scalars)
+  }
+
+  /// `[-+]d:dd:dd…` as an Int (each part decimal digits), or nil when malformed or too large.
+  static func sexagesimal(_ text: String) -> Int? {
+    var digits = Substring(text), negative = false
+    if let sign = digits.first, sign == "-" || sign == "+" { negative = sign == "-"; digits = digits.dropFirst() }
+    var value = 0
+    for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+      guard !part.isEmpty, part.allSatisfy({ $0.isASCII && $0.isNumber }), let d = Int(part) else { return nil }
+      let (shifted, o1) = value.multipliedReportingOverflow(by: 60)
+      let (sum, o2) = shifted.addingReportingOverflow(d)
+      guard !o1, !o2 else { return nil }
+      value = sum
+    }
+    return negative ? -value : value
+  }
+
+  /// The most nesting `nestingBound` may find in a config (real ones have about 5).
+  static let maxNesting = 256
+
+  /// A cheap estimate of how deeply the YAML `text` nests that errs high: flow collections nest
+  /// at most once per `[` or `{` in the whole text, block collections about once per column of
+  /// indentation or compact indicator (`- - x`, `? `, `: `) of a line. (Under AddressSanitizer
+  /// Yams overflowed the stack on 2000 nested `- `, not on 1000 nested `{a: `.)
+  static func nestingBound(_ text: String) -> Int {
+    var flow = 0, deepestLine = 0, line = 0, indenting = true
+    for u in text.unicodeScalars {
+      switch u {
+      case "\n", "\r", "\u{85}", "\u{2028}", "\u{2029}":  // YAML 1.1's line breaks
+        deepestLine = max(deepestLine, line)
+        line = 0
+        indenting = true
+      case " " where indenting, "\t" where indenting: line += 1
+      case "[", "{": flow += 1; indenting = false
+      case "-", "?", ":": line += 1; indenting = false
+      default: indenting = false
+      }
+    }
+    return flow + max(deepestLine, line) + 1
+  }
+
+  /// The most values (scalars, lists, mappings, aliases counted as what they stand for) a
+  /// config may have; real ones have about 50.
+  static let maxNodes = 10_000
+
+  /// Why Yams should not build values from `node`, or nil: a mapping key that is not a plain
+  /// value, or more than `budget` nodes with aliases expanded (stops counting there).
+  private static func checkNodes(_ node: Node, _ budget: inout Int) -> String? {
+    budget -= 1
+    guard budget >= 0 else { return "more than \(maxNodes) values with aliases expanded, expected a config's few dozen" }
+    switch node {
+    case .scalar: return nil
+    case .sequence(let items):
+      for item in items { if let problem = checkNodes(item, &budget) { return problem } }
+    case .mapping(let pairs):
+      for (key, value) in pairs {
+        guard key.scalar != nil else {
+          let at = key.mark.map { "line \($0.line), column \($0.column): " } ?? ""
+          return "\(at)a mapping key is a list or mapping, expected plain keys such as model or zdim"
+        }
+        if let problem = checkNodes(key, &budget) { return problem }
+        if let problem = checkNodes(value, &budget) { return problem }
+      }
+    }
+    return nil
+  }
+}
