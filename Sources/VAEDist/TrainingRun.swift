@@ -320,21 +320,18 @@ extension Trainer {
       "epochs", "steps", "checkpoint_every", "checkpoint_minutes", "eval_every", "keep_checkpoints", "log_every",
       "check_every",
     ]
-    func settings(_ yaml: String) -> [String: String] {
-      var out: [String: String] = [:]
-      var section = ""
-      for line in yaml.split(separator: "\n") {
-        if !line.hasPrefix(" ") { section = String(line.split(separator: ":").first ?? ""); continue }
-        let parts = line.trimmingCharacters(in: .whitespaces).split(separator: ":", maxSplits: 1)
-        guard section == "train", parts.count == 2, !free.contains(String(parts[0])) else { continue }
-        out[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces)
-      }
-      return out
+    // The checkpoint's config read by the same loader and schema as a config file, so values
+    // compare as what they mean (0.001 and 1e-3 agree), not as text.
+    guard let before = try? ConfigLoader.parse(c.configYAML, file: c.path, defaultName: config.name) else {
+      notes.append("\(c.path): its config cannot be read to compare settings; resuming with this run's")
+      return notes
     }
-    let before = settings(c.configYAML), now = settings(config.yaml)
-    let changed = now.keys.sorted().filter { before[$0] != nil && before[$0] != now[$0] }
+    let changed = ConfigSchema.keys(in: "train").filter { !free.contains($0.name) }.compactMap { key -> String? in
+      let a = key.yaml(of: before) ?? "(absent)", b = key.yaml(of: config) ?? "(absent)"
+      return a == b ? nil : "\(key.path) \(a) → \(b)"
+    }
     if !changed.isEmpty {
-      let list = changed.map { "train.\($0) \(before[$0]!) → \(now[$0]!)" }.joined(separator: ", ")
+      let list = changed.joined(separator: ", ")
       notes.append("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run")
       resumeEvent = [("step", "\(step)"), ("event", "\"resume\""), ("changed", "\"\(list)\"")]
     }
