@@ -73,8 +73,13 @@ public enum ConfigLoader {
     }
     var name = defaultName
     if let n = top["name"] {
-      guard let s = n as? String, !s.isEmpty, !s.contains("/") else {
-        throw ConfigError("\(file): name: expected a non-empty string without '/'")
+      // The run directory's name: a file name (at most 255 bytes), on one line, without a byte
+      // order mark (YAML drops one that starts a quoted scalar, so it would not read back).
+      guard let s = n as? String, !s.isEmpty, !s.contains("/"), s.utf8.count <= 255,
+        !s.unicodeScalars.contains(where: { "\n\r\u{0}\u{85}\u{2028}\u{2029}\u{FEFF}".unicodeScalars.contains($0) })
+      else {
+        throw ConfigError(
+          "\(file): name: expected a non-empty string of at most 255 bytes without '/', line breaks or U+FEFF, got '\(oneLine(String(describing: n)).prefix(60))'")
       }
       name = s
     }
@@ -121,11 +126,16 @@ public enum ConfigLoader {
 
   /// A cheap estimate of how deeply the YAML `text` nests that errs high: flow collections nest
   /// at most once per `[` or `{` in the whole text, block collections about once per column of
-  /// indentation or compact indicator (`- - x`, `? `, `: `) of a line. (Under AddressSanitizer
-  /// Yams overflowed the stack on 2000 nested `- `, not on 1000 nested `{a: `.)
+  /// indentation or compact indicator (`- - x`, `? `, `: `) of a line. An indicator is a `-`,
+  /// `?` or `:` followed by a space, a tab or a line break, as YAML requires of block indicators
+  /// (`-1`, `a:b` and `--` nest nothing; a quoted name full of `- - -` once read as 265 levels).
+  /// (Under AddressSanitizer Yams overflowed the stack on 2000 nested `- `, not on 1000 `{a: `.)
   static func nestingBound(_ text: String) -> Int {
-    var flow = 0, deepestLine = 0, line = 0, indenting = true
+    var flow = 0, deepestLine = 0, line = 0, indenting = true, indicator = false
     for u in text.unicodeScalars {
+      let separates = u == " " || u == "\t" || u == "\n" || u == "\r" || u == "\u{85}" || u == "\u{2028}" || u == "\u{2029}"
+      if indicator && separates { line += 1 }
+      indicator = false
       switch u {
       case "\n", "\r", "\u{85}", "\u{2028}", "\u{2029}":  // YAML 1.1's line breaks
         deepestLine = max(deepestLine, line)
@@ -133,10 +143,11 @@ public enum ConfigLoader {
         indenting = true
       case " " where indenting, "\t" where indenting: line += 1
       case "[", "{": flow += 1; indenting = false
-      case "-", "?", ":": line += 1; indenting = false
+      case "-", "?", ":": indicator = true; indenting = false
       default: indenting = false
       }
     }
+    if indicator { line += 1 }  // at the end of the text
     return flow + max(deepestLine, line) + 1
   }
 
