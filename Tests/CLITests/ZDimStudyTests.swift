@@ -11,7 +11,7 @@ final class ZDimStudyTests: XCTestCase {
   private var script: String { TestPaths.packageRoot + "/scripts/zdim-study" }
 
   private static let csvHeader =
-    "zdim,epochs,steps,test_elbo,test_recon,test_kl,iw_bound,iw_k,iw_images,active_units,kl_per_active_unit,kl_inactive_units,parameters,train_seconds"
+    "zdim,budget,steps,test_elbo,test_recon,test_kl,iw_bound,iw_k,iw_images,active_units,kl_per_active_unit,kl_inactive_units,parameters,train_seconds"
 
   override func setUpWithError() throws {
     tmp = NSTemporaryDirectory() + "vae-dist-zdim-study-tests-" + UUID().uuidString

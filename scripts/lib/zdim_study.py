@@ -177,7 +177,8 @@ def collect(out):
     return sorted(rows, key=lambda r: (r["epochs"], r["zdim"]))
 
 
-FIELDS = ["zdim", "epochs", "steps", "test_elbo", "test_recon", "test_kl", "iw_bound", "iw_k", "iw_images",
+# `budget` is the training budget in epochs at which the row was measured (one run per z).
+FIELDS = ["zdim", "budget", "steps", "test_elbo", "test_recon", "test_kl", "iw_bound", "iw_k", "iw_images",
           "active_units", "kl_per_active_unit", "kl_inactive_units", "parameters", "train_seconds"]
 
 
@@ -185,7 +186,7 @@ def write_csv(rows, path):
     with open(path + ".tmp", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({**r, "budget": r["epochs"]} for r in rows)
     os.replace(path + ".tmp", path)
 
 
