@@ -299,13 +299,15 @@ final class CLITests: XCTestCase {
       ("train:\n  lr: 1e300\n", "train.lr"), ("train:\n  lr: 1e-50\n", "train.lr"),
       ("train:\n  beta2: 0.9999999999\n", "train.beta2"), ("train:\n  weight_decay: 1e39\n", "train.weight_decay"),
       ("model:\n  likelihood: gaussian\n  sigma: 1e-46\n", "model.sigma"),
+      // Subnormal: zero under the flush-to-zero mode training runs in.
+      ("train:\n  adam_eps: 1e-45\n", "train.adam_eps"), ("train:\n  weight_decay: 1e-40\n", "train.weight_decay"),
     ]
     for (text, key) in rejected {
       XCTAssertThrowsError(try ConfigLoader.parse(text, file: "numbers.yaml", defaultName: "n"), text) { error in
         XCTAssertTrue("\(error)".hasPrefix("numbers.yaml: \(key): expected "), "\(error)")
       }
     }
-    let c = try ConfigLoader.parse("train:\n  lr: 3e38\n  beta2: 0.99999994\n  adam_eps: 1e-45\n", file: "ok.yaml", defaultName: "ok")
+    let c = try ConfigLoader.parse("train:\n  lr: 3e38\n  beta2: 0.99999994\n  adam_eps: 1.2e-38\n", file: "ok.yaml", defaultName: "ok")
     XCTAssertEqual(try ConfigLoader.parse(c.yaml, file: "written.yaml", defaultName: "ok").yaml, c.yaml)
     try assertFails(["train", "--config", try writeFile("huge-lr.yaml", "train:\n  lr: 1e300\n")], mentions: ["train.lr"])
   }
