@@ -54,7 +54,6 @@ public final class Completer {
   }
 }
 
-/// The completion numbers of one model over `count` held-out images (see `vae-dist complete`).
 extension Conditioning {
   /// The layout of a completion figure, one row per held-out example: the true image, then one
   /// tile per column of `completions` (each [count, targetSize] Y means) with the example's X
@@ -77,6 +76,7 @@ extension Conditioning {
   }
 }
 
+/// The completion numbers of one model over `count` held-out images (see `vae-dist complete`).
 public struct CompletionStats: Sendable {
   /// Mean per-pixel Bernoulli entropy of the predicted means, nats (lower is sharper).
   public var entropy: Double

@@ -76,7 +76,7 @@ public enum ConfigLoader {
       // The run directory's name: a file name (at most 255 bytes), on one line, without a byte
       // order mark (YAML drops one that starts a quoted scalar, so it would not read back).
       guard let s = n as? String, !s.isEmpty, !s.contains("/"), s.utf8.count <= 255,
-        !s.unicodeScalars.contains(where: { "\n\r\u{0}\u{85}\u{2028}\u{2029}\u{FEFF}".unicodeScalars.contains($0) })
+        !s.unicodeScalars.contains(where: { lineBreaks.contains($0) || $0 == "\u{0}" || $0 == "\u{FEFF}" })
       else {
         throw ConfigError(
           "\(file): name: expected a non-empty string of at most 255 bytes without '/', line breaks or U+FEFF, got '\(oneLine(String(describing: n)).prefix(60))'")
@@ -121,6 +121,9 @@ public enum ConfigLoader {
     return negative ? -value : value
   }
 
+  /// YAML 1.1's line breaks.
+  static let lineBreaks: Set<Unicode.Scalar> = ["\n", "\r", "\u{85}", "\u{2028}", "\u{2029}"]
+
   /// The most nesting `nestingBound` may find in a config (real ones have about 5).
   static let maxNesting = 256
 
@@ -133,11 +136,11 @@ public enum ConfigLoader {
   static func nestingBound(_ text: String) -> Int {
     var flow = 0, deepestLine = 0, line = 0, indenting = true, indicator = false
     for u in text.unicodeScalars {
-      let separates = u == " " || u == "\t" || u == "\n" || u == "\r" || u == "\u{85}" || u == "\u{2028}" || u == "\u{2029}"
-      if indicator && separates { line += 1 }
+      let isBreak = lineBreaks.contains(u)
+      if indicator && (isBreak || u == " " || u == "\t") { line += 1 }
       indicator = false
       switch u {
-      case "\n", "\r", "\u{85}", "\u{2028}", "\u{2029}":  // YAML 1.1's line breaks
+      case _ where isBreak:
         deepestLine = max(deepestLine, line)
         line = 0
         indenting = true
