@@ -52,7 +52,7 @@ let package = Package(
     .executableTarget(
       name: "vae-dist",
       dependencies: [
-        "VAE", "VAEData", "VAEDist", "Formats",
+        "VAE", "VAEData", "VAEDist", "Formats", "CSupport", "MPIShim",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // A test program (MPITests runs it under mpirun): training with an injected fault.

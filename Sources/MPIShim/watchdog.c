@@ -1,7 +1,6 @@
 #define _GNU_SOURCE
 #include "mpishim.h"
 #include <errno.h>
-#include <mpi.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,13 +19,16 @@ static char wd_phase[256] = "start-up";
 static char wd_setting[128] = "";
 static struct timespec wd_deadline;
 
-/* This process's rank in the job: from MPI once initialized, before that from the launcher's
- * environment (Open MPI, PMIx, PMI, Slurm); -1 when unknown. */
+/* This process's rank in the job: set by the main thread once MPI knows it
+ * (vae_watchdog_set_rank), before that from the launcher's environment (Open MPI, PMIx, PMI,
+ * Slurm); -1 when unknown. The watchdog thread never calls MPI: MPI is initialised FUNNELED,
+ * so only the main thread may, and the main thread may be inside a collective when it fires. */
+static volatile int wd_known_rank = -1;
+
+void vae_watchdog_set_rank(int rank) { wd_known_rank = rank; }
+
 static int wd_rank(void) {
-  int initialized = 0, finalized = 0, rank = -1;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized && MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS) return rank;
+  if (wd_known_rank >= 0) return wd_known_rank;
   const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     const char *v = getenv(names[i]);
@@ -35,6 +37,9 @@ static int wd_rank(void) {
   return -1;
 }
 
+/* Prints one line and exits at once with status 1, without MPI calls and without exit
+ * handlers (the shim's exit hook would call MPI_Abort from this thread). A rank that exits
+ * non-zero without MPI_Finalize makes mpirun (and srun --kill-on-bad-exit) end the job. */
 static void wd_fire(const char *phase, double seconds, const char *setting) {
   char line[640];
   int rank = wd_rank();
@@ -42,14 +47,9 @@ static void wd_fire(const char *phase, double seconds, const char *setting) {
   if (rank >= 0) snprintf(who, sizeof who, "rank %d: ", rank);
   snprintf(line, sizeof line,
            "vae-dist: error: %sstart-up did not finish within %g s: still waiting for %s; "
-           "aborting the job (%s)\n",
+           "ending the job (%s)\n",
            who, seconds, phase, setting);
-  fflush(stdout);
   (void)!write(2, line, strlen(line));
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, 1);
   _exit(1);
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 /// What the network models. `vae`: p(x) through a latent z (Kingma & Welling). `cvae`: p(Y|X)
 /// through z, with a condition tower on X added into the encoder and the decoder (Doersch's
 /// tutorial §4, its `mnist_cvae.prototxt`). `regressor`: p(Y|X) straight from the condition
@@ -49,8 +50,17 @@ public struct ModelConfig: Sendable, Hashable, Codable {
   /// Width of the reparameterisation noise ε per row (0 for the regressor).
   public var latentSize: Int { kind == .regressor ? 0 : zdim }
 
+  /// The most parameters a model may have: 2³¹ − 1, so that every count the gradient exchange
+  /// hands to MPI (a C int) fits, on any number of ranks.
+  public static let maxParameters = Int(Int32.max)
+
   /// Why this shape cannot be built (one line), or nil.
   public var problem: String? {
+    // In Double: widths of any size neither trap nor wrap here.
+    let count = linears.reduce(0.0) { $0 + Double($1.inFeatures + 1) * Double($1.outFeatures) }
+    if count > Double(Self.maxParameters) {
+      return "the model has \(String(format: "%.0f", count)) parameters; at most \(Self.maxParameters) (2^31 - 1: the gradient exchange's counts are 32-bit)"
+    }
     switch kind {
     case .vae:
       return nil

@@ -125,12 +125,12 @@ public enum DatasetRegistry {
   public static let syntheticTrainCount = 10_000
   public static let syntheticTestCount = 2_000
 
-  /// The data directory: the `--data` flag if given; else `$VAE_DIST_DATA` if set and
+  /// The data directory: `explicit` if the caller names one; else `$VAE_DIST_DATA` if set and
   /// non-empty; else `./data`.
   public static func resolveDataDirectory(
-    flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment
   ) -> String {
-    if let flag, !flag.isEmpty { return flag }
+    if let explicit, !explicit.isEmpty { return explicit }
     if let env = environment[environmentVariable], !env.isEmpty { return env }
     return defaultDataDirectory
   }

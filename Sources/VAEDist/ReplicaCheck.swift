@@ -10,7 +10,7 @@ struct ReplicaCheck {
   /// Every rank contributes `value`; when some rank differs from rank 0, the lowest such rank
   /// throws a one-line error naming itself and the field, the others wait for the abort.
   func agree(_ field: String, _ value: UInt64, show: (UInt64) -> String = { String($0) }) throws {
-    let all = try comm.allgather(value)
+    let all = try comm.allgather(words: [value]).map { $0[0] }
     guard let bad = all.firstIndex(where: { $0 != all[0] }) else { return }
     if comm.rank == bad {
       throw TrainError.handshake("\(field) differs from rank 0's: \(show(value)) here, \(show(all[0])) on rank 0")
@@ -18,7 +18,7 @@ struct ReplicaCheck {
     throw TrainError.peerFailed
   }
 
-  /// Start-up, after `agreeOnStartup` (which also compares the binaries): config, data and
+  /// Start-up, after `StartupRecord.agree` (which also compares the binaries): config, data and
   /// parameter count must agree on every rank. A differing config is named by its first
   /// differing line.
   func handshake(configYAML mine: String, dataChecksum: UInt32, parameterCount: Int) throws {
@@ -26,7 +26,7 @@ struct ReplicaCheck {
     var rootYAML = Array(mine.utf8)
     try comm.broadcast(&rootYAML, root: 0)
     let theirs = String(decoding: rootYAML, as: UTF8.self)
-    let all = try comm.allgather(mine == theirs ? 0 : 1)
+    let all = try comm.allgather(words: [mine == theirs ? 0 : 1]).map { $0[0] }
     if let bad = all.firstIndex(of: 1) {
       guard comm.rank == bad else { throw TrainError.peerFailed }
       let a = mine.split(separator: "\n"), b = theirs.split(separator: "\n")

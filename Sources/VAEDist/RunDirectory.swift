@@ -2,7 +2,7 @@ import Formats
 import Foundation
 import VAE
 
-/// The files of one run (`--out`): `config.yaml`, `metrics.jsonl`, `checkpoints/step-N.safetensors`
+/// The files of one run directory: `config.yaml`, `metrics.jsonl`, `checkpoints/step-N.safetensors`
 /// and `final.safetensors` (docs/ARCHITECTURE.md, "Run directory"). Rank 0 alone writes here.
 final class RunDirectory {
   let path: String
@@ -68,11 +68,11 @@ final class RunDirectory {
     metrics = fd
   }
 
-  /// One JSON object per line; values are already JSON (see `json(_:)`). A failed write (disk
-  /// full, quota, file-size limit) stops the run: nothing is lost silently.
-  func appendMetrics(_ fields: [(String, String)]) throws {
+  /// One JSON object per line. A failed write (disk full, quota, file-size limit) stops the
+  /// run: nothing is lost silently.
+  func appendMetrics(_ fields: JSONFields) throws {
     guard let fd = metrics else { return }
-    let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
+    let line = "{" + fields.map { "\(jsonString($0.0)): \($0.1.json)" }.joined(separator: ", ") + "}\n"
     do {
       try FileIO.writeAll(Array(line.utf8), fd: fd, path: metricsPath, what: "appending a line")
     } catch {
@@ -90,8 +90,9 @@ final class RunDirectory {
 
   /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run) and
   /// the final evaluation of a finished run at `step` when `finished` (a resumed run logs it
-  /// again). Returns the run time logged up to there, so `time_s` continues where it was.
-  func truncateMetrics(after step: Int, finished: Bool) -> Double {
+  /// again). Returns the run time logged up to there, so `time_s` continues where it was. A
+  /// failed rewrite stops the run (the old file stays as it was: the write is atomic).
+  func truncateMetrics(after step: Int, finished: Bool) throws -> Double {
     guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return 0 }
     var kept: [Substring] = []
     var elapsed = 0.0
@@ -105,7 +106,11 @@ final class RunDirectory {
         elapsed = (obj["time_s"] as? NSNumber)?.doubleValue ?? elapsed
       }
     }
-    try? FileIO.writeAtomically(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsPath)
+    do {
+      try FileIO.writeAtomically(Array(kept.map { $0 + "\n" }.joined().utf8), to: metricsPath)
+    } catch {
+      throw TrainError.io("\(error); the run was not resumed")
+    }
     return elapsed
   }
 

@@ -4,20 +4,150 @@ import TensorBoard
 import VAE
 import VAEData
 
-/// TensorBoard event files beside metrics.jsonl (rank 0): the same numbers as scalars, and at
-/// every evaluation a picture of the model (VAE: samples and reconstructions; conditional
-/// kinds: completions of held-out digits).
-extension Trainer {
+/// A value of a metrics.jsonl line.
+enum MetricValue {
+  case int(Int)
+  case double(Double)
+  case string(String)
+  /// JSON text: numbers as they are (non-finite ones as null), strings escaped.
+  var json: String {
+    switch self {
+    case .int(let i): String(i)
+    case .double(let x): x.isFinite ? "\(x)" : "null"
+    case .string(let s): jsonString(s)
+    }
+  }
+  var number: Double? {
+    switch self {
+    case .int(let i): Double(i)
+    case .double(let x): x
+    case .string: nil
+    }
+  }
+}
+
+/// A metrics line's fields in order.
+typealias JSONFields = [(String, MetricValue)]
+
+/// A JSON string literal (RFC 8259 escapes).
+func jsonString(_ s: String) -> String {
+  var out = "\""
+  for u in s.unicodeScalars {
+    switch u {
+    case "\"": out += "\\\""
+    case "\\": out += "\\\\"
+    case "\n": out += "\\n"
+    case "\r": out += "\\r"
+    case "\t": out += "\\t"
+    case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+    default: out.unicodeScalars.append(u)
+    }
+  }
+  return out + "\""
+}
+
+/// Rounded to milliseconds (times in metrics.jsonl).
+func milliseconds(_ seconds: Double) -> MetricValue { .double((seconds * 1000).rounded() / 1000) }
+
+/// metrics.jsonl and TensorBoard event files (rank 0): the same scalars, and at every
+/// evaluation a picture of the model (VAE: samples and reconstructions; conditional kinds:
+/// completions of held-out digits).
+extension TrainingRun {
+  /// The metrics line of the steps since the last one: loss terms summed over ranks.
+  func logWindow(epoch: Int, _ clock: RunClock) throws {
+    let step = completedSteps
+    // The gradient norm: shards add up; whole copies count once (rank 0's).
+    let squares = trainer.exchange.updatedSlice != nil || comm.isRoot ? trainer.gradientSquares : 0
+    let sums = try comm.allreduceSum(window.sums + [squares])
+    let steps = step - window.clockStep
+    let now = MonotonicClock.now()
+    let sps = Double(config.batch * steps) / max(now - window.clockStart, 1e-9)
+    let exchangeMs = (trainer.exchange.seconds - window.exchangeSecondsAtStart) / Double(max(steps, 1)) * 1000
+    let recon = -sums[0] / sums[2], kl = sums[1] / sums[2]
+    if comm.isRoot {
+      let wall = Date().timeIntervalSince1970
+      let fields: JSONFields = [
+        ("step", .int(step)), ("epoch", .int(epoch)), ("loss", .double(recon + kl)), ("recon", .double(recon)),
+        ("kl", .double(kl)), ("world_size", .int(comm.size)), ("lr", .double(Double(config.adam.lr))),
+        ("grad_norm", .double(sums[3].squareRoot())), ("samples_per_sec", .double(sps.rounded())),
+        ("allreduce_ms", .double((exchangeMs * 1000).rounded() / 1000)), ("time_s", milliseconds(clock.elapsed)),
+        ("wall_time", milliseconds(wall)),
+      ]
+      try files.appendMetrics(fields)
+      try tensorboardScalars(fields, prefix: "train", wallTime: wall)
+      options.events(
+        .progress(
+          TrainingProgress(
+            step: step, totalSteps: totalSteps, epoch: epoch, epochs: trainer.epochNumber(afterSteps: totalSteps),
+            loss: recon + kl, samplesPerSecond: sps, elapsed: clock.elapsed,
+            remainingSamples: (totalSteps - step) * config.batch)))
+    }
+    window.clearSums()
+    window.restartClock(step: step, exchangeSeconds: trainer.exchange.seconds)
+  }
+
+  func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
+    guard comm.isRoot else { return }
+    let wall = Date().timeIntervalSince1970
+    try files.appendMetrics([
+      ("step", .int(completedSteps)), ("epoch", .int(epoch)), ("test_elbo", .double(e.elbo)),
+      ("test_recon", .double(e.recon)), ("test_kl", .double(e.kl)), ("time_s", milliseconds(elapsed)),
+      ("wall_time", milliseconds(wall)),
+    ])
+    try tensorboardScalars([("elbo", .double(e.elbo)), ("recon", .double(e.recon)), ("kl", .double(e.kl))], prefix: "test", wallTime: wall)
+    try tensorboardImages(wallTime: wall)
+    options.events(.evaluation(step: completedSteps, elbo: e.elbo, recon: e.recon, kl: e.kl))
+  }
+
+  /// The metrics line of an agreed stop.
+  func logStop(signal: Int32, elapsed: Double) throws {
+    let name = [SIGINT: "SIGINT", SIGUSR1: "SIGUSR1", SIGTERM: "SIGTERM"][signal] ?? "signal \(signal)"
+    try files.appendMetrics([
+      ("step", .int(completedSteps)), ("event", .string("stopped")), ("signal", .string(name)),
+      ("time_s", milliseconds(elapsed)),
+    ])
+  }
+
+  /// Rank 0 closes metrics.jsonl and the event file at the end of the run.
+  func closeFiles() throws {
+    guard comm.isRoot else { return }
+    options.events(.finished)
+    try files.closeMetrics()
+    try tensorboard?.close()
+  }
+
+  /// What is being trained, on what: the first lines of a run's log.
+  func announce() {
+    let sharded = trainer.exchange.updatedSlice != nil ? ", sharded optimizer" : ""
+    let k = trainer.microShards.count
+    let micro = k > 1 ? ", \(k) micro-batches per rank" : ""
+    options.events(.info(
+      "training \(config.name): \(totalSteps) steps of \(config.batch) (\(trainer.batcher.stepsPerEpoch) per epoch), \(trainer.model.params.count) parameters, \(comm.size) rank(s)\(sharded)\(micro)"))
+    options.events(.info(environmentNote))
+    if comm.size > 1 { options.events(.info("gradient exchange: \(trainer.exchange.transport)")) }
+  }
+
+  /// A line naming the BLAS kernel and its threads, and whether flush-to-zero is on.
+  var environmentNote: String {
+    "BLAS: OpenBLAS kernel \(BLASInfo.coreName), \(BLASInfo.threads) thread(s); flush-to-zero \(FloatingPointEnvironment.flushToZeroEnabled ? "on" : "off")"
+  }
+
+  /// `config.yaml` of the run directory: the resolved config, then the environment (for people).
+  var configFileText: String {
+    config.yaml + "# environment (informational)\nenvironment:\n  blas_kernel: \(BLASInfo.coreName)\n"
+      + "  blas_threads: \(BLASInfo.threads)\n  world_size: \(comm.size)\n"
+  }
+
   func openTensorBoard() throws {
-    guard comm.isRoot, output.tensorboard else { return }
+    guard comm.isRoot, options.tensorboard else { return }
     tensorboard = try TensorBoardWriter(directory: runDirectory)
   }
 
   /// The scalars of one metrics line, tagged `train/<field>` (JSON numbers only).
-  func tensorboardScalars(_ fields: [(String, String)], prefix: String, wallTime: Double) throws {
+  func tensorboardScalars(_ fields: JSONFields, prefix: String, wallTime: Double) throws {
     guard let tb = tensorboard else { return }
     for (key, value) in fields where !["step", "epoch", "world_size", "time_s", "wall_time"].contains(key) {
-      if let x = Double(value) { tb.scalar("\(prefix)/\(key)", x, step: step, wallTime: wallTime) }
+      if let x = value.number { tb.scalar("\(prefix)/\(key)", x, step: completedSteps, wallTime: wallTime) }
     }
     try flushTensorBoard(tb)
   }
@@ -27,7 +157,7 @@ extension Trainer {
     guard let tb = tensorboard else { return }
     for (tag, image) in evaluationImages() {
       tb.image(tag, png: PNG.encodeGray(width: image.width, height: image.height, pixels: image.pixels),
-               width: image.width, height: image.height, channels: 1, step: step, wallTime: wallTime)
+               width: image.width, height: image.height, channels: 1, step: completedSteps, wallTime: wallTime)
     }
     try flushTensorBoard(tb)
   }
@@ -44,7 +174,7 @@ extension Trainer {
     let shown = min(8, data.test.count)
     let rows = Array(testX.prefix(shown * n))
     if cfg.kind == .vae {
-      let model = VAEModel(config: cfg, maxBatch: 64, params: model.params)
+      let model = VAEModel(config: cfg, maxBatch: 64, params: trainer.model.params)
       let z = Buffer(64 * cfg.zdim)
       ModelImages.latentSamples(count: 64, dim: cfg.zdim, seed: 0, into: z.ptr)
       model.decode(UnsafePointer(z.ptr), batch: 64)
@@ -57,7 +187,7 @@ extension Trainer {
       return [("samples", samples), ("reconstructions", PNG.grid(images: tiles, rows: h, cols: w, gridColumns: shown))]
     }
     guard let cond = config.conditioning else { return [] }
-    let completer = Completer(config: cfg, params: model.params, chunk: shown)
+    let completer = Completer(config: cfg, params: trainer.model.params, chunk: shown)
     let draws = cfg.kind == .cvae ? 3 : 1
     let means = (0..<draws).map { completer.means(rows, count: shown, draw: $0) }
     let tiles = cond.completionTiles(rows: rows, count: shown, completions: means)

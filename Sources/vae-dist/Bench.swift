@@ -43,15 +43,15 @@ struct Bench: ParsableCommand {
     c.checkEvery = 0
     step.applyThreads(ranks: comm.size)
     let data = try dataOptions.load(c)
+    FloatingPointEnvironment.enableFlushToZero()
     let tmp = NSTemporaryDirectory() + "vae-dist-bench-\(getpid())"
-    defer { try? FileManager.default.removeItem(atPath: tmp) }
-    let meter = StepMeter(separateWait: true)
-    let trainer = try Trainer(config: c, data: data, comm: comm, runDirectory: tmp,
-                              output: OutputOptions(quiet: true),
-                              parallel: step.parallel, meter: meter)
-    for _ in 0..<warmup { try trainer.trainStep() }
-    let blocks = try timedBlocks(trainer, meter: meter)
-    let phases = profile ? try profileTable(trainer) : nil
+    let run = try TrainingRun(
+      config: c, data: data, comm: comm, runDirectory: tmp, options: RunOptions(parallel: step.parallel, tensorboard: false))
+    let trainer = run.trainer
+    for _ in 0..<warmup { try trainer.step() }
+    let observer = BenchObserver(comm: comm, exchange: trainer.exchange)
+    let blocks = try timedBlocks(trainer, comm: comm, observer: observer)
+    let phases = profile ? try profileTable(trainer, comm: comm, observer: observer) : nil
     guard comm.isRoot else { return }
     let order = blocks.indices.sorted { blocks[$0].rate < blocks[$1].rate }
     report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size, phases: phases)
@@ -60,18 +60,17 @@ struct Bench: ParsableCommand {
   /// One timed block: steps/s, and the shares of a step spent exchanging and waiting.
   typealias Block = (rate: Double, share: Double, wait: Double)
 
-  func timedBlocks(_ trainer: Trainer, meter: StepMeter) throws -> [Block] {
-    let comm = trainer.comm
+  func timedBlocks(_ trainer: Trainer, comm: Communicator, observer: BenchObserver) throws -> [Block] {
     var blocks: [Block] = []
     for _ in 0..<repeats {
       try comm.barrier()
-      meter.reset()
-      let t0 = comm.wallTime()
-      for _ in 0..<steps { try trainer.trainStep() }
-      let dt = comm.wallTime() - t0
-      // Ranks synchronise every step (allreduce), so rank 0's time is the job's; the share
+      observer.reset()
+      let t0 = MonotonicClock.now()
+      for _ in 0..<steps { try trainer.step(observer: observer) }
+      let dt = MonotonicClock.now() - t0
+      // Ranks synchronise every step (the exchange), so rank 0's time is the job's; the share
       // of time in collectives is averaged over ranks.
-      let sums = try comm.allreduceSum([meter.exchangeSeconds / dt, meter.waitSeconds / dt])
+      let sums = try comm.allreduceSum([observer.seconds["allreduce", default: 0] / dt, observer.seconds["wait", default: 0] / dt])
       blocks.append((Double(steps) / dt, sums[0] / Double(comm.size), sums[1] / Double(comm.size)))
     }
     return blocks
@@ -80,13 +79,13 @@ struct Bench: ParsableCommand {
   static let phaseNames = ["batch+noise", "forward", "backward", "wait", "allreduce", "adam"]
 
   /// Every rank's phases in ms per step, rank 0 gets them in rank order (imbalance shows as "wait").
-  func profileTable(_ trainer: Trainer) throws -> [[Double]] {
-    let comm = trainer.comm
-    var phases: [String: Double] = [:]
-    for _ in 0..<steps { try trainer.profiledStep(&phases) }
+  func profileTable(_ trainer: Trainer, comm: Communicator, observer: BenchObserver) throws -> [[Double]] {
+    observer.reset()
+    observer.timesEveryPhase = true
+    for _ in 0..<steps { try trainer.step(observer: observer) }
     let keys = Self.phaseNames
     var table = [Double](repeating: 0, count: keys.count * comm.size)
-    for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = phases[k] ?? 0 }
+    for (i, k) in keys.enumerated() { table[comm.rank * keys.count + i] = observer.seconds[k] ?? 0 }
     table = try comm.allreduceSum(table)
     return keys.indices.map { i in (0..<comm.size).map { 1000 * table[$0 * keys.count + i] / Double(steps) } }
   }
@@ -140,5 +139,40 @@ struct BLAS: ParsableCommand {
       if let w = BLASInfo.fallbackWarning() { Console.out(w) }
     }
     if checkFallback && BLASInfo.isFallback { throw ExitCode(3) }
+  }
+}
+
+/// Times a step from outside: a barrier before the exchange, timed on its own ("wait", so that
+/// imbalance between ranks is not counted as exchange), the exchange's own time ("allreduce")
+/// and the rest of that phase ("adam"); with `timesEveryPhase` also batch, forward and backward.
+final class BenchObserver: StepObserver {
+  let comm: Communicator
+  let exchange: GradientExchange
+  var timesEveryPhase = false
+  private(set) var seconds: [String: Double] = [:]
+
+  init(comm: Communicator, exchange: GradientExchange) {
+    self.comm = comm
+    self.exchange = exchange
+  }
+
+  func reset() { seconds = [:] }
+
+  override func measure<T>(_ phase: StepPhase, _ body: () throws -> T) throws -> T {
+    guard phase == .exchange else {
+      guard timesEveryPhase else { return try body() }
+      let t0 = MonotonicClock.now()
+      defer { seconds[phase.rawValue, default: 0] += MonotonicClock.now() - t0 }
+      return try body()
+    }
+    let t0 = MonotonicClock.now()
+    if comm.size > 1 { try comm.barrier() }
+    let t1 = MonotonicClock.now(), e0 = exchange.seconds
+    let result = try body()
+    let t2 = MonotonicClock.now(), exchanged = exchange.seconds - e0
+    seconds["wait", default: 0] += t1 - t0
+    seconds["allreduce", default: 0] += exchanged
+    seconds["adam", default: 0] += (t2 - t1) - exchanged
+    return result
   }
 }

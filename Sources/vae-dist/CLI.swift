@@ -78,6 +78,12 @@ struct VAEDistCLI: ParsableCommand {
       let parent = ((directory as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
       return ": --data names the folder that holds \(dataset)/ (did you mean --data \(parent.isEmpty ? "." : parent)?)"
     }
+    switch error as? TrainError {
+    case .runExists?: return "; pass --resume auto to continue it, or choose another --out"
+    case .optionMismatch(let setting, _)?: return startupFlagHint[setting].map { " (\($0))" } ?? ""
+    case .io(let text)? where text.contains("intact"): return " (vae-dist train --resume auto)"
+    default: break
+    }
     if case CheckpointError.notACheckpoint? = error as? CheckpointError {
       return "; to start training from its weights, use vae-dist train --init"
     }
@@ -91,6 +97,12 @@ struct VAEDistCLI: ParsableCommand {
   }
 }
 
+/// The flag or variable behind each start-up setting the ranks must agree on.
+let startupFlagHint: [StartupSetting: String] = [
+  .sharding: "--[no-]shard-optimizer", .microBatches: "--micro-batches", .resume: "--resume",
+  .resumeFile: "--resume", .initialWeights: "--init", .sharedMemory: "VAE_DIST_SHM",
+]
+
 /// Options shared by commands that read data.
 struct DataOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp(
@@ -99,7 +111,7 @@ struct DataOptions: ParsableArguments {
   var data: String?
 
   func load(_ config: RunConfig) throws -> DataSplits {
-    let dir = DatasetRegistry.resolveDataDirectory(flag: data)
+    let dir = DatasetRegistry.resolveDataDirectory(explicit: data)
     return try DatasetRegistry.load(name: config.dataset, dataDirectory: dir, trainLimit: config.trainLimit)
   }
 }

@@ -101,12 +101,8 @@ struct Train: ParsableCommand {
     if initFrom != nil && resume != nil {
       throw ValidationError("--init and --resume: --init starts a new run, --resume continues one; give one of them")
     }
-    if let p = initFrom, !FileManager.default.fileExists(atPath: p) {
-      throw ValidationError("--init: \(p) does not exist")
-    }
-    if case .path(let p)? = resume, !FileManager.default.fileExists(atPath: p) {
-      throw ValidationError("--resume: \(p) does not exist (give 'auto' or a checkpoint file)")
-    }
+    // --resume FILE and --init FILE are read by rank 0 alone (and broadcast), so other hosts
+    // need no copy: their existence is not checked here, on every rank.
   }
 
   /// The config file with the flags applied (already checked by `validate`).
@@ -128,41 +124,53 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
-    if startupTimeout > 0, self.comm == .mpi || (self.comm == .auto && CommMode.launchedByMPI()) {
+    let mpi = self.comm.usesMPI
+    if startupTimeout > 0, mpi {
       StartupWatchdog.arm(
         seconds: startupTimeout, setting: "--startup-timeout \(Self.format(startupTimeout)); 0 turns the watchdog off")
       StartupWatchdog.waiting(for: "MPI_Init (every rank of the job must start MPI)")
     }
     let comm = try self.comm.makeCommunicator()
+    if mpi { StartupWatchdog.setRank(comm.rank) }
     StartupWatchdog.waiting(for: "this rank to read its config and data")
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
     step.applyThreads(ranks: comm.size)
     let data = try dataOptions.load(c)
     let outDir = out ?? "runs/\(c.name)"
-    var output = OutputOptions(
-      quiet: quiet || !comm.isRoot,
-      terminal: progress == .bar || (progress == .auto && comm.size == 1 && Console.isTerminal))
-    output.periodicLines = progress != .none
-    output.tensorboard = tensorboard
-    if let w = BLASInfo.fallbackWarning() { output.warnings.append(w + "; scripts/train does this for you") }
-    let trainer = try Trainer(
-      config: c, data: data, comm: comm, runDirectory: outDir, output: output, parallel: step.parallel,
-      start: StartOptions(resume: resume ?? .none, initialWeights: initFrom))
-    let s = try trainer.run()
+    FloatingPointEnvironment.enableFlushToZero()
+    let console = RunConsole(style: outputStyle(isRoot: comm.isRoot, ranks: comm.size))
+    if comm.isRoot, let w = BLASInfo.fallbackWarning() { console.warningsAtStart.append(w + "; scripts/train does this for you") }
+    let options = RunOptions(
+      parallel: step.parallel, start: StartOptions(resume: resume ?? .none, initialWeights: initFrom),
+      tensorboard: tensorboard, stopRequest: { StopSignals.pending }, events: console.handle)
+    let run = try TrainingRun(config: c, data: data, comm: comm, runDirectory: outDir, options: options)
+    StopSignals.install()
+    let s = try run.run()
+    report(s, comm: comm, outDir: outDir)
+  }
+
+  func outputStyle(isRoot: Bool, ranks: Int) -> OutputStyle {
+    OutputStyle(
+      quiet: quiet || !isRoot, terminal: progress == .bar || (progress == .auto && ranks == 1 && Console.isTerminal),
+      periodicLines: progress != .none)
+  }
+
+  /// The result line, and the exit: 128 + signal after an agreed stop (every rank the same),
+  /// as a shell reports a process the signal ended, so schedulers see a preemption.
+  func report(_ s: TrainSummary, comm: Communicator, outDir: String) {
     if let signal = s.stopSignal {
       if comm.isRoot {
         Console.out("stopped by signal \(signal) after step \(s.steps); checkpoint \(outDir)/checkpoints; continue with --resume auto")
       }
       comm.finalize()
-      // 128 + signal, as a shell reports a process the signal ended: schedulers see a preemption.
       Foundation.exit(128 + signal)
     }
-    defer { comm.finalize() }
     if comm.isRoot {
       Console.out(
         String(format: "held-out ELBO %.2f nats/image after %d steps (%.0f s, %.0f samples/s); checkpoint %@/final.safetensors",
                s.testELBO, s.steps, s.seconds, s.samplesPerSecond, outDir))
     }
+    comm.finalize()
   }
 }

@@ -229,14 +229,13 @@ final class MPITests: XCTestCase {
   func testErrorOnOneRankEndsTheJob() throws {
     let bin = try Self.binary
     let good = smoke("e1", steps: 50)
-    let bad = ["--config", Self.root.appendingPathComponent("configs/smoke.yaml").path, "--out",
-               tmp.appendingPathComponent("e1").path, "--resume", tmp.appendingPathComponent("missing.safetensors").path]
+    let bad = ["--config", tmp.appendingPathComponent("missing.yaml").path, "--out", tmp.appendingPathComponent("e1").path]
     // MPMD: ranks 0 and 2 are fine (and would train for a long time); rank 1 is given a
-    // checkpoint that does not exist.
+    // config file that does not exist.
     let p = try runMPMD([good + ["--steps", "100000"], bad, good + ["--steps", "100000"]], bin: bin)
     XCTAssertNotEqual(p.status, 0)
     XCTAssertLessThan(p.seconds, 60, "the job should end within seconds, not hang")
-    XCTAssertTrue(p.stderr.contains("rank 1: --resume"), p.stderr)
+    XCTAssertTrue(p.stderr.contains("rank 1: ") && p.stderr.contains("missing.yaml"), p.stderr)
   }
 
   /// The conditional VAE under mpirun: np 2 and one process give the same loss curve (to
@@ -348,11 +347,11 @@ final class MPITests: XCTestCase {
   func testStartupOptionMismatchesEndTheJobNamingRankAndOption() throws {
     let bin = try Self.binary
     let cases: [(extra: [String], env: String?, says: String)] = [
-      (["--no-shard-optimizer"], nil, "optimizer sharding (--[no-]shard-optimizer) differs from rank 0's: disabled here, enabled on rank 0"),
-      (["--resume", "auto"], nil, "--resume differs from rank 0's: auto here, not given on rank 0"),
+      (["--no-shard-optimizer"], nil, "optimizer sharding differs from rank 0's: disabled here, enabled on rank 0 (--[no-]shard-optimizer)"),
+      (["--resume", "auto"], nil, "resume mode differs from rank 0's: auto here, not given on rank 0 (--resume)"),
       ([], "VAE_DIST_SHM=0", "the shared-memory transport (VAE_DIST_SHM) differs from rank 0's: disabled (VAE_DIST_SHM=0) here, enabled on rank 0"),
-      (["--micro-batches", "2"], nil, "--micro-batches differs from rank 0's: 2 here, 1 on rank 0"),
-      (["--init", Self.root.appendingPathComponent("configs/smoke.yaml").path], nil, "--init differs from rank 0's: '"),
+      (["--micro-batches", "2"], nil, "micro-batches per rank differs from rank 0's: 2 here, 1 on rank 0 (--micro-batches)"),
+      (["--init", Self.root.appendingPathComponent("configs/smoke.yaml").path], nil, "the initial weights file differs from rank 0's: '"),
     ]
     for (i, c) in cases.enumerated() {
       let a = smoke("m\(i)", steps: 100_000)
@@ -378,7 +377,7 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(p.seconds, 30, "the watchdog should end the job soon after 3 s")
     XCTAssertGreaterThanOrEqual(p.seconds, 3, "not before the timeout")
     XCTAssertTrue(
-      p.stderr.contains("rank 1: start-up did not finish within 3 s: still waiting for rank 0's initial weights (the --init broadcast)")
+      p.stderr.contains("rank 1: start-up did not finish within 3 s: still waiting for rank 0's initial weights (broadcast)")
         || p.stderr.contains("rank 0: start-up did not finish within 3 s: still waiting for this rank to read \(fifo)"),
       p.stderr)
     print("watchdog, stuck --init read: exit \(p.status) after \(String(format: "%.2f", p.seconds)) s")
@@ -479,14 +478,106 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(worst, 1e-4)
   }
 
-  /// One rank per argument list (mpirun's MPMD form); `env[i]` ("NAME=value") is set for rank i only.
-  func runMPMD(_ argLists: [[String]], bin: String, env: [String?] = []) throws -> Result {
+  /// Hosts that share no files: rank 1 runs in its own mount namespace with an empty tmpfs over
+  /// the directory holding every run directory, so it sees no checkpoint and no weights file.
+  /// `--resume FILE`, `--resume auto` and `--init FILE` are read by rank 0 alone and broadcast;
+  /// each run ends with the tensors of the same run on a shared directory.
+  func testRanksThatShareNoRunDirectoryResumeAndInit() throws {
+    guard Self.which("unshare") != nil, getuid() == 0 else { throw XCTSkip("needs root and unshare for a private mount namespace") }
+    let bin = try Self.binary
+    let runs = tmp.appendingPathComponent("runs").path
+    try FileManager.default.createDirectory(atPath: runs, withIntermediateDirectories: true)
+    let isolated = ["unshare", "-m", "sh", "-c", "mount -t tmpfs none \"$0\" && exec \"$@\"", runs]
+    func args(_ out: String, _ extra: [String] = []) -> [String] {
+      ["--config", Self.root.appendingPathComponent("configs/smoke.yaml").path, "--out", runs + "/" + out, "--steps", "60",
+       "--log-every", "10", "--eval-every", "0", "--checkpoint-every", "30", "--check-every", "30", "--quiet",
+       "--no-tensorboard"] + extra
+    }
+    assertSucceeded(try runMPMD([args("whole"), args("whole")], bin: bin), "uninterrupted np 2")
+    let step30 = runs + "/whole/checkpoints/step-00000030.safetensors"
+    // --resume FILE: the file exists on rank 0's side only.
+    let file = try runMPMD([args("file", ["--resume", step30]), args("file", ["--resume", step30])], bin: bin, wrap: [[], isolated])
+    assertSucceeded(file, "--resume FILE with rank 1 isolated")
+    XCTAssertEqual(try checkpoint("runs/file").tensors, try checkpoint("runs/whole").tensors)
+    // --resume auto: rank 0 finds the newest checkpoint in its run directory.
+    let auto = runs + "/auto/checkpoints"
+    try FileManager.default.createDirectory(atPath: auto, withIntermediateDirectories: true)
+    try FileManager.default.copyItem(atPath: step30, toPath: auto + "/step-00000030.safetensors")
+    let resumed = try runMPMD([args("auto", ["--resume", "auto"]), args("auto", ["--resume", "auto"])], bin: bin, wrap: [[], isolated])
+    assertSucceeded(resumed, "--resume auto with rank 1 isolated")
+    XCTAssertEqual(try checkpoint("runs/auto").tensors, try checkpoint("runs/whole").tensors)
+    // --init FILE: the same weights reach rank 1 by broadcast.
+    let weights = runs + "/whole/final.safetensors"
+    let shared = try runMPMD([args("init-shared", ["--init", weights]), args("init-shared", ["--init", weights])], bin: bin)
+    assertSucceeded(shared, "--init with a shared directory")
+    let alone = try runMPMD([args("init", ["--init", weights]), args("init", ["--init", weights])], bin: bin, wrap: [[], isolated])
+    assertSucceeded(alone, "--init with rank 1 isolated")
+    XCTAssertEqual(try checkpoint("runs/init").tensors, try checkpoint("runs/init-shared").tensors)
+  }
+
+  /// Two builds whose start-up records have different lengths compare their fixed headers
+  /// first: the job ends with one line naming the rank and the build, not inside MPI_Allgather.
+  func testStartupRecordsOfDifferentLengthAreNamed() throws {
+    let bin = try XCTUnwrap(VAEDistBinary.sibling("vae-dist-fault-injection"), "vae-dist-fault-injection not built")
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    let r = try Subprocess.run(
+      [mpirun, "--timeout", "60", "--oversubscribe", "--bind-to", "none", "-np", "2", bin, "startup-record", "1"],
+      environment: mpiEnvironment, cwd: Self.root.path)
+    XCTAssertNotEqual(r.status, 0)
+    XCTAssertTrue(
+      r.stderr.contains("rank 1: the start-up record differs from rank 0's (format 2 with 8 fields here, format 2 with 7 fields on rank 0)"),
+      r.stderr)
+    XCTAssertFalse(r.stderr.contains("MPI_ERR"), r.stderr)
+    XCTAssertLessThan(r.seconds, 45)
+  }
+
+  /// Ranks asked to stop by different signals at the same step agree on one: the lowest
+  /// number (SIGUSR1 10 before SIGTERM 15), so every rank exits 138, whichever rank got which.
+  func testAgreedStopHasOneSignalOnEveryRank() throws {
+    let bin = try XCTUnwrap(VAEDistBinary.sibling("vae-dist-fault-injection"), "vae-dist-fault-injection not built")
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    for signals in [["15", "10"], ["10", "15"], ["0", "2"]] {
+      let out = tmp.appendingPathComponent("stop-\(signals.joined())").path
+      let r = try Subprocess.run(
+        [mpirun, "--timeout", "60", "--oversubscribe", "--bind-to", "none", "-np", "2", bin, "stop", out, "5"] + signals,
+        environment: mpiEnvironment, cwd: Self.root.path)
+      let agreed = signals.contains("2") ? 2 : 10
+      for rank in 0..<2 {
+        XCTAssertTrue(r.stdout.contains("rank \(rank): stopped by signal \(agreed) after step 5"), "\(signals): \(r.stdout)\n\(r.stderr)")
+      }
+      let stop = try metrics("stop-\(signals.joined())").last
+      XCTAssertEqual(stop?["signal"] as? String, agreed == 2 ? "SIGINT" : "SIGUSR1")
+    }
+  }
+
+  /// The watchdog thread calls no MPI function (MPI is FUNNELED): an interposed libmpi wrapper
+  /// records every MPI call made off the thread that initialised MPI, while the watchdog ends
+  /// a stuck start-up.
+  func testWatchdogMakesNoMPICallOffTheMainThread() throws {
+    guard let mpicc = Self.which("mpicc") else { throw XCTSkip("mpicc not found (libopenmpi-dev)") }
+    let lib = tmp.appendingPathComponent("offthread.so").path
+    let src = Self.root.appendingPathComponent("Tests/mpi/offthread.c").path
+    let cc = try Subprocess.run([mpicc, "-shared", "-fPIC", "-o", lib, src, "-lpthread"], environment: [:], cwd: tmp.path)
+    XCTAssertEqual(cc.status, 0, cc.stderr)
+    let fifo = tmp.appendingPathComponent("stuck.safetensors").path
+    XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+    let a = smoke("w", steps: 100_000) + ["--startup-timeout", "3", "--init", fifo]
+    let p = try runMPMD([a, a], bin: try Self.binary, env: ["LD_PRELOAD=\(lib)", "LD_PRELOAD=\(lib)"])
+    XCTAssertNotEqual(p.status, 0)
+    XCTAssertTrue(p.stderr.contains("start-up did not finish within 3 s"), p.stderr)
+    XCTAssertFalse(p.stderr.contains("off-thread MPI call"), p.stderr)
+    XCTAssertLessThan(p.seconds, 30)
+  }
+
+  /// One rank per argument list (mpirun's MPMD form); `env[i]` ("NAME=value") is set for rank i only, and
+  /// `wrap[i]` (e.g. a private mount namespace) runs before rank i's binary.
+  func runMPMD(_ argLists: [[String]], bin: String, env: [String?] = [], wrap: [[String]] = []) throws -> Result {
     var argv = [try XCTUnwrap(Self.which("mpirun")), "--timeout", "120", "--oversubscribe", "--bind-to", "none"]
     for (i, a) in argLists.enumerated() {
       if i > 0 { argv.append(":") }
       argv += ["-np", "1"]
       if i < env.count, let e = env[i] { argv += ["-x", e] }
-      argv += [bin, "train"] + a
+      argv += (i < wrap.count ? wrap[i] : []) + [bin, "train"] + a
     }
     return try Subprocess.run(argv, environment: mpiEnvironment, cwd: Self.root.path)
   }

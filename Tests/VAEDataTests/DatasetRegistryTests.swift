@@ -30,11 +30,11 @@ final class DatasetRegistryTests: XCTestCase {
 
   func testDataDirectoryResolutionOrder() {
     XCTAssertEqual(
-      DatasetRegistry.resolveDataDirectory(flag: "/flag", environment: ["VAE_DIST_DATA": "/env"]), "/flag")
-    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: ["VAE_DIST_DATA": "/env"]), "/env")
-    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: [:]), "./data")
-    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: nil, environment: ["VAE_DIST_DATA": ""]), "./data")
-    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(flag: "", environment: ["VAE_DIST_DATA": "/env"]), "/env")
+      DatasetRegistry.resolveDataDirectory(explicit: "/flag", environment: ["VAE_DIST_DATA": "/env"]), "/flag")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(explicit: nil, environment: ["VAE_DIST_DATA": "/env"]), "/env")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(explicit: nil, environment: [:]), "./data")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(explicit: nil, environment: ["VAE_DIST_DATA": ""]), "./data")
+    XCTAssertEqual(DatasetRegistry.resolveDataDirectory(explicit: "", environment: ["VAE_DIST_DATA": "/env"]), "/env")
   }
 
   func testUnknownDatasetAndBadLimit() {

@@ -1,5 +1,6 @@
 import Formats
 import Foundation
+import VAE
 import XCTest
 
 @testable import VAE
@@ -7,6 +8,9 @@ import XCTest
 @testable import VAEDist
 
 final class CheckpointTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   private var dir = ""
 
   override func setUpWithError() throws {

@@ -9,6 +9,9 @@ import XCTest
 /// The conditional kinds train with the VAE's guarantees: they learn, a resumed run is
 /// bit-identical, and K micro-batches reproduce K ranks.
 final class ConditionalTrainingTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   var root = ""
   override func setUpWithError() throws { root = try TT.makeTempDir("cond") }
   override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: root) }
@@ -61,20 +64,18 @@ final class ConditionalTrainingTests: XCTestCase {
   /// Two micro-batches on one process take the same step as the whole batch, up to summation
   /// order; the CVAE's condition tower gets its gradient in both.
   func testMicroBatchesMatchTheWholeBatch() throws {
-    let one = try Trainer(
-      config: Self.config(.cvae), data: TT.synthetic, comm: LocalCommunicator(), runDirectory: root + "/m1",
-      output: OutputOptions(quiet: true, terminal: false))
-    let two = try Trainer(
-      config: Self.config(.cvae), data: TT.synthetic, comm: LocalCommunicator(), runDirectory: root + "/m2",
-      output: OutputOptions(quiet: true, terminal: false), parallel: ParallelOptions(microBatches: 2))
+    let one = try TrainingRun(
+      config: Self.config(.cvae), data: TT.synthetic, comm: LocalCommunicator(), runDirectory: root + "/m1")
+    let two = try TrainingRun(
+      config: Self.config(.cvae), data: TT.synthetic, comm: LocalCommunicator(), runDirectory: root + "/m2", options: RunOptions(parallel: ParallelOptions(microBatches: 2)))
     for _ in 0..<5 {
-      try one.trainStep()
-      try two.trainStep()
+      try one.trainer.step()
+      try two.trainer.step()
     }
-    let a = one.model.params.toArray(), b = two.model.params.toArray()
+    let a = one.trainer.model.params.toArray(), b = two.trainer.model.params.toArray()
     let worst = zip(a, b).map { abs($0 - $1) / max(abs($0), 1e-3) }.max() ?? 0
     XCTAssertLessThan(worst, 1e-3)
-    let cond = try XCTUnwrap(one.model.params.layout.range(named: "cond.0.weight"))
+    let cond = try XCTUnwrap(one.trainer.model.params.layout.range(named: "cond.0.weight"))
     let init0 = VAEModel(config: Self.config(.cvae).model, maxBatch: 1)
     init0.initialise(rng: CounterRNG(seed: 11))
     XCTAssertNotEqual(Array(a[cond]), Array(init0.params.toArray()[cond]), "the condition tower must train")
@@ -92,10 +93,10 @@ final class ConditionalTrainingTests: XCTestCase {
     let line = try XCTUnwrap(try TT.metricsLines(dir).first { $0["loss"] != nil })
     // The same first step by hand: batch 0's rows and noise, forward, backward, then the norm.
     let probe = try TT.trainer(c, dir: root + "/probe")
-    probe.loadBatch(0..<c.batch)
-    probe.model.loss(x: UnsafePointer(probe.x.ptr), eps: UnsafePointer(probe.eps.ptr), batch: c.batch)
-    probe.model.backward()
-    let norm = probe.model.grads.toArray().reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() / Double(c.batch)
+    probe.trainer.loadBatch(0..<c.batch)
+    probe.trainer.model.loss(x: UnsafePointer(probe.trainer.x.ptr), eps: UnsafePointer(probe.trainer.eps.ptr), batch: c.batch)
+    probe.trainer.model.backward()
+    let norm = probe.trainer.model.grads.toArray().reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() / Double(c.batch)
     let logged = try XCTUnwrap(line["grad_norm"] as? Double)
     XCTAssertEqual(logged, norm, accuracy: 1e-6 * norm)
     XCTAssertGreaterThan(norm, 0)
@@ -121,10 +122,10 @@ final class ConditionalTrainingTests: XCTestCase {
     let all = layout.specs.map { SafeTensor(name: $0.name, shape: $0.shape, floats: trained.params.values(named: $0.name)!) }
     let weights = try write(all.reversed(), "weights.safetensors")  // any order
     let t = try TT.trainer(TT.tinyConfig(steps: 10, checkpointEvery: 0), dir: root + "/b")
-    XCTAssertNotEqual(t.model.params.toArray(), trained.params.toArray())
+    XCTAssertNotEqual(t.trainer.model.params.toArray(), trained.params.toArray())
     try t.loadInitialWeights(weights)
-    XCTAssertEqual(t.model.params.toArray(), trained.params.toArray())
-    XCTAssertEqual(t.adam.step, 0)
+    XCTAssertEqual(t.trainer.model.params.toArray(), trained.params.toArray())
+    XCTAssertEqual(t.trainer.adam.step, 0)
     let missing = try write(Array(all.dropLast()), "missing.safetensors")
     XCTAssertThrowsError(try TT.trainer(TT.tinyConfig(), dir: root + "/c").loadInitialWeights(missing)) {
       XCTAssertTrue("\($0)".contains("missing.safetensors") && "\($0)".contains(layout.specs.last!.name), "\($0)")

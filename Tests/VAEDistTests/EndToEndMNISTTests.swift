@@ -9,6 +9,9 @@ import XCTest
 /// End to end on real MNIST: 2,000 training images, 2 epochs of the default network, and the
 /// held-out ELBO over all 10,000 test images must improve on the untrained model's by a margin.
 final class EndToEndMNISTTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   func testTwoEpochsOnMNISTImproveTheHeldOutELBO() throws {
     guard let dir = TestPaths.mnistDataDirectory else {
       throw XCTSkip("no MNIST in any of \(TestPaths.dataDirectoryCandidates) (run scripts/get-data)")
@@ -21,8 +24,8 @@ final class EndToEndMNISTTests: XCTestCase {
       trainLimit: 2000, batch: 100, epochs: 2, seed: 1, checkpointEvery: 0, evalEvery: 0, logEvery: 10)
     let out = NSTemporaryDirectory() + "vae-e2e-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: out) }
-    let trainer = try Trainer(
-      config: config, data: data, comm: LocalCommunicator(), runDirectory: out, output: OutputOptions(quiet: true))
+    let trainer = try TrainingRun(
+      config: config, data: data, comm: LocalCommunicator(), runDirectory: out)
     let untrained = try trainer.evaluate()
     let summary = try trainer.run()
     XCTAssertEqual(summary.steps, 40)

@@ -10,6 +10,9 @@ import XCTest
 /// (Tests/python/numpy_elbo.py, safetensors + numpy only), whose ELBO with z = μ must agree with
 /// `vae-dist eval --mean-z --json`.
 final class PythonInteropTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   private var dir = ""
 
   override func setUpWithError() throws {
@@ -55,9 +58,8 @@ final class PythonInteropTests: XCTestCase {
       epochs: nil, steps: 40, adam: AdamConfig(lr: 2e-3), seed: 5, checkpointEvery: 0, evalEvery: 0,
       keepCheckpoints: 1, logEvery: 10)
     let run = dir + "/run"
-    let trainer = try Trainer(
-      config: config, data: data, comm: LocalCommunicator(), runDirectory: run,
-      output: OutputOptions(quiet: true, terminal: false))
+    let trainer = try TrainingRun(
+      config: config, data: data, comm: LocalCommunicator(), runDirectory: run)
     let summary = try trainer.run()
     XCTAssertEqual(summary.steps, 40)
     let checkpoint = run + "/final.safetensors"

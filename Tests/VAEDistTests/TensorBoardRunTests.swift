@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import VAE
 import XCTest
 
 @testable import VAEDist
@@ -8,6 +9,9 @@ import XCTest
 /// the same numbers as metrics.jsonl (to float32), and a picture at every evaluation. Skipped,
 /// with the reason, where no Python can import tensorboard (scripts/test installs it in .venv).
 final class TensorBoardRunTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   func testEventFilesMatchMetrics() throws {
     let probe = try Subprocess.run(Subprocess.pythonCommand + ["-c", "import tensorboard"])
     guard probe.status == 0 else { throw XCTSkip("python cannot import tensorboard: \(probe.stderr.suffix(200))") }

@@ -39,12 +39,14 @@ enum TT {
       evalEvery: 15, keepCheckpoints: keep, logEvery: 4, evalSamples: 1)
   }
 
+  /// A run as `vae-dist train` makes it: flush-to-zero on (the executable's job, not the
+  /// library's), no output.
   static func trainer(
     _ config: RunConfig, dir: String, data: DataSplits = synthetic, resume: ResumeMode = .none
-  ) throws -> Trainer {
-    try Trainer(
-      config: config, data: data, comm: LocalCommunicator(), runDirectory: dir,
-      output: OutputOptions(quiet: true, terminal: false), start: StartOptions(resume: resume))
+  ) throws -> TrainingRun {
+    FloatingPointEnvironment.enableFlushToZero()
+    return try TrainingRun(
+      config: config, data: data, comm: LocalCommunicator(), runDirectory: dir, options: RunOptions(start: StartOptions(resume: resume)))
   }
 
   @discardableResult
@@ -127,6 +129,9 @@ enum TT {
 // MARK: - Trainer tests
 
 final class TrainerTests: XCTestCase {
+  // Training expects flush-to-zero, which the executable turns on for its thread.
+  override class func setUp() { FloatingPointEnvironment.enableFlushToZero() }
+
   private var root = ""
 
   override func setUpWithError() throws {
@@ -226,8 +231,8 @@ final class TrainerTests: XCTestCase {
     // It really resumed (and did not silently start over, which would also be deterministic).
     let probe = try TT.trainer(TT.tinyConfig(), dir: b)
     try probe.restoreOrCheckFresh(resume: .auto)
-    XCTAssertEqual(probe.step, step, "resume auto picked the wrong checkpoint", line: line)
-    XCTAssertEqual(probe.adam.step, step, line: line)
+    XCTAssertEqual(probe.completedSteps, step, "resume auto picked the wrong checkpoint", line: line)
+    XCTAssertEqual(probe.trainer.adam.step, step, line: line)
 
     try TT.train(TT.tinyConfig(), dir: b, resume: .auto)
     XCTAssertEqual(
@@ -371,7 +376,7 @@ final class TrainerTests: XCTestCase {
 
     let probe = try TT.trainer(TT.tinyConfig(), dir: b)
     try probe.restoreOrCheckFresh(resume: .auto)
-    XCTAssertEqual(probe.step, 10, "resume auto should fall back to step 10")
+    XCTAssertEqual(probe.completedSteps, 10, "resume auto should fall back to step 10")
 
     try TT.train(TT.tinyConfig(), dir: b, resume: .auto)
     XCTAssertEqual(
@@ -393,7 +398,7 @@ final class TrainerTests: XCTestCase {
     try TT.write(bad, only)
     let probe = try TT.trainer(TT.tinyConfig(), dir: b)
     try probe.restoreOrCheckFresh(resume: .auto)
-    XCTAssertEqual(probe.step, 0)
+    XCTAssertEqual(probe.completedSteps, 0)
   }
 
   // MARK: (f) keep_checkpoints
@@ -420,21 +425,20 @@ final class TrainerTests: XCTestCase {
   /// summation order (B = 20 in 6/7/7 rows), and K outside 1…B/P named as a flag error.
   func testMicroBatchesAccumulateTheSameStep() throws {
     let c = TT.tinyConfig(steps: 12, batch: 20)
-    func make(_ k: Int, _ name: String) throws -> Trainer {
-      try Trainer(
-        config: c, data: TT.synthetic, comm: LocalCommunicator(), runDirectory: dir(name),
-        output: OutputOptions(quiet: true, terminal: false), parallel: ParallelOptions(microBatches: k))
+    func make(_ k: Int, _ name: String) throws -> TrainingRun {
+      try TrainingRun(
+        config: c, data: TT.synthetic, comm: LocalCommunicator(), runDirectory: dir(name), options: RunOptions(parallel: ParallelOptions(microBatches: k)))
     }
     let one = try make(1, "k1"), three = try make(3, "k3")
-    XCTAssertEqual(one.model.maxBatch, 20)
-    XCTAssertEqual(three.model.maxBatch, 7)
+    XCTAssertEqual(one.trainer.model.maxBatch, 20)
+    XCTAssertEqual(three.trainer.model.maxBatch, 7)
     var lossOne = 0.0, lossThree = 0.0
     for _ in 0..<12 {
-      lossOne += try one.trainStep().negativeELBO
-      lossThree += try three.trainStep().negativeELBO
+      lossOne += try one.trainer.step().negativeELBO
+      lossThree += try three.trainer.step().negativeELBO
     }
     XCTAssertEqual(lossThree, lossOne, accuracy: 1e-5 * abs(lossOne))
-    let a = one.model.params.toArray(), b = three.model.params.toArray()
+    let a = one.trainer.model.params.toArray(), b = three.trainer.model.params.toArray()
     var diff = 0.0, norm = 0.0
     for (x, y) in zip(a, b) {
       diff += Double(x - y) * Double(x - y)
@@ -443,7 +447,7 @@ final class TrainerTests: XCTestCase {
     XCTAssertLessThan((diff / norm).squareRoot(), 1e-5, "12 steps with 3 micro-batches drifted from one batch")
     for bad in [0, 21] {
       XCTAssertThrowsError(try make(bad, "bad")) { e in
-        XCTAssertTrue("\(e)".contains("--micro-batches") && "\(e)".contains("expected 1…20"), "\(e)")
+        XCTAssertTrue("\(e)".contains("micro-batches: \(bad) micro-batches") && "\(e)".contains("expected 1…20"), "\(e)")
       }
     }
   }

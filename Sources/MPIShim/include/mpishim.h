@@ -67,10 +67,12 @@ void vae_mpi_shm_free(void);
 
 /* Start-up watchdog (a second line of defence behind the option agreement): a thread that, if
  * vae_watchdog_disarm is not called within `seconds` of vae_watchdog_arm, prints one line on
- * stderr naming this rank and what it is waiting for (the last vae_watchdog_phase) and ends the
- * job: MPI_Abort when MPI is initialized, else _exit(1) (a rank stuck in MPI_Init), which makes
- * mpirun end the others. Phases may be set without arming (no effect). */
+ * stderr naming this rank and what it is waiting for (the last vae_watchdog_phase) and calls
+ * _exit(1), which makes mpirun end the others. It calls no MPI function (MPI is FUNNELED: only
+ * the main thread may), so the rank is recorded beforehand by vae_watchdog_set_rank. Phases
+ * may be set without arming (no effect). */
 void vae_watchdog_arm(double seconds, const char *setting);
+void vae_watchdog_set_rank(int rank);
 void vae_watchdog_phase(const char *what);
 void vae_watchdog_disarm(void);
 #endif

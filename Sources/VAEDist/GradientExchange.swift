@@ -1,0 +1,73 @@
+import VAE
+
+/// The step's one exchange, built once (`Communicator.makeGradientExchange`) with its arenas and
+/// its transport: backward writes this rank's gradients into `gradients`; `sumAndUpdate` sums
+/// them over the ranks and hands the sum, or (sharded optimizer) this rank's shard of it, to
+/// the update, then makes `parameters` the same on every rank.
+///
+/// Every transport adds the ranks' gradients in rank order over the same arena shards, so the
+/// sum has the same bits on every rank and with or without sharding; K micro-batches on one
+/// process add in the same order as K ranks.
+public protocol GradientExchange: AnyObject {
+  /// Where backward writes this rank's gradients (node-shared memory on the shared window).
+  var gradients: Arena { get }
+  /// The parameters: this rank's replica, or the node's one copy (`sharesParameters`).
+  var parameters: Arena { get }
+  /// Every rank's shard of the arena, in rank order.
+  var shards: [Range<Int>] { get }
+  /// The slice whose update this rank runs: its shard when sharded, nil for the whole arena.
+  var updatedSlice: Range<Int>? { get }
+  /// The ranks of a node share one parameter copy: only rank 0 writes it outside the update.
+  var sharesParameters: Bool { get }
+  /// How gradients travel, for the log.
+  var transport: String { get }
+  /// Seconds spent exchanging since this exchange was built (excluding the update).
+  var seconds: Double { get }
+  /// Sums the gradients over ranks and calls `update(range, summed values)` on this rank's
+  /// part in one or more pieces (the pointer is valid only inside the call), then makes the
+  /// parameters consistent on every rank.
+  func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws
+  /// Rank 0 receives every rank's `mine` (its shard of a sharded arena, e.g. Adam's moments)
+  /// into `full` (nil on the other ranks).
+  func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws
+  /// After the parameters were written outside the update (initialisation, restore): a
+  /// barrier when they are shared, so no rank reads them before rank 0 has written them.
+  func parametersWritten() throws
+}
+
+extension GradientExchange {
+  /// Writes the parameters outside the update: every rank its own replica, or, when the node
+  /// shares one copy, rank 0 alone (`isRoot`) followed by a barrier.
+  public func writeParameters(isRoot: Bool, _ body: () -> Void) throws {
+    if !sharesParameters || isRoot { body() }
+    try parametersWritten()
+  }
+}
+
+/// One rank: the sum is this rank's gradients, handed over in place.
+public final class LocalExchange: GradientExchange {
+  public let gradients: Arena
+  public let parameters: Arena
+  public let shards: [Range<Int>]
+  public var updatedSlice: Range<Int>? { nil }
+  public var sharesParameters: Bool { false }
+  public var transport: String { "none (one rank)" }
+  public var seconds: Double { 0 }
+
+  public init(layout: ParameterLayout) {
+    gradients = Arena(layout: layout)
+    parameters = Arena(layout: layout)
+    shards = [0..<layout.total]
+  }
+
+  public func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    try update(0..<gradients.count, UnsafePointer(gradients.base))
+  }
+
+  public func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {
+    guard let full, let m = mine.baseAddress, let f = full.baseAddress else { return }
+    f.update(from: m, count: min(mine.count, full.count))
+  }
+
+  public func parametersWritten() throws {}
+}

@@ -1,0 +1,169 @@
+import MPIShim
+import VAE
+
+/// Shards of an arena as MPI's per-rank counts and offsets (computed once: no allocation per step).
+struct ArenaShards {
+  let ranges: [Range<Int>]
+  let counts: [Int32]
+  let displs: [Int32]
+  init(total: Int, ranks: Int) {
+    ranges = (0..<ranks).map { shardRange(rank: $0, size: ranks, count: total) }
+    counts = ranges.map { Int32($0.count) }
+    displs = ranges.map { Int32($0.lowerBound) }
+  }
+}
+
+/// The exchange through MPI collectives (ranks on several nodes, or `VAE_DIST_SHM=0`): an
+/// in-place reduce-scatter over the arena shards, then an allgather — of the gradients (every
+/// rank updates everything), or, sharded, of the parameters after each rank updated its shard.
+/// Both halves use the same shards, so every rank sums in the same order either way.
+final class CollectiveExchange: GradientExchange {
+  let gradients: Arena
+  let parameters: Arena
+  let sharded: Bool
+  let rank: Int
+  private let split: ArenaShards
+  private(set) var seconds = 0.0
+
+  init(layout: ParameterLayout, ranks: Communicator, sharded: Bool) {
+    gradients = Arena(layout: layout)
+    parameters = Arena(layout: layout)
+    self.sharded = sharded
+    rank = ranks.rank
+    split = ArenaShards(total: layout.total, ranks: ranks.size)
+  }
+
+  var shards: [Range<Int>] { split.ranges }
+  var updatedSlice: Range<Int>? { sharded ? split.ranges[rank] : nil }
+  var sharesParameters: Bool { false }
+  var transport: String { "MPI reduce-scatter + allgather" }
+
+  func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    let t0 = MonotonicClock.now()
+    try checkMPI(vae_mpi_reduce_scatter_sum_f32(gradients.base, split.counts, split.displs), "reduce-scatter")
+    if !sharded {
+      try checkMPI(vae_mpi_allgather_f32(gradients.base, split.counts, split.displs), "allgather")
+      seconds += MonotonicClock.now() - t0
+      return try update(0..<gradients.count, UnsafePointer(gradients.base))
+    }
+    seconds += MonotonicClock.now() - t0
+    let mine = split.ranges[rank]
+    if !mine.isEmpty { try update(mine, UnsafePointer(gradients.base + mine.lowerBound)) }
+    let t1 = MonotonicClock.now()
+    try checkMPI(vae_mpi_allgather_f32(parameters.base, split.counts, split.displs), "allgather")
+    seconds += MonotonicClock.now() - t1
+  }
+
+  func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {
+    try gatherShards(mine, into: full, split)
+  }
+
+  func parametersWritten() throws {}
+}
+
+/// Rank 0 receives every rank's shard (`split`) of an arena into `full`.
+func gatherShards(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?, _ split: ArenaShards) throws {
+  var empty: Float = 0
+  try withUnsafeMutablePointer(to: &empty) { e in
+    let send = mine.baseAddress ?? UnsafePointer(e)
+    try checkMPI(
+      vae_mpi_gather_f32(send, Int32(mine.count), full?.baseAddress, split.counts, split.displs, 0), "gather")
+  }
+}
+
+/// The exchange on one node through an MPI-3 shared window: each rank's gradient arena is its
+/// window segment (backward writes straight into it); with the sharded optimizer rank 0's
+/// segment also holds the node's one parameter copy, which each rank's Adam updates in its
+/// own slice.
+///
+/// Ordering protocol (every `sync` is a memory fence + barrier over the node):
+/// - plain: sum my shard over every segment into my segment (after a sync: all backward passes
+///   are done) → sync (every shard is summed) → update from each owner's segment → sync (no
+///   rank overwrites its segment in the next backward while another still reads it);
+/// - sharded: sync (all backward passes done) → sum my shard chunk by chunk into a small
+///   scratch buffer and update from it while it is in cache (nothing is written back) → sync
+///   (every slice of the shared parameters is updated before anyone reads them).
+/// Parameters written outside the update (initialisation, restore) are written by rank 0 and
+/// followed by a sync. The sums add segments in rank order, as the collective path does.
+final class SharedWindowExchange: GradientExchange {
+  let gradients: Arena
+  let parameters: Arena
+  let sharesParameters: Bool
+  let rank: Int
+  private let split: ArenaShards
+  private let counts: [Int]
+  private let displs: [Int]
+  private(set) var seconds = 0.0
+  /// Elements summed per chunk in the sharded path (32 KB: stays in L1/L2 for Adam).
+  static let chunk = 8192
+  private let scratch = Buffer(SharedWindowExchange.chunk)
+
+  /// nil when the ranks span several nodes (then the collectives are used).
+  init?(layout: ParameterLayout, ranks: Communicator, sharded: Bool) throws {
+    var g: UnsafeMutablePointer<Float>?, p: UnsafeMutablePointer<Float>?
+    let rc = vae_mpi_shm_init(layout.total, sharded ? 1 : 0, &g, &p)
+    if rc == -1 { return nil }
+    try checkMPI(rc, "shared-memory window")
+    guard let g else { return nil }
+    // Views, not zeroing arenas: the shim zeroed every segment before its closing barrier, and
+    // zeroing the shared parameters here would race with rank 0 initialising them.
+    gradients = Arena(layout: layout, view: g)
+    parameters = p.map { Arena(layout: layout, view: $0) } ?? Arena(layout: layout)
+    sharesParameters = p != nil
+    rank = ranks.rank
+    split = ArenaShards(total: layout.total, ranks: ranks.size)
+    counts = split.ranges.map(\.count)
+    displs = split.ranges.map(\.lowerBound)
+  }
+
+  var shards: [Range<Int>] { split.ranges }
+  var updatedSlice: Range<Int>? { sharesParameters ? split.ranges[rank] : nil }
+  var transport: String { "shared memory (MPI-3 window)" }
+
+  func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    if sharesParameters { try sumMyShardAndUpdate(update) } else { try sumAllAndUpdate(update) }
+  }
+
+  private func sumAllAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    let t0 = MonotonicClock.now()
+    let mine = split.ranges[rank]
+    try checkMPI(vae_mpi_shm_reduce_scatter(mine.lowerBound, mine.upperBound), "shared-memory reduce")
+    try checkMPI(vae_mpi_shm_sync(), "barrier")
+    seconds += MonotonicClock.now() - t0
+    for (q, r) in split.ranges.enumerated() where !r.isEmpty {
+      guard let segment = vae_mpi_shm_segment(Int32(q)) else { throw MPIError(operation: "shared segment", code: -1) }
+      try update(r, segment + r.lowerBound)
+    }
+    let t1 = MonotonicClock.now()
+    try checkMPI(vae_mpi_shm_sync(), "barrier")
+    seconds += MonotonicClock.now() - t1
+  }
+
+  private func sumMyShardAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    var t = MonotonicClock.now()
+    try checkMPI(vae_mpi_shm_sync(), "barrier")
+    seconds += MonotonicClock.now() - t
+    let mine = split.ranges[rank]
+    var at = mine.lowerBound
+    while at < mine.upperBound {
+      let n = min(Self.chunk, mine.upperBound - at)
+      t = MonotonicClock.now()
+      vae_mpi_shm_reduce_chunk(at, n, scratch.ptr)
+      seconds += MonotonicClock.now() - t
+      try update(at..<(at + n), UnsafePointer(scratch.ptr))
+      at += n
+    }
+    t = MonotonicClock.now()
+    try parametersWritten()
+    seconds += MonotonicClock.now() - t
+  }
+
+  func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {
+    try gatherShards(mine, into: full, split)
+  }
+
+  func parametersWritten() throws {
+    guard sharesParameters else { return }
+    try checkMPI(vae_mpi_shm_allgather(1, counts, displs), "shared-memory allgather")
+  }
+}

@@ -1,0 +1,189 @@
+import Formats
+import Foundation
+import VAE
+import VAEData
+
+/// Checkpoints of a run: the one save path (always checked for finite parameters first),
+/// resume, and initial weights.
+extension TrainingRun {
+  /// Why a checkpoint is written: every N steps or minutes, an agreed stop, or the end.
+  enum SaveReason {
+    case periodic
+    case stop(signal: Int32, elapsed: Double)
+    case final
+  }
+
+  /// The one way a checkpoint is written (collective): the parameters are checked to be finite,
+  /// Adam's moments and the metrics window are gathered to rank 0, which writes the file
+  /// (`checkpoints/step-N` or `final.safetensors`) and prunes old ones; a stop also logs why.
+  func save(_ reason: SaveReason) throws {
+    try checkParametersFinite()
+    let moments = try gatherMoments()
+    let w = try comm.allreduceSum(window.sums)
+    let isFinal: Bool
+    if case .final = reason { isFinal = true } else { isFinal = false }
+    if comm.isRoot, let moments {
+      try saveCheckpoint(path: isFinal ? files.finalPath : files.stepPath(completedSteps), window: w, moments: moments)
+      if !isFinal { files.pruneCheckpoints(keep: config.keepCheckpoints) }
+      if case .stop(let signal, let elapsed) = reason { try logStop(signal: signal, elapsed: elapsed) }
+    }
+    lastCheckpointTime = MonotonicClock.now()
+  }
+
+  /// An update from a non-finite gradient (whose loss was still finite) must not become the
+  /// newest checkpoint.
+  func checkParametersFinite() throws {
+    let params = trainer.model.params
+    guard let bad = params.data.firstIndex(where: { !$0.isFinite }) else { return }
+    let name = params.layout.specs.indices.first { params.layout.range(of: $0).contains(bad) }
+      .map { params.layout.specs[$0].name } ?? "?"
+    throw TrainError.nonFinite(
+      "step \(completedSteps): parameter \(name) is not finite after the update (the gradient was not finite); stopped before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint")
+  }
+
+  /// `window`: the metrics window's sums over all ranks (recon, kl, count).
+  func saveCheckpoint(path: String, window w: [Double], moments: (m: Arena, v: Arena)) throws {
+    let state = TrainingState(
+      step: completedSteps, epoch: trainer.epochNumber(afterSteps: completedSteps), seed: config.seed,
+      worldSize: comm.size, globalBatch: config.batch, adamStep: trainer.adam.step, dataChecksum: dataChecksum,
+      windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
+    do {
+      try Checkpoint.save(
+        path: path, params: trainer.model.params, moments: moments, state: state, modelJSON: config.modelJSON,
+        configYAML: config.yaml)
+    } catch let e as FileIOError {
+      // Disk full, quota, read-only: stop rather than train on without checkpoints, and say
+      // what is safe. The write was atomic, so every earlier checkpoint is intact.
+      let newest = files.checkpoints.first { $0 != path }
+      throw TrainError.io(
+        "\(e.description); training stopped at step \(completedSteps). "
+          + (newest.map { "The newest checkpoint, \($0), is intact: free space and resume from it" }
+            ?? "No checkpoint of this run was written yet"))
+    }
+  }
+
+  /// Adam's moments of the whole arena, for a checkpoint: rank 0 gets them (the others nil).
+  /// With the sharded optimizer each rank holds only its slice, so the slices are gathered to
+  /// rank 0 into arenas allocated for this checkpoint; checkpoints keep one (whole) format.
+  func gatherMoments() throws -> (m: Arena, v: Arena)? {
+    let adam = trainer.adam
+    if adam.ownsAll { return (adam.m, adam.v) }
+    let layout = trainer.model.params.layout
+    let full = comm.isRoot ? (m: Arena(layout: layout), v: Arena(layout: layout)) : nil
+    try trainer.exchange.gatherToRoot(UnsafeBufferPointer(adam.mSlice), into: full?.m.data)
+    try trainer.exchange.gatherToRoot(UnsafeBufferPointer(adam.vSlice), into: full?.v.data)
+    return full
+  }
+
+  /// Resume: rank 0 picks the newest valid checkpoint (auto) or reads the given one and
+  /// broadcasts its bytes, so other hosts need no copy of the run directory (nor the file).
+  /// Fresh: refuse to overwrite an existing run.
+  func restoreOrCheckFresh(resume: ResumeMode) throws {
+    var bytes: [UInt8] = []
+    var path: [UInt8] = []
+    options.events(.waiting(comm.isRoot ? "this rank to read the checkpoint" : "rank 0's checkpoint (the resume broadcast)"))
+    if comm.isRoot {
+      switch resume {
+      case .none:
+        if !files.checkpoints.isEmpty { throw TrainError.runExists(runDirectory) }
+        files.removeMetrics()
+      case .auto:
+        if let best = files.newestValidCheckpoint(warn: { options.events(.warning($0)) }) {
+          (bytes, path) = (best.bytes, Array(best.path.utf8))
+        } else {
+          options.events(.info("no checkpoint in \(runDirectory); starting from step 0"))
+        }
+      case .path(let p):
+        (bytes, path) = (try FileIO.readAll(path: p), Array(p.utf8))
+      }
+    }
+    if resume == .none { return }
+    try comm.broadcast(&path, root: 0)
+    try comm.broadcast(&bytes, root: 0)
+    if bytes.isEmpty { return }
+    try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
+  }
+
+  /// Rank 0 reads and checks the weights, every rank gets its bytes (no shared file system
+  /// needed), and the parameters are replaced before the first step.
+  func loadInitialWeights(_ path: String) throws {
+    options.events(.waiting(comm.isRoot ? "this rank to read \(path)" : "rank 0's initial weights (broadcast)"))
+    var bytes: [UInt8] = comm.isRoot ? try FileIO.readAll(path: path) : []
+    try comm.broadcast(&bytes, root: 0)
+    let file = try SafeTensors.decode(bytes, file: path)
+    let params = trainer.model.params
+    guard let weights = try Checkpoint.arena(file, "", layout: params.layout, required: true) else { return }
+    try trainer.exchange.writeParameters(isRoot: comm.isRoot) { params.copy(from: weights) }
+    if comm.isRoot { options.events(.info("initial weights from \(path)")) }
+  }
+
+  func restore(_ c: LoadedCheckpoint) throws {
+    try checkCompatible(c)
+    guard let m = c.adamM, let v = c.adamV else {
+      throw CheckpointError.badMetadata(file: c.path, field: "adam.m.*", expected: "Adam moments to resume training")
+    }
+    guard c.state.step <= totalSteps else {
+      throw TrainError.badSetting(
+        "\(c.path): the checkpoint is at step \(c.state.step), past this run's \(totalSteps) steps")
+    }
+    let params = trainer.model.params
+    try trainer.exchange.writeParameters(isRoot: comm.isRoot) { params.copy(from: c.params) }
+    trainer.adam.load(m: m, v: v)
+    trainer.adam.step = c.state.adamStep
+    trainer.completedSteps = c.state.step
+    // The saved window holds every rank's sums: rank 0 carries them, the others start empty.
+    if comm.isRoot { (window.recon, window.kl, window.count) = (c.state.windowRecon, c.state.windowKL, c.state.windowCount) }
+    guard comm.isRoot else { return }
+    elapsedBefore = try files.truncateMetrics(after: c.state.step, finished: c.state.step == totalSteps)
+    options.events(.info("resuming from \(c.path) at step \(c.state.step)"))
+    for note in resumeNotes(c) { options.events(.warning(note)) }
+  }
+
+  /// The model, seed, batch and data must be the checkpoint's; the first differing field is
+  /// named (model.zdim 20 vs 5), not two JSON objects.
+  func checkCompatible(_ c: LoadedCheckpoint) throws {
+    func check(_ field: String, _ a: String, _ b: String) throws {
+      if a != b { throw CheckpointError.mismatch(file: c.path, field: field, checkpoint: a, run: b) }
+    }
+    var saved = config
+    saved.model = c.model
+    for key in ConfigSchema.keys(in: "model") {
+      try check(key.path, key.yaml(of: saved) ?? "(absent)", key.yaml(of: config) ?? "(absent)")
+    }
+    try check("seed", String(c.state.seed), String(config.seed))
+    try check("global batch", String(c.state.globalBatch), String(config.batch))
+    try check("data checksum", String(c.state.dataChecksum), String(dataChecksum))
+  }
+
+  /// What differs from the run the checkpoint was written by and still allows continuing it:
+  /// the world size, and settings other than the model, seed, batch and data (which `restore`
+  /// refuses). The curve continues, but not bit-identically to an unchanged run.
+  func resumeNotes(_ c: LoadedCheckpoint) -> [String] {
+    var notes: [String] = []
+    if c.state.worldSize != comm.size {
+      notes.append(
+        "resuming a \(c.state.worldSize)-rank run on \(comm.size) rank(s): the curve continues but is not bit-identical to an unchanged run (summation order)")
+    }
+    // Length and cadence may change freely; anything else in `train` changes the numbers.
+    let free: Set<String> = [
+      "epochs", "steps", "checkpoint_every", "checkpoint_minutes", "eval_every", "keep_checkpoints", "log_every",
+      "check_every",
+    ]
+    // The checkpoint's config read by the same loader and schema as a config file, so values
+    // compare as what they mean (0.001 and 1e-3 agree), not as text.
+    guard let before = try? ConfigLoader.parse(c.configYAML, file: c.path, defaultName: config.name) else {
+      notes.append("\(c.path): its config cannot be read to compare settings; resuming with this run's")
+      return notes
+    }
+    let changed = ConfigSchema.keys(in: "train").filter { !free.contains($0.name) }.compactMap { key -> String? in
+      let a = key.yaml(of: before) ?? "(absent)", b = key.yaml(of: config) ?? "(absent)"
+      return a == b ? nil : "\(key.path) \(a) → \(b)"
+    }
+    if !changed.isEmpty {
+      let list = changed.joined(separator: ", ")
+      notes.append("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run")
+      resumeEvent = [("step", .int(c.state.step)), ("event", .string("resume")), ("changed", .string(list))]
+    }
+    return notes
+  }
+}
