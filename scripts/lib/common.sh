@@ -1,5 +1,6 @@
-# Shared by scripts/train, scripts/test, scripts/bench, scripts/train-mpi: install what is
-# missing, find Swift, choose the OpenBLAS kernel. Source it; it does nothing on its own.
+# Shared by the scripts: install what is missing, find Swift, build or find the binary
+# (resolve_bin), choose the OpenBLAS kernel, find the Python of the tools (find_python) and build
+# mpirun's arguments (mpirun_args). Source it; it does nothing on its own.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 APT_PACKAGES=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config)
@@ -69,7 +70,22 @@ ensure_python_venv() {
     say "installing PyTorch (CPU) from $wheels into $venv"
     "${pip[@]}" --find-links "$wheels" "torch==2.13.0+cpu" || echo "warning: torch not installed; its tests will be skipped" >&2
   fi
+  "$VAE_DIST_PYTHON" -c "import pytest" 2>/dev/null ||
+    { say "installing pytest into $venv"; "${pip[@]}" pytest || echo "warning: pytest not installed; python/tests will not run" >&2; }
   "$VAE_DIST_PYTHON" -c "import vae_dist" 2>/dev/null || "${pip[@]}" -e "$ROOT/python" >/dev/null 2>&1 || true
+  export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# The Python that runs the project's tools (`"$VAE_DIST_PYTHON" -m vae_dist.<tool>`): your
+# $VAE_DIST_PYTHON, else the venv scripts/test makes ($VAE_DIST_VENV, default .venv), else
+# python3. The tools need only the standard library (plots need matplotlib and say so). Puts
+# python/ first on PYTHONPATH, so this checkout's vae_dist runs, installed or not.
+find_python() {
+  local py=${VAE_DIST_PYTHON:-} venv=${VAE_DIST_VENV:-$ROOT/.venv}
+  [ -n "$py" ] || { [ -x "$venv/bin/python" ] && py=$venv/bin/python; } || py=python3
+  command -v "$py" >/dev/null 2>&1 ||
+    die "no Python to run the tools: '$py' not found (install python3 3.9+, or set VAE_DIST_PYTHON; scripts/test makes a venv in .venv)"
+  export VAE_DIST_PYTHON=$py PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 }
 
 # OPENBLAS_CORETYPE: an explicit setting always wins. When unset and OpenBLAS would fall back
@@ -106,4 +122,63 @@ build_release() {
   quiet_build -c release
   BIN="$ROOT/.build/release/vae-dist"
   [ -x "$BIN" ] || die "build produced no $BIN"
+}
+
+# BIN, the vae-dist binary the script runs: $VAE_DIST_BIN when set (nothing is built), else a
+# release build of this checkout (Swift and the system packages installed first when missing).
+resolve_bin() {
+  if [ -n "${VAE_DIST_BIN:-}" ]; then
+    [ -x "$VAE_DIST_BIN" ] || die "VAE_DIST_BIN=$VAE_DIST_BIN is not an executable file"
+    BIN=$VAE_DIST_BIN
+  else
+    ensure_swift
+    ensure_packages
+    build_release
+  fi
+}
+
+# The cores this process may run on (nproc without its OMP_NUM_THREADS override).
+cpu_cores() { OMP_NUM_THREADS='' OMP_THREAD_LIMIT='' nproc; }
+
+# mpirun's arguments (without `mpirun`) for NP ranks of vae-dist, in the array MPIRUN_ARGS:
+#   mpirun_args NP [--hostfile FILE] [--threads T] [--shared]
+#     -np NP --mca btl_vader_single_copy_mechanism none   (shared memory without single-copy:
+#                      measured fastest here, and it works in containers without ptrace)
+#     --allow-run-as-root                 when you are root
+#     --hostfile FILE --bind-to none      with --hostfile
+#     --oversubscribe --bind-to none      else when NP exceeds the cores
+#     --bind-to none                      else with --shared (other jobs share these cores)
+#     --bind-to core                      otherwise
+#     -x OPENBLAS_NUM_THREADS=T           T: --threads, else $OPENBLAS_NUM_THREADS, else
+#                                         cores / NP, at least 1
+#     -x OPENBLAS_CORETYPE, -x VAE_DIST_DATA   each when set
+#     $MPIRUN_EXTRA                       split at white space
+# vae_dist.launch.mpirun_args builds the same list for the Python tools
+# (python/tests/test_launch.py checks that the two agree).
+mpirun_args() {
+  local np=$1 hostfile="" threads="" shared=0 cores v extra=()
+  shift
+  [[ "$np" =~ ^[1-9][0-9]*$ ]] || die "mpirun_args: NP must be a positive integer, got '$np'"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --hostfile) hostfile=$2; shift 2 ;;
+      --threads) threads=$2; shift 2 ;;
+      --shared) shared=1; shift ;;
+      *) die "mpirun_args: unknown option '$1'" ;;
+    esac
+  done
+  cores=$(cpu_cores)
+  threads=${threads:-${OPENBLAS_NUM_THREADS:-$((cores / np > 0 ? cores / np : 1))}}
+  MPIRUN_ARGS=(-np "$np" --mca btl_vader_single_copy_mechanism none)
+  if [ "$(id -u)" -eq 0 ]; then MPIRUN_ARGS+=(--allow-run-as-root); fi
+  if [ -n "$hostfile" ]; then MPIRUN_ARGS+=(--hostfile "$hostfile" --bind-to none)
+  elif [ "$np" -gt "$cores" ]; then MPIRUN_ARGS+=(--oversubscribe --bind-to none)
+  elif [ "$shared" = 1 ]; then MPIRUN_ARGS+=(--bind-to none)
+  else MPIRUN_ARGS+=(--bind-to core); fi
+  MPIRUN_ARGS+=(-x "OPENBLAS_NUM_THREADS=$threads")
+  for v in OPENBLAS_CORETYPE VAE_DIST_DATA; do
+    if [ -n "${!v+set}" ]; then MPIRUN_ARGS+=(-x "$v"); fi
+  done
+  read -r -a extra <<<"${MPIRUN_EXTRA:-}"
+  MPIRUN_ARGS+=("${extra[@]+"${extra[@]}"}")
 }

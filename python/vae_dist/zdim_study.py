@@ -1,16 +1,24 @@
-"""The z-dimension study's driver (run by scripts/zdim-study, which builds and checks the tools).
+"""The z-dimension study's driver (run by scripts/zdim-study, which checks its options, builds
+or finds the binary and chooses the OpenBLAS kernel).
 
 Per zdim: one training run measured at each budget on the way (see scripts/zdim-study --help).
 Every step is cached in the run directory, so a call does only what is missing.
+
+Usage: python -m vae_dist.zdim_study --bin BIN --config FILE --out DIR --zdims "…" --epochs "…"
+         [--iw K] [--iw-images N] [--np N] [--hostfile F] [--threads N] [--limit N] [--docs 0|1]
+         [--root REPO] [--parallel-z K] [--collect 0|1]
+Standard library only (the plot needs matplotlib and is skipped with a note without it).
 """
 import argparse
 import csv
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
+
+from . import metrics
+from .launch import mpirun_args
 
 
 def fail(msg):
@@ -40,128 +48,142 @@ def run(argv, what):
     return r.stdout
 
 
-def main():
-    p = argparse.ArgumentParser()
-    for a in ["bin", "config", "out", "zdims", "epochs", "iw", "iw-images", "np", "hostfile", "threads",
-              "limit", "docs", "root", "parallel-z", "collect"]:
-        p.add_argument("--" + a, default="")
-    a = p.parse_args()
-    zdims = sorted(set(int_list(a.zdims, "--zdims", 1, 10000)))
-    budgets = int_list(a.epochs, "--epochs", 1, 100000)
-    if budgets != sorted(set(budgets)):
-        fail(f"--epochs: expected increasing budgets, got '{a.epochs}'")
-    iw, iw_images, np_ = int(a.iw or 0), int(a.iw_images or 1000), int(a.np or 1)
-    limit = ["--train-limit", a.limit] if a.limit else []
-    eval_limit = ["--limit", a.limit] if a.limit else []
+def write_json(row, path):
+    with open(path + ".tmp", "w") as f:
+        json.dump(row, f)
+    os.replace(path + ".tmp", path)
 
-    def train(z, epochs, rundir):
+
+def train_seconds(metrics_path, step):
+    """The run time when ``step`` was reached (a resumed run continues counting)."""
+    try:
+        return round(metrics.seconds_at(metrics.read(metrics_path), step), 1)
+    except metrics.MetricsError as e:
+        raise StudyError(str(e)) from None
+
+
+class Study:
+    """The options of one call and the steps of one zdim: train to a budget, measure, sample."""
+
+    def __init__(self, a):
+        self.a = a
+        self.budgets = int_list(a.epochs, "--epochs", 1, 100000)
+        if self.budgets != sorted(set(self.budgets)):
+            fail(f"--epochs: expected increasing budgets, got '{a.epochs}'")
+        self.iw, self.iw_images, self.np = int(a.iw or 0), int(a.iw_images or 1000), int(a.np or 1)
+        self.shared = int(a.parallel_z or 1) > 1
+        self.eval_limit = ["--limit", a.limit] if a.limit else []
+
+    def train_argv(self, z, epochs, rundir):
+        a = self.a
         argv = [a.bin, "train", "--config", a.config, "--zdim", str(z), "--epochs", str(epochs), "--out", rundir,
-                "--resume", "auto", "--quiet", "--no-tensorboard"] + limit
-        if np_ > 1:
-            mpi = ["mpirun", "-np", str(np_), "--bind-to", "none", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1",
-                   "-x", "VAE_DIST_DATA"]
-            if os.geteuid() == 0:
-                mpi.append("--allow-run-as-root")
-            if a.hostfile:
-                mpi += ["--hostfile", a.hostfile]
-            argv = mpi + argv
-        elif a.threads:
-            argv += ["--threads", a.threads]
-        run(argv, f"training z = {z} to {epochs} epochs")
+                "--resume", "auto", "--quiet", "--no-tensorboard"] + (["--train-limit", a.limit] if a.limit else [])
+        if self.np > 1:
+            return ["mpirun"] + mpirun_args(self.np, hostfile=a.hostfile, threads=1, shared=self.shared) + argv
+        return argv + (["--threads", a.threads] if a.threads else [])
 
-    def upgrade(measured, snap):
+    def eval_units(self, snap):
+        return json.loads(run([self.a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + self.eval_limit,
+                              "eval"))
+
+    def upgrade(self, measured, snap):
         """Rows measured before the KL was split by unit get the split (a quick pass, no IW)."""
         with open(measured) as f:
             row = json.load(f)
         if row.get("kl_inactive_units", "") != "":
             return
         print(f"==> z = {row['zdim']}, {row['epochs']} epochs: splitting the KL by unit", flush=True)
-        ev = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + eval_limit, "eval"))
+        ev = self.eval_units(snap)
         row.update(active_units=ev["active_units"], kl_per_active_unit=ev["kl_per_active_unit"],
                    kl_inactive_units=ev.get("kl_inactive_units", ""))
-        with open(measured + ".tmp", "w") as f:
-            json.dump(row, f)
-        os.replace(measured + ".tmp", measured)
+        write_json(row, measured)
 
-    def study(z):
-        rundir = os.path.join(a.out, f"z-{z}")
-        for e in budgets:
+    def measure(self, z, e, snap, rundir):
+        """The row of (z, budget e): held-out ELBO and its terms, active units, the IW bound,
+        the parameter count and the training time to this budget."""
+        ev = self.eval_units(snap)
+        row = {"zdim": z, "epochs": e, "steps": ev["step"], "test_elbo": ev["elbo"], "test_recon": ev["recon"],
+               "test_kl": ev["kl"], "iw_bound": "", "iw_k": "", "iw_images": "",
+               "active_units": ev["active_units"], "kl_per_active_unit": ev["kl_per_active_unit"],
+               "kl_inactive_units": ev.get("kl_inactive_units", "")}
+        if self.iw > 0:
+            b = json.loads(run([self.a.bin, "eval", "--checkpoint", snap, "--json", "--iw", str(self.iw), "--limit",
+                                str(self.iw_images)], "eval --iw"))
+            row.update(iw_bound=b["iw_bound"], iw_k=self.iw, iw_images=b["images"])
+        info = run([self.a.bin, "info", snap], "info")
+        row["parameters"] = next((l.split()[1] for l in info.splitlines() if l.startswith("parameters ")), "")
+        row["train_seconds"] = train_seconds(os.path.join(rundir, "metrics.jsonl"), row["steps"])
+        return row
+
+    def study(self, z):
+        rundir = os.path.join(self.a.out, f"z-{z}")
+        for e in self.budgets:
             snap = os.path.join(rundir, f"epochs-{e}.safetensors")
             if not os.path.exists(snap):
                 print(f"==> z = {z}: training to {e} epochs", flush=True)
-                train(z, e, rundir)
+                run(self.train_argv(z, e, rundir), f"training z = {z} to {e} epochs")
                 shutil.copyfile(os.path.join(rundir, "final.safetensors"), snap + ".tmp")
                 os.replace(snap + ".tmp", snap)
             measured = os.path.join(rundir, f"eval-{e}.json")
             if os.path.exists(measured):
-                upgrade(measured, snap)
+                self.upgrade(measured, snap)
                 continue
             print(f"==> z = {z}, {e} epochs: measuring", flush=True)
-            ev = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--active-units"] + eval_limit,
-                                "eval"))
-            row = {"zdim": z, "epochs": e, "steps": ev["step"], "test_elbo": ev["elbo"], "test_recon": ev["recon"],
-                   "test_kl": ev["kl"], "iw_bound": "", "iw_k": "", "iw_images": "",
-                   "active_units": ev["active_units"], "kl_per_active_unit": ev["kl_per_active_unit"],
-                   "kl_inactive_units": ev.get("kl_inactive_units", "")}
-            if iw > 0:
-                b = json.loads(run([a.bin, "eval", "--checkpoint", snap, "--json", "--iw", str(iw), "--limit",
-                                    str(iw_images)], "eval --iw"))
-                row.update(iw_bound=b["iw_bound"], iw_k=iw, iw_images=b["images"])
-            info = run([a.bin, "info", snap], "info")
-            row["parameters"] = next((l.split()[1] for l in info.splitlines() if l.startswith("parameters ")), "")
-            seconds = 0.0
-            with open(os.path.join(rundir, "metrics.jsonl")) as f:
-                for line in f:
-                    try:
-                        m = json.loads(line)
-                    except ValueError:
-                        continue
-                    if m.get("step", 0) <= row["steps"]:
-                        seconds = max(seconds, float(m.get("time_s", 0)))
-            row["train_seconds"] = round(seconds, 1)
-            with open(measured + ".tmp", "w") as f:
-                json.dump(row, f)
-            os.replace(measured + ".tmp", measured)
-        last = os.path.join(rundir, f"epochs-{budgets[-1]}.safetensors")
-        run([a.bin, "sample", "--checkpoint", last, "--n", "64", "--scale", "3", "--out",
+            write_json(self.measure(z, e, snap, rundir), measured)
+        last = os.path.join(rundir, f"epochs-{self.budgets[-1]}.safetensors")
+        run([self.a.bin, "sample", "--checkpoint", last, "--n", "64", "--scale", "3", "--out",
              os.path.join(rundir, "samples.png")], "sample")
 
 
-    parallel = int(a.parallel_z or 1)
+def run_all(st, zdims, parallel):
+    """Studies every zdim, ``parallel`` at once (each its own training process or mpirun job; a
+    failure of one lets the others finish their current step and is reported at the end)."""
+    if parallel > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            for f in [pool.submit(st.study, z) for z in zdims]:
+                f.result()
+    else:
+        for z in zdims:
+            st.study(z)
+
+
+def publish(rows, out, root, docs):
+    """The CSV, the plot and the table; with ``docs`` also docs/results/zdim/ and the README."""
+    write_csv(rows, os.path.join(out, "zdim-study.csv"))
+    plotted = plot(rows, os.path.join(out, "zdim-study.png"))
+    table(rows)
+    if not docs:
+        return
+    target = os.path.join(root, "docs", "results", "zdim")
+    os.makedirs(target, exist_ok=True)
+    shutil.copyfile(os.path.join(out, "zdim-study.csv"), os.path.join(target, "zdim-study.csv"))
+    if plotted:
+        shutil.copyfile(os.path.join(out, "zdim-study.png"), os.path.join(target, "zdim-study.png"))
+    for z in sorted({r["zdim"] for r in rows}):
+        grid = os.path.join(out, f"z-{z}", "samples.png")
+        if os.path.exists(grid):
+            shutil.copyfile(grid, os.path.join(target, f"samples-z{z}.png"))
+    update_readme(os.path.join(root, "README.md"), markdown(rows))
+    print(f"==> copied to {target}; README table updated")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m vae_dist.zdim_study")
+    for a in ["bin", "config", "out", "zdims", "epochs", "iw", "iw-images", "np", "hostfile", "threads",
+              "limit", "docs", "root", "parallel-z", "collect"]:
+        p.add_argument("--" + a, default="")
+    a = p.parse_args(argv)
+    zdims = sorted(set(int_list(a.zdims, "--zdims", 1, 10000)))
+    st = Study(a)
     try:
-        if a.collect == "1":
-            pass  # only gather what earlier calls measured
-        elif parallel > 1:
-            # K zdims at once, each its own training process (or mpirun job); a failure of one
-            # lets the others finish their current step and is reported at the end.
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                for f in [pool.submit(study, z) for z in zdims]:
-                    f.result()
-        else:
-            for z in zdims:
-                study(z)
+        if a.collect != "1":  # --collect only gathers what earlier calls measured
+            run_all(st, zdims, int(a.parallel_z or 1))
     except StudyError as e:
         print(f"zdim-study: {e}", file=sys.stderr)
-        sys.exit(1)
-
-    rows = collect(a.out)
-    write_csv(rows, os.path.join(a.out, "zdim-study.csv"))
-    plotted = plot(rows, os.path.join(a.out, "zdim-study.png"))
-    table(rows)
-    if a.docs == "1":
-        docs = os.path.join(a.root, "docs", "results", "zdim")
-        os.makedirs(docs, exist_ok=True)
-        shutil.copyfile(os.path.join(a.out, "zdim-study.csv"), os.path.join(docs, "zdim-study.csv"))
-        if plotted:
-            shutil.copyfile(os.path.join(a.out, "zdim-study.png"), os.path.join(docs, "zdim-study.png"))
-        for z in sorted({r["zdim"] for r in rows}):
-            grid = os.path.join(a.out, f"z-{z}", "samples.png")
-            if os.path.exists(grid):
-                shutil.copyfile(grid, os.path.join(docs, f"samples-z{z}.png"))
-        readme = os.path.join(a.root, "README.md")
-        update_readme(readme, markdown(rows))
-        print(f"==> copied to {docs}; README table updated")
+        return 1
+    publish(collect(a.out), a.out, a.root, a.docs == "1")
+    return 0
 
 
 def collect(out):
@@ -280,4 +302,4 @@ def table(rows):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
