@@ -730,4 +730,27 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(errors.count, 1, r.stderr)
     XCTAssertTrue(errors.first?.contains("\(run)/metrics.jsonl: I/O error: appending a line failed: File too large") ?? false, r.stderr)
   }
+
+  /// A resume whose rewrite of metrics.jsonl fails (here the file-size limit) stops at once with
+  /// one line naming metrics.jsonl, trains no step and leaves the file as it was; the rewrite
+  /// used to fail silently and the run went on with the old lines.
+  func testResumeStopsWhenMetricsCannotBeRewritten() throws {
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let run = tmp + "/rewrite"
+    let args = [binary, "train", "--config", smokeConfig, "--out", run, "--log-every", "1", "--checkpoint-every", "20",
+                "--eval-every", "0", "--no-tensorboard", "--progress", "none"]
+    let first = try Subprocess.run(args + ["--steps", "40"], environment: ["OPENBLAS_NUM_THREADS": "1"], cwd: tmp)
+    XCTAssertEqual(first.status, 0, first.stderr)
+    let before = try Data(contentsOf: URL(fileURLWithPath: run + "/metrics.jsonl"))
+    XCTAssertGreaterThan(before.count, 8192, "the log must outgrow the limit below")
+    let r = try Subprocess.run(
+      ["/bin/sh", "-c", "ulimit -f 8 && exec \"$0\" \"$@\""] + args + ["--steps", "60", "--resume", "auto"],
+      environment: ["OPENBLAS_NUM_THREADS": "1"], cwd: tmp)
+    XCTAssertEqual(r.status, 1, r.stderr)
+    let errors = r.stderrLines.filter { $0.hasPrefix("vae-dist: error:") }
+    XCTAssertEqual(errors.count, 1, r.stderr)
+    XCTAssertTrue(errors.first?.contains("metrics.jsonl") ?? false, r.stderr)
+    XCTAssertTrue(errors.first?.contains("the run was not resumed") ?? false, r.stderr)
+    XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run + "/metrics.jsonl")), before)
+  }
 }
