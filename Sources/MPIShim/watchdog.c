@@ -19,23 +19,15 @@ static char wd_phase[256] = "start-up";
 static char wd_setting[128] = "";
 static struct timespec wd_deadline;
 
-/* This process's rank in the job: set by the main thread once MPI knows it
- * (vae_watchdog_set_rank), before that from the launcher's environment (Open MPI, PMIx, PMI,
- * Slurm); -1 when unknown. The watchdog thread never calls MPI: MPI is initialised FUNNELED,
- * so only the main thread may, and the main thread may be inside a collective when it fires. */
+/* This process's rank in the job, set by the main thread (vae_watchdog_set_rank): the
+ * launcher's word for it before MPI_Init, MPI's after; -1 when unknown. The watchdog thread
+ * never calls MPI: MPI is initialised FUNNELED, so only the main thread may, and the main
+ * thread may be inside a collective when it fires. */
 static volatile int wd_known_rank = -1;
 
 void vae_watchdog_set_rank(int rank) { wd_known_rank = rank; }
 
-static int wd_rank(void) {
-  if (wd_known_rank >= 0) return wd_known_rank;
-  const char *names[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    const char *v = getenv(names[i]);
-    if (v != NULL && *v != 0) return atoi(v);
-  }
-  return -1;
-}
+static int wd_rank(void) { return wd_known_rank; }
 
 /* Prints one line and exits at once with status 1, without MPI calls and without exit
  * handlers (the shim's exit hook would call MPI_Abort from this thread). A rank that exits

@@ -17,23 +17,39 @@ func checkMPI(_ rc: Int32, _ op: String) throws {
   if rc != 0 { throw MPIError(operation: op, code: rc) }
 }
 
+/// What the launcher (mpirun, srun, MPICH's Hydra) says about this process, before MPI_Init:
+/// the one place that reads its environment variables.
+public struct LaunchEnvironment: Sendable {
+  /// This process is one rank of an MPI job.
+  public let launchedByMPI: Bool
+  /// Its rank and the job's size, when the launcher says (nil otherwise).
+  public let rank: Int?
+  public let size: Int?
+  /// Ranks on this node (Open MPI), when known.
+  public let localSize: Int?
+
+  public init(_ env: [String: String] = ProcessInfo.processInfo.environment) {
+    launchedByMPI = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD"]
+      .contains { env[$0] != nil }
+    func first(_ names: [String]) -> Int? { names.lazy.compactMap { env[$0].flatMap { Int($0) } }.first }
+    rank = first(["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"])
+    size = first(["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"])
+    localSize = first(["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"])
+  }
+
+  public static var current: LaunchEnvironment { LaunchEnvironment() }
+}
+
 /// Which communicator a process uses.
 public enum CommMode: String, Sendable, CaseIterable {
-  /// MPI when started by mpirun/srun (`launchedByMPI`), otherwise a single process that never
-  /// calls MPI_Init.
+  /// MPI when started by mpirun/srun (`LaunchEnvironment.launchedByMPI`), otherwise a single
+  /// process that never calls MPI_Init.
   case auto
   case local
   case mpi
 
-  /// True when the environment says this process is one rank of an MPI job (Open MPI's
-  /// OMPI_COMM_WORLD_SIZE, PMI/PMIx variables, MPICH's Hydra).
-  public static func launchedByMPI(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD"]
-      .contains { env[$0] != nil }
-  }
-
   /// Whether this mode uses MPI in this environment.
-  public var usesMPI: Bool { self == .mpi || (self == .auto && Self.launchedByMPI()) }
+  public var usesMPI: Bool { self == .mpi || (self == .auto && LaunchEnvironment.current.launchedByMPI) }
 
   public func makeCommunicator() throws -> Communicator {
     usesMPI ? try MPICommunicator() : LocalCommunicator()

@@ -22,7 +22,7 @@ struct Bench: ParsableCommand {
   var steps: Int = 50
   @Option(name: .long, parsing: .unconditional, help: "Timed blocks; the median is reported.")
   var repeats: Int = 5
-  @OptionGroup var step: StepOptions
+  @OptionGroup var parallelism: ParallelismOptions
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
   @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
@@ -41,12 +41,12 @@ struct Bench: ParsableCommand {
     c.steps = warmup + steps * repeats
     c.epochs = nil
     c.checkEvery = 0
-    step.applyThreads(ranks: comm.size)
+    parallelism.applyThreads(ranks: comm.size)
     let data = try dataOptions.load(c)
     FloatingPointEnvironment.enableFlushToZero()
     let tmp = NSTemporaryDirectory() + "vae-dist-bench-\(getpid())"
     let run = try TrainingRun(
-      config: c, data: data, comm: comm, runDirectory: tmp, options: RunOptions(parallel: step.parallel, tensorboard: false))
+      config: c, data: data, comm: comm, runDirectory: tmp, options: RunOptions(parallel: parallelism.parallel, tensorboard: false))
     let trainer = run.trainer
     for _ in 0..<warmup { try trainer.step() }
     let observer = BenchObserver(comm: comm, exchange: trainer.exchange)
@@ -99,7 +99,7 @@ struct Bench: ParsableCommand {
       let profileJSON = phases.map { p in
         ", \"profile_ms_per_step\": {" + names.indices.map { "\"\(names[$0])\": \(p[$0])" }.joined(separator: ", ") + "}"
       } ?? ""
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(step.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)\(profileJSON)}")
+      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(parallelism.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)\(profileJSON)}")
     } else {
       for (i, k) in names.enumerated() {
         guard let p = phases?[i] else { break }

@@ -22,10 +22,8 @@ struct VAEDistCLI: ParsableCommand {
   /// the launcher's environment at first (errors in the arguments come before MPI_Init), then
   /// from the communicator.
   nonisolated(unsafe) static var rankPrefix: String = {
-    let env = ProcessInfo.processInfo.environment
-    guard let size = Int(env["OMPI_COMM_WORLD_SIZE"] ?? env["PMI_SIZE"] ?? ""), size > 1,
-      let rank = env["OMPI_COMM_WORLD_RANK"] ?? env["PMI_RANK"] ?? env["PMIX_RANK"]
-    else { return "" }
+    let launch = LaunchEnvironment.current
+    guard let size = launch.size, size > 1, let rank = launch.rank else { return "" }
     return "rank \(rank): "
   }()
 
@@ -117,7 +115,7 @@ struct DataOptions: ParsableArguments {
 }
 
 /// How the step runs: BLAS threads, the sharded optimizer and micro-batches (train and bench).
-struct StepOptions: ParsableArguments {
+struct ParallelismOptions: ParsableArguments {
   @Option(name: .long, parsing: .unconditional,
           help: "OpenBLAS threads (default: OpenBLAS's own choice, usually all cores; under mpirun, cores ÷ ranks per node).")
   var threads: Int?
@@ -140,9 +138,8 @@ struct StepOptions: ParsableArguments {
   /// (ranks ≥ cores: two threads per rank measured ~20% slower), else OpenBLAS's choice.
   func applyThreads(ranks: Int) {
     if let threads { return BLASInfo.setThreads(threads) }
-    let env = ProcessInfo.processInfo.environment
-    guard ranks > 1, env["OPENBLAS_NUM_THREADS"] == nil else { return }
-    let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? ranks
+    guard ranks > 1, ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil else { return }
+    let local = LaunchEnvironment.current.localSize ?? ranks
     BLASInfo.setThreads(max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1)))
   }
 }

@@ -55,7 +55,7 @@ struct Train: ParsableCommand {
     "Start a new run from these weights instead of the seeded initialisation: a safetensors file with the model's tensor names and shapes (a vae-dist checkpoint, or PyTorch's safetensors.torch.save_file(model.state_dict())); Adam starts fresh.",
     valueName: "file.safetensors"))
   var initFrom: String?
-  @OptionGroup var step: StepOptions
+  @OptionGroup var parallelism: ParallelismOptions
   @Flag(name: .long, help: "Print only the final result.")
   var quiet = false
   @Option(name: .long, help: ArgumentHelp(
@@ -126,23 +126,24 @@ struct Train: ParsableCommand {
   func run() throws {
     let mpi = self.comm.usesMPI
     if startupTimeout > 0, mpi {
+      StartupWatchdog.setRank(LaunchEnvironment.current.rank ?? -1)
       StartupWatchdog.arm(
         seconds: startupTimeout, setting: "--startup-timeout \(Self.format(startupTimeout)); 0 turns the watchdog off")
       StartupWatchdog.waiting(for: "MPI_Init (every rank of the job must start MPI)")
     }
     let comm = try self.comm.makeCommunicator()
-    if mpi { StartupWatchdog.setRank(comm.rank) }
+    if mpi { StartupWatchdog.setRank(comm.rank) }  // until here, the launcher's word for it
     StartupWatchdog.waiting(for: "this rank to read its config and data")
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
-    step.applyThreads(ranks: comm.size)
+    parallelism.applyThreads(ranks: comm.size)
     let data = try dataOptions.load(c)
     let outDir = out ?? "runs/\(c.name)"
     FloatingPointEnvironment.enableFlushToZero()
     let console = RunConsole(style: outputStyle(isRoot: comm.isRoot, ranks: comm.size))
     if comm.isRoot, let w = BLASInfo.fallbackWarning() { console.warningsAtStart.append(w + "; scripts/train does this for you") }
     let options = RunOptions(
-      parallel: step.parallel, start: StartOptions(resume: resume ?? .none, initialWeights: initFrom),
+      parallel: parallelism.parallel, start: StartOptions(resume: resume ?? .none, initialWeights: initFrom),
       tensorboard: tensorboard, stopRequest: { StopSignals.pending }, events: console.handle)
     let run = try TrainingRun(config: c, data: data, comm: comm, runDirectory: outDir, options: options)
     StopSignals.install()
