@@ -5,11 +5,11 @@ import VAE
 import VAEDist
 import XCTest
 
-/// The restructuring of issue 8 changed no number: a fixed short run (configs/smoke.yaml,
-/// seed 7, one OpenBLAS thread) ends on the same parameter bytes as the code before it. The
-/// expected SHA-256 (of the model tensors' raw bytes, in name order) was recorded from main at
-/// ea1ae00 with the same command. GEMM results depend on OpenBLAS's kernel, so each hash holds
-/// for the kernels it was recorded on; on another kernel the test says so and skips.
+/// Restructuring the code changes no number: a fixed short run (configs/smoke.yaml, seed 7, one
+/// OpenBLAS thread) ends on fixed parameter bytes. The expected SHA-256 is of the model tensors'
+/// raw bytes, in name order, from the same command. GEMM results depend on OpenBLAS's kernel, so
+/// each hash holds for the kernels it was recorded on; on another kernel the test says so and
+/// skips.
 final class RefactorIdentityTests: XCTestCase {
   static let expected: [String: String] = [
     // Recorded on an AMD EPYC (Zen 3): OpenBLAS's Zen kernel and OPENBLAS_CORETYPE=Haswell agree.
