@@ -66,7 +66,7 @@ public enum ConfigRule: Sendable {
       // Checked as the Float it is stored as: 1e300 would be inf, 1e-50 zero, 0.9999999999 one.
       // Subnormal Floats (below 1.2e-38) are refused too: training flushes them to zero, and
       // whether Float(x) and a comparison see them depends on the thread's flush-to-zero mode
-      // (a test once passed alone and failed after a training test had set it).
+      // (so a check would depend on whether training had run on the thread before).
       guard let x = Self.number(v), x == 0 || abs(x) >= Double(Float.leastNormalMagnitude),
         case let f = Float(x), f.isFinite
       else { return nil }

@@ -180,8 +180,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", both], mentions: ["epochs", "steps"])
   }
 
-  /// A mapping key that is a list or a mapping made Yams trap (force unwrap) inside the loader
-  /// (found by scripts/fuzz config: `{{}}`); now a one-line error naming the file.
+  /// A mapping key that is a list or a mapping (`{{}}`), on which Yams would trap (a force
+  /// unwrap), is a one-line error naming the file.
   func testConfigWithComplexMappingKeyIsAnErrorNotATrap() throws {
     for text in ["{{}}\n", "model: {[1]: 2}\n", "? [a]\n: 1\n", "train: !!set {? {a: 1}}\n", "a: [{b: {{}: 1}}]\n"] {
       XCTAssertThrowsError(try ConfigLoader.parse(text, file: "keys.yaml", defaultName: "keys"), text) { error in
@@ -214,7 +214,7 @@ final class CLITests: XCTestCase {
   }
 
   /// Yams composes nodes recursively, so a config of a few thousand `[` (or `- - - …`, or
-  /// `{a: {a: …`) overflowed the stack; now refused in one line before Yams reads it.
+  /// `{a: {a: …`) would overflow the stack; it is refused in one line before Yams reads it.
   func testDeeplyNestedConfigIsAnErrorNotAStackOverflow() throws {
     let deep = [
       "a: " + String(repeating: "[", count: 100_000) + "\n",
@@ -234,10 +234,9 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// A run name is a directory name: at most 255 bytes, one line. scripts/fuzz config found an
-  /// 800-byte quoted name of `- - -` over many lines, which parsed, but whose config.yaml (the
-  /// name on one line) was refused as nested too deeply. Now such a name is refused by key, and
-  /// `- ` inside a scalar no longer counts as nesting unless it could be an indicator.
+  /// A run name is a directory name: at most 255 bytes, one line; a longer or multi-line name
+  /// is refused by key. `- ` counts as nesting only where it could be an indicator, so the
+  /// longest name of `- - -` written on one line to config.yaml reads back.
   func testRunNamesAreOneLineFileNamesAndRoundTrip() throws {
     for bad in ["'" + String(repeating: "x", count: 256) + "'", "\"a\\nb\"", "'a\n\n  b'", "\"a\\u2028\"", "'a\u{FEFF}b'"] {
       XCTAssertThrowsError(try ConfigLoader.parse("name: \(bad)\n", file: "n.yaml", defaultName: "n"), bad) { error in
@@ -258,8 +257,8 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// Aliases of aliases stand for exponentially many values, and Yams built them all (nine such
-  /// lines, 9^9 values in 467 bytes, still ran after a minute; seven are used here). Now at most
+  /// Aliases of aliases stand for exponentially many values, and Yams builds them all (nine such
+  /// lines are 9^9 values in 467 bytes, more than a minute's work; seven are used here). At most
   /// ten thousand values are allowed, counted before Yams builds anything.
   func testConfigAliasExpansionIsBounded() throws {
     var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
@@ -271,9 +270,9 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(c.model.decoderHidden, [3, 3])
   }
 
-  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplied their parts unchecked, and
-  /// `seed: 1111111111111111111:8` trapped (an overflow found by scripts/fuzz config). Now one that
-  /// does not fit is text, refused by key; one that fits is still the number YAML 1.1 says.
+  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplies their parts unchecked, so
+  /// `seed: 1111111111111111111:8` would trap on overflow. One that does not fit is text,
+  /// refused by key; one that fits is still the number YAML 1.1 says.
   func testBase60IntegersThatOverflowAreAnErrorNotATrap() throws {
     for text in ["1111111111111111111:8", "1:1:1:1:1:1:1:1:1:1:1:1", "-9223372036854775807:1"] {
       XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b")) { error in
@@ -290,10 +289,9 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
-  /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
-  /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
-  /// fails on these). Now checked as the Float they become.
+  /// Numbers are stored as Floats and range-checked as the Float they become: as a Double,
+  /// `lr: 1e300` would pass and become inf, 1e-50 zero and `beta2: 0.9999999999` one (Adam's
+  /// correction 1/√(1 − β2^t) is then inf), and config.yaml would not read back.
   func testConfigNumbersAreCheckedAsTheFloatsTheyBecome() throws {
     let rejected = [
       ("train:\n  lr: 1e300\n", "train.lr"), ("train:\n  lr: 1e-50\n", "train.lr"),
@@ -312,9 +310,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", try writeFile("huge-lr.yaml", "train:\n  lr: 1e300\n")], mentions: ["train.lr"])
   }
 
-  /// `name` was written to config.yaml unquoted, so names YAML reads as something else (`yes`,
-  /// `1.5`, `a: b`, `#x`, a newline) did not read back (found by the round-trip check of
-  /// scripts/fuzz config). Such names are now double-quoted; plain ones stay plain.
+  /// A `name` that YAML would read as something else unquoted (`yes`, `1.5`, `a: b`, `#x`, a
+  /// newline) is double-quoted in config.yaml and reads back; plain ones stay plain.
   func testConfigNameReadsBackFromConfigYAML() throws {
     let names = ["yes", "Off", "null", "1.5", "a: b", "#x", " lead", "trail ", "tab\there", "q\"uote\\",
                  "~", "- x", "[x]", "*x", "\u{7F}\u{1}", "é中😀"]  // line breaks, BOM: refused (testRunNames…)
@@ -716,8 +713,8 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(try Checkpoint.load(path: moved + "/final.safetensors").state.step, 200)
   }
 
-  /// A file-size limit (`ulimit -f`) used to kill the run with SIGXFSZ (a core dump, no message);
-  /// now the write fails with EFBIG and the run stops with one line naming metrics.jsonl.
+  /// Under a file-size limit (`ulimit -f`), whose SIGXFSZ would kill the run with a core dump and
+  /// no message, the write fails with EFBIG and the run stops with one line naming metrics.jsonl.
   func testFileSizeLimitIsAOneLineErrorNotASignal() throws {
     let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
     let run = tmp + "/limited"
