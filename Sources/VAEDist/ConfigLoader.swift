@@ -79,7 +79,7 @@ public enum ConfigLoader {
         !s.unicodeScalars.contains(where: { lineBreaks.contains($0) || $0 == "\u{0}" || $0 == "\u{FEFF}" })
       else {
         throw ConfigError(
-          "\(file): name: expected a non-empty string of at most 255 bytes without '/', line breaks or U+FEFF, got '\(oneLine(String(describing: n)).prefix(60))'")
+          "\(file): name: expected \(ConfigSchema.nameExpected), got '\(oneLine(String(describing: n)).prefix(60))'")
       }
       name = s
     }

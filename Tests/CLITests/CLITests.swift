@@ -124,6 +124,7 @@ final class CLITests: XCTestCase {
       (["reconstruct"], ["--checkpoint", "--out", "--n", "--data"]),
       (["info"], ["<checkpoint>"]),
       (["bench"], ["--config", "--warmup", "--steps", "--repeats", "--json"]),
+      (["config"], ["--keys", "--markdown"]),
     ]
     for (sub, flags) in cases {
       for helpFlag in ["--help", "-h"] {
@@ -139,6 +140,70 @@ final class CLITests: XCTestCase {
     let a = try vaeDist(["help", "train"]), b = try vaeDist(["train", "--help"])
     XCTAssertEqual(a.status, 0)
     XCTAssertEqual(a.stdout, b.stdout)
+  }
+
+  // MARK: The config keys and the docs generated from them
+
+  /// `config --keys` names every schema key with its rule and default; `--markdown` is a table
+  /// with a row per key; without `--keys` it is a one-line error.
+  func testConfigKeysListsEverySchemaKey() throws {
+    let text = try vaeDist(["config", "--keys"])
+    XCTAssertEqual(text.status, 0, text.stderr)
+    XCTAssertTrue(text.stdout.hasPrefix("name: "), text.stdout)
+    for k in ConfigSchema.keys {
+      XCTAssertTrue(text.stdout.contains("\n\(k.path): \(k.rule.summary) (default: \(k.documentedDefault))\n    \(k.help)"), k.path)
+    }
+    XCTAssertTrue(text.stdout.contains("model.zdim: integer 1…10000 (default: 20)"), text.stdout)
+    let md = try vaeDist(["config", "--keys", "--markdown"])
+    XCTAssertEqual(md.status, 0, md.stderr)
+    let rows = md.stdout.split(separator: "\n").filter { $0.hasPrefix("| `") }
+    XCTAssertEqual(rows.count, ConfigSchema.keys.count + 1, md.stdout)  // + name
+    XCTAssertTrue(rows.contains { $0.hasPrefix("| `model.kind` | vae, cvae, regressor | vae | ") }, md.stdout)
+    XCTAssertTrue(rows.contains { $0.contains("p(Y\\|X)") }, "a | inside a cell is not escaped")
+    try assertFails(["config"], mentions: ["--keys"])
+  }
+
+  /// The blocks between `<!-- BEGIN generated: vae-dist CMD -->` and its END marker in README.md
+  /// and docs/ARCHITECTURE.md are exactly what `vae-dist CMD` prints (scripts/update-docs
+  /// rewrites them), and each doc has the config key table.
+  func testGeneratedDocsMatchTheCommands() throws {
+    for doc in ["README.md", "docs/ARCHITECTURE.md"] {
+      let text = try String(contentsOfFile: Self.packageRoot + "/" + doc, encoding: .utf8)
+      let lines = text.components(separatedBy: "\n")
+      var commands: [String] = []
+      for (i, line) in lines.enumerated() where line.hasPrefix("<!-- BEGIN generated: vae-dist ") {
+        let cmd = String(line.dropFirst("<!-- BEGIN generated: vae-dist ".count).dropLast(" -->".count))
+        let end = "<!-- END generated: vae-dist \(cmd) -->"
+        let j = try XCTUnwrap(lines[i...].firstIndex(of: end), "\(doc): '\(line)' has no '\(end)'")
+        let r = try vaeDist(cmd.split(separator: " ").map(String.init))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(
+          lines[(i + 1)..<j].joined(separator: "\n") + "\n", r.stdout,
+          "\(doc): the block of 'vae-dist \(cmd)' differs from its output; run scripts/update-docs")
+        commands.append(cmd)
+      }
+      XCTAssertTrue(commands.contains("config --keys --markdown"), "\(doc) has no generated config key table")
+    }
+  }
+
+  /// Every flag that overrides a config key lands in the resolved config.yaml as that key, and
+  /// --steps after a config's epochs (or --epochs after its steps) replaces it.
+  func testEveryOverrideFlagSetsItsKey() throws {
+    let config = try tinyConfig()
+    let run = tmp + "/flags"
+    let r = try vaeDist([
+      "train", "--config", config, "--out", run, "--quiet", "--zdim", "3", "--epochs", "1", "--batch", "10",
+      "--lr", "0.002", "--seed", "7", "--train-limit", "100", "--eval-every", "4", "--checkpoint-every", "5",
+      "--checkpoint-minutes", "30", "--log-every", "2", "--check-every", "6",
+    ])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let yaml = try String(contentsOfFile: run + "/config.yaml", encoding: .utf8)
+    for line in ["zdim: 3", "epochs: 1", "batch: 10", "lr: 0.002", "seed: 7", "train_limit: 100", "eval_every: 4",
+                 "checkpoint_every: 5", "checkpoint_minutes: 30.0", "log_every: 2", "check_every: 6"] {
+      XCTAssertTrue(yaml.contains("\n  \(line)\n"), "config.yaml lacks '\(line)':\n\(yaml)")
+    }
+    XCTAssertFalse(yaml.contains("steps:"), "--epochs kept the config's steps:\n\(yaml)")
+    XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/checkpoints/step-00000005.safetensors"))
   }
 
   // MARK: Argument and config errors
