@@ -163,6 +163,28 @@ final class CLITests: XCTestCase {
     try assertFails(["config"], mentions: ["--keys"])
   }
 
+  /// A flag's text is read by the key's rule as the YAML value would be: whole numbers for
+  /// integer keys, numbers checked as the Float they become, lists as `500,500` or `[500, 500]`.
+  func testConfigRulesReadCommandLineText() {
+    XCTAssertEqual(ConfigRule.int(1...10).check(text: "3"), .int(3))
+    for bad in ["0", "11", "1.5", "3x", "", " 3"] { XCTAssertNil(ConfigRule.int(1...10).check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.positive.check(text: "1e-3"), .float(1e-3))
+    for bad in ["0", "-1", "1e39", "1e-50", "nan", "inf", "fast"] { XCTAssertNil(ConfigRule.positive.check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.unitInterval.check(text: "0.999"), .float(0.999))
+    XCTAssertNil(ConfigRule.unitInterval.check(text: "1"))
+    XCTAssertEqual(ConfigRule.layers.check(text: "500,250"), .ints([500, 250]))
+    XCTAssertEqual(ConfigRule.layers.check(text: "[500, 250]"), .ints([500, 250]))
+    for bad in ["", "500,", "500;250", "[0]", "1.5"] { XCTAssertNil(ConfigRule.layers.check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.choice(["l2", "decoupled"]).check(text: "l2"), .string("l2"))
+    XCTAssertNil(ConfigRule.choice(["l2", "decoupled"]).check(text: "L2"))
+    XCTAssertEqual(ConfigRule.bool.check(text: "false"), .string("false"))
+    XCTAssertNil(ConfigRule.bool.check(text: "no"))
+    var c = RunConfig.defaults
+    XCTAssertNoThrow(try ConfigSchema.apply("train.steps", text: "40", to: &c))
+    XCTAssertEqual(c.steps, 40)
+    XCTAssertNil(c.epochs, "steps given as a flag leaves epochs set")
+  }
+
   /// The blocks between `<!-- BEGIN generated: vae-dist CMD -->` and its END marker in README.md
   /// and docs/ARCHITECTURE.md are exactly what `vae-dist CMD` prints (scripts/update-docs
   /// rewrites them), and each doc has the config key table.
