@@ -78,66 +78,69 @@ public final class Estimator: @unchecked Sendable {
   }
 
   /// log p(x) ≥ log (1/K) Σ_k p(x, z_k) / q(z_k|x), per example, into `out[0..<count]`.
+  /// Examples go in groups of up to `maxRows`; their K samples fill decoder rows, which are
+  /// decoded whenever a chunk of `maxRows` is full.
   public func importanceWeighted(
     x: UnsafePointer<Float>, count: Int, firstIndex: Int, samples K: Int, rng: CounterRNG,
     out: UnsafeMutablePointer<Double>
   ) {
     precondition(K >= 1 && model.config.kind != .regressor, "the importance-weighted bound needs a latent")
-    let n = model.config.inputSize, d = model.config.zdim
+    let n = model.config.inputSize
     var start = 0
     while start < count {
       let g = min(maxRows, count - start)
-      model.encode(x + start * n, batch: g)
-      muSave.ptr.update(from: model.mu.ptr, count: g * d)
-      lvSave.ptr.update(from: model.logvar.ptr, count: g * d)
-      var maxLW = [Double](repeating: -.infinity, count: g)
-      var sumExp = [Double](repeating: 0, count: g)
-      // Rows are (example, sample) pairs, filled until a chunk is full.
-      var rows = 0
-      func flush() {
-        guard rows > 0 else { return }
-        // Conditional kinds: each row's condition comes with it, and the target is its Y.
-        let target = model.setInput(UnsafePointer(xRows.ptr), batch: rows)
-        model.decode(UnsafePointer(zRows.ptr), batch: rows)
-        _ = model.reconstruction(
-          x: target, logits: UnsafePointer(model.logits), batch: rows,
-          perExample: recon.ptr, gradient: nil)
-        for r in 0..<rows {
-          let i = rowExample[r]
-          let lw = Double(recon.ptr[r]) + correction[r]
-          if lw > maxLW[i] {
-            sumExp[i] = sumExp[i] * exp(maxLW[i] - lw) + 1
-            maxLW[i] = lw
-          } else {
-            sumExp[i] += exp(lw - maxLW[i])
-          }
-        }
-        rows = 0
-      }
+      encodeAndSavePosterior(x + start * n, batch: g)
+      var weights = [LogSumExp](repeating: LogSumExp(), count: g)
+      var rows = 0  // rows are (example, sample) pairs
       for i in 0..<g {
-        let xi = x + (start + i) * n
         for k in 0..<K {
-          var s = rng.stream(.evalNoise, epoch: UInt64(k), index: UInt64(firstIndex + start + i))
-          // log p(z) − log q(z|x) = −½Σz² + ½Σε² + ½Σ logvar  (the 2π terms cancel)
-          var c = 0.0
-          for j in 0..<d {
-            let e = s.nextNormal()
-            let lv = lvSave.ptr[i * d + j]
-            let zj = muSave.ptr[i * d + j] + expf(0.5 * lv) * e
-            zRows.ptr[rows * d + j] = zj
-            c += 0.5 * (Double(e) * Double(e) + Double(lv) - Double(zj) * Double(zj))
-          }
-          correction[rows] = c
+          var noise = rng.stream(.evalNoise, epoch: UInt64(k), index: UInt64(firstIndex + start + i))
+          correction[rows] = drawLatent(row: rows, example: i, noise: &noise)
           rowExample[rows] = i
-          (xRows.ptr + rows * n).update(from: xi, count: n)
+          (xRows.ptr + rows * n).update(from: x + (start + i) * n, count: n)
           rows += 1
-          if rows == maxRows { flush() }
+          if rows == maxRows { addLogWeights(rows: rows, to: &weights); rows = 0 }
         }
       }
-      flush()
-      for i in 0..<g { out[start + i] = maxLW[i] + log(sumExp[i]) - log(Double(K)) }
+      addLogWeights(rows: rows, to: &weights)
+      for i in 0..<g { out[start + i] = weights[i].value - log(Double(K)) }
       start += g
     }
+  }
+
+  /// Encodes `batch` examples and keeps their μ and log σ² (decoding reuses the model's buffers).
+  func encodeAndSavePosterior(_ x: UnsafePointer<Float>, batch: Int) {
+    let d = model.config.zdim
+    model.encode(x, batch: batch)
+    muSave.ptr.update(from: model.mu.ptr, count: batch * d)
+    lvSave.ptr.update(from: model.logvar.ptr, count: batch * d)
+  }
+
+  /// z = μ + σ·ε for `example` of the saved posteriors into row `row` of `zRows`, ε from `noise`;
+  /// returns log p(z) − log q(z|x) = −½Σz² + ½Σε² + ½Σ log σ² (the 2π terms cancel).
+  func drawLatent(row: Int, example i: Int, noise: inout RandomStream) -> Double {
+    let d = model.config.zdim
+    var c = 0.0
+    for j in 0..<d {
+      let e = noise.nextNormal()
+      let lv = lvSave.ptr[i * d + j]
+      let zj = muSave.ptr[i * d + j] + expf(0.5 * lv) * e
+      zRows.ptr[row * d + j] = zj
+      c += 0.5 * (Double(e) * Double(e) + Double(lv) - Double(zj) * Double(zj))
+    }
+    return c
+  }
+
+  /// Decodes the first `rows` rows (inputs in `xRows`, latents in `zRows`) and adds each row's
+  /// log weight log p(x|z) + `correction` to its example's sum. Conditional kinds: each row's
+  /// condition comes with it, and the target is its Y.
+  func addLogWeights(rows: Int, to weights: inout [LogSumExp]) {
+    guard rows > 0 else { return }
+    let target = model.setInput(UnsafePointer(xRows.ptr), batch: rows)
+    model.decode(UnsafePointer(zRows.ptr), batch: rows)
+    _ = model.reconstruction(
+      x: target, logits: UnsafePointer(model.logits), batch: rows, perExample: recon.ptr, gradient: nil)
+    for r in 0..<rows { weights[rowExample[r]].add(Double(recon.ptr[r]) + correction[r]) }
   }
 
   /// Per latent dimension, over the `count` examples (in Double): the variance of the posterior
@@ -172,4 +175,22 @@ public final class Estimator: @unchecked Sendable {
   public func posteriorMeanVariance(x: UnsafePointer<Float>, count: Int) -> [Double] {
     latentStatistics(x: x, count: count).meanVariance
   }
+}
+
+/// log Σ exp(wᵢ) accumulated one term at a time, rescaled to the largest term so far so that
+/// nothing overflows.
+struct LogSumExp {
+  var maximum = -Double.infinity
+  var sum = 0.0
+
+  mutating func add(_ w: Double) {
+    if w > maximum {
+      sum = sum * exp(maximum - w) + 1
+      maximum = w
+    } else {
+      sum += exp(w - maximum)
+    }
+  }
+
+  var value: Double { maximum + log(sum) }
 }

@@ -19,6 +19,15 @@ public enum Likelihood: Sendable, Hashable, Codable {
     case .gaussian: "gaussian"
     }
   }
+
+  /// A decoder output as a pixel in [0, 1]: the Bernoulli mean σ(logit), or the Gaussian mean
+  /// clamped.
+  public func pixel(_ output: Float) -> Float {
+    switch self {
+    case .bernoulli: 1 / (1 + expf(-output))
+    case .gaussian: min(max(output, 0), 1)
+    }
+  }
 }
 
 /// Loss terms summed over a batch: `recon` = Σ log p(x|z), `kl` = Σ KL(q(z|x) ‖ N(0, I)).

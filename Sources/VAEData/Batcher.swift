@@ -119,11 +119,7 @@ public final class Batcher: @unchecked Sendable {
     _ src: UnsafePointer<UInt8>, _ dst: UnsafeMutablePointer<Float>, _ n: Int,
     _ s: inout RandomStream
   ) {
-    // u < p with u uniform on 24 bits and p = intensity / 255: compare integers exactly.
-    for j in 0..<n {
-      let u = s.next() >> 40  // [0, 2^24)
-      dst[j] = u * 255 < UInt64(src[j]) << 24 ? 1 : 0
-    }
+    for j in 0..<n { dst[j] = s.bernoulli(intensity: src[j]) }
   }
 
   static func binarize(dataset: Dataset, rng: CounterRNG, purpose: CounterRNG.Purpose) -> [UInt8] {
@@ -191,5 +187,15 @@ public final class Batcher: @unchecked Sendable {
       }
     }
     return out
+  }
+}
+
+extension RandomStream {
+  /// One draw of Bernoulli(intensity / 255) as 0 or 1: u < p with u uniform on 24 bits,
+  /// compared as integers, so the result is exact.
+  @inline(__always)
+  mutating func bernoulli(intensity: UInt8) -> Float {
+    let u = next() >> 40  // [0, 2^24)
+    return u * 255 < UInt64(intensity) << 24 ? 1 : 0
   }
 }

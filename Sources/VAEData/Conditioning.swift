@@ -43,10 +43,7 @@ public struct Conditioning: Sendable, Hashable {
   ) {
     let c = xPixels.count
     if var s = binarize {
-      for (j, p) in xPixels.enumerated() {
-        let u = s.next() >> 40  // as Batcher.bernoulliRow: u < intensity / 255 on 24 bits
-        dst[j] = u * 255 < UInt64(raw[p]) << 24 ? 1 : 0
-      }
+      for (j, p) in xPixels.enumerated() { dst[j] = s.bernoulli(intensity: raw[p]) }
     } else {
       for (j, p) in xPixels.enumerated() { dst[j] = image[p] }
     }

@@ -39,14 +39,7 @@ public final class Completer {
           }
           model.decode(UnsafePointer(z.ptr), batch: b)
         }
-        for i in 0..<(b * t) {
-          let v = model.logits[i]
-          out[start * t + i] =
-            switch model.config.likelihood {
-            case .bernoulli: 1 / (1 + Foundation.exp(-v))
-            case .gaussian: min(max(v, 0), 1)
-            }
-        }
+        for i in 0..<(b * t) { out[start * t + i] = model.config.likelihood.pixel(model.logits[i]) }
         start += b
       }
     }

@@ -79,7 +79,7 @@ public enum ConfigLoader {
         !s.unicodeScalars.contains(where: { lineBreaks.contains($0) || $0 == "\u{0}" || $0 == "\u{FEFF}" })
       else {
         throw ConfigError(
-          "\(file): name: expected a non-empty string of at most 255 bytes without '/', line breaks or U+FEFF, got '\(oneLine(String(describing: n)).prefix(60))'")
+          "\(file): name: expected \(ConfigSchema.nameExpected), got '\(oneLine(String(describing: n)).prefix(60))'")
       }
       name = s
     }
@@ -93,8 +93,8 @@ public enum ConfigLoader {
   }
 
   /// Yams' constructor except for integers: YAML 1.1 reads `1:30` as the base-60 integer 90, and
-  /// Yams multiplies the parts unchecked, so `1111111111111111111:8` (or twelve `1:`s) trapped on
-  /// overflow (found by scripts/fuzz config). Here a base-60 integer that does not fit in an Int,
+  /// Yams multiplies the parts unchecked, so `1111111111111111111:8` (or twelve `1:`s) would trap
+  /// on overflow. Here a base-60 integer that does not fit in an Int,
   /// or has a part that is not decimal digits, stays text, which the schema refuses by key.
   static var constructor: Constructor {
     var scalars = Constructor.defaultScalarMap
@@ -131,7 +131,7 @@ public enum ConfigLoader {
   /// at most once per `[` or `{` in the whole text, block collections about once per column of
   /// indentation or compact indicator (`- - x`, `? `, `: `) of a line. An indicator is a `-`,
   /// `?` or `:` followed by a space, a tab or a line break, as YAML requires of block indicators
-  /// (`-1`, `a:b` and `--` nest nothing; a quoted name full of `- - -` once read as 265 levels).
+  /// (`-1`, `a:b` and `--` nest nothing; `- - -` inside a quoted scalar counts, which errs high).
   /// (Under AddressSanitizer Yams overflowed the stack on 2000 nested `- `, not on 1000 `{a: `.)
   static func nestingBound(_ text: String) -> Int {
     var flow = 0, deepestLine = 0, line = 0, indenting = true, indicator = false

@@ -57,6 +57,35 @@ public enum ConfigRule: Sendable {
     }
   }
 
+  /// What the key accepts in a few words, for the key reference (`expected` is the full form).
+  public var summary: String {
+    switch self {
+    case .int(let r) where r.upperBound == Int.max: "integer ≥ \(r.lowerBound)"
+    case .int(let r): "integer \(r.lowerBound)…\(r.upperBound)"
+    case .positive: "number > 0"
+    case .nonNegative: "number ≥ 0"
+    case .unitInterval: "number in [0, 1)"
+    case .choice(let a): a.joined(separator: ", ")
+    case .layers: "list of sizes 1…100000"
+    case .bool: "true, false"
+    }
+  }
+
+  /// A value given as text (a command-line flag): integers and numbers as written, a list as
+  /// `500,500` or `[500, 500]`, names as they are.
+  public func check(text: String) -> ConfigValue? {
+    switch self {
+    case .int: return Int(text).flatMap { check($0) }
+    case .layers:
+      var t = Substring(text.trimmingCharacters(in: .whitespaces))
+      if t.hasPrefix("["), t.hasSuffix("]") { t = t.dropFirst().dropLast() }
+      let parts = t.split(separator: ",", omittingEmptySubsequences: false)
+      let sizes = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+      return sizes.count == parts.count ? check(sizes) : nil
+    case .positive, .nonNegative, .unitInterval, .choice, .bool: return check(text)
+    }
+  }
+
   public func check(_ v: Any) -> ConfigValue? {
     switch self {
     case .int(let r):
@@ -66,7 +95,7 @@ public enum ConfigRule: Sendable {
       // Checked as the Float it is stored as: 1e300 would be inf, 1e-50 zero, 0.9999999999 one.
       // Subnormal Floats (below 1.2e-38) are refused too: training flushes them to zero, and
       // whether Float(x) and a comparison see them depends on the thread's flush-to-zero mode
-      // (a test once passed alone and failed after a training test had set it).
+      // (so a check would depend on whether training had run on the thread before).
       guard let x = Self.number(v), x == 0 || abs(x) >= Double(Float.leastNormalMagnitude),
         case let f = Float(x), f.isFinite
       else { return nil }
@@ -120,6 +149,8 @@ public struct ConfigKey: Sendable {
   public let name: String
   public let rule: ConfigRule
   public let help: String
+  /// The default in words, where it is not one value of `RunConfig.defaults` (derived, or none).
+  let defaultNote: String?
   /// The value to write out; nil when the key is absent (e.g. `sigma` of a Bernoulli model).
   let get: @Sendable (RunConfig) -> ConfigValue?
   let set: @Sendable (inout RunConfig, ConfigValue) -> Void
@@ -129,6 +160,16 @@ public struct ConfigKey: Sendable {
   public func yaml(of config: RunConfig) -> String? { self.get(config)?.yaml }
   /// The default, as written in `config.yaml` (nil: none).
   public var defaultText: String? { self.get(RunConfig.defaults)?.yaml }
+
+  /// The default for the key reference: the note, else the value in `RunConfig.defaults`, else
+  /// (keys of the conditional kinds and of the Gaussian likelihood) the value in a config of that
+  /// kind.
+  public var documentedDefault: String {
+    var conditional = RunConfig.defaults
+    conditional.model.kind = .cvae
+    conditional.model.likelihood = .gaussian(sigma: 1)
+    return defaultNote ?? defaultText ?? get(conditional)?.yaml ?? "none"
+  }
 }
 
 /// The one source of truth for the config: every key, in `config.yaml` order, with its rule,
@@ -139,29 +180,32 @@ public enum ConfigSchema {
 
   public static let keys: [ConfigKey] = [
     key("model", "kind", .choice(ModelKind.allCases.map(\.rawValue)),
-        "vae: p(x) through z; cvae: p(Y|X) through z with a condition tower; regressor: p(Y|X) from the tower alone.",
+        "vae: p(x) through z; cvae: p(Y|X) through z, with a condition tower on X; regressor: p(Y|X) from the condition tower alone.",
         { .string($0.model.kind.rawValue) },
         { c, v in if case .string(let s) = v, let k = ModelKind(rawValue: s) { c.model.kind = k } }),
     key("model", "input_size", .int(1...1_048_576), "Pixels per image (784 for MNIST).",
         { .int($0.model.inputSize) }, { c, v in if case .int(let i) = v { c.model.inputSize = i } }),
-    key("model", "condition_size", .int(1...1_048_575), "Pixels of the condition X (set from data.condition).",
+    key("model", "condition_size", .int(1...1_048_575), "cvae, regressor: pixels of the condition X.",
+        default: "from data.condition",
         { $0.model.kind == .vae ? nil : .int($0.model.conditionSize) },
         { c, v in if case .int(let i) = v { c.model.conditionSize = i } }),
     key("model", "condition_hidden", .layers,
-        "Condition tower widths (cvae, regressor), e.g. the tutorial's [1000, 500, 250, 250].",
+        "cvae, regressor: the condition tower's widths, e.g. the tutorial's [1000, 500, 250, 250].",
+        default: "none (a cvae or regressor needs one)",
         { $0.model.kind == .vae ? nil : .ints($0.model.conditionHidden) },
         { c, v in if case .ints(let a) = v { c.model.conditionHidden = a } }),
     key("model", "condition_into_encoder", .int(0...1000),
-        "cvae: condition layer k's pre-activation is added to encoder layer k's (same width).",
+        "cvae: condition layer k's pre-activation is added to encoder layer k's (same width); the tower's last output is added to the decoder's first hidden pre-activation.",
         { $0.model.kind == .cvae ? .int($0.model.conditionIntoEncoder) : nil },
         { c, v in if case .int(let i) = v { c.model.conditionIntoEncoder = i } }),
-    key("model", "hidden", .layers, "Encoder hidden layer sizes, input side first.",
+    key("model", "hidden", .layers, "Encoder hidden layer sizes, input side first (ReLU between).",
         { $0.model.kind == .regressor ? nil : .ints($0.model.hidden) }, { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
-    key("model", "decoder_hidden", .layers, "Decoder hidden layer sizes, z side first (default: hidden reversed).",
+    key("model", "decoder_hidden", .layers, "Decoder hidden layer sizes, z side first.", default: "hidden reversed",
         { .ints($0.model.decoderHidden) }, { c, v in if case .ints(let a) = v { c.model.decoderHidden = a } }),
     key("model", "zdim", .int(1...10_000), "Latent dimensions.",
         { $0.model.kind == .regressor ? nil : .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
-    key("model", "likelihood", .choice(["bernoulli", "gaussian"]), "p(x|z): Bernoulli logits or Gaussian with fixed sigma.",
+    key("model", "likelihood", .choice(["bernoulli", "gaussian"]),
+        "p(x|z): bernoulli (from logits, stable form) or gaussian (fixed sigma; the decoder output is the mean).",
         { .string($0.model.likelihood.name) },
         { c, v in if case .string(let s) = v { c.model.likelihood = s == "gaussian" ? .gaussian(sigma: 1) : .bernoulli } }),
     key("model", "sigma", .positive, "Standard deviation of the Gaussian likelihood.",
@@ -170,24 +214,27 @@ public enum ConfigSchema {
     key("data", "dataset", .choice(DatasetRegistry.names), "Data set by name.",
         { .string($0.dataset) }, { c, v in if case .string(let s) = v { c.dataset = s } }),
     key("data", "binarize", .choice(Binarization.allCases.map(\.rawValue)),
-        "Pixels: none (intensities), static (one draw), dynamic (a new draw every epoch).",
+        "Pixels: none (intensity / 255), static (one seeded draw per image), dynamic (a new draw every epoch and image).",
+        default: "dynamic (none for gaussian)",
         { .string($0.binarize.rawValue) },
         { c, v in if case .string(let s) = v, let b = Binarization(rawValue: s) { c.binarize = b } }),
     key("data", "condition", .choice(Conditioning.Mask.allCases.map(\.rawValue)),
-        "Conditional kinds: the pixels that are X (the rest are the target Y).",
+        "cvae, regressor: the pixels that are X (the rest are the target Y); middle-column is column 13 of 28.",
         { $0.model.kind == .vae ? nil : .string($0.condition.rawValue) },
         { c, v in if case .string(let s) = v, let m = Conditioning.Mask(rawValue: s) { c.condition = m } }),
     key("data", "condition_binarize", .choice(Binarization.allCases.map(\.rawValue)),
-        "Conditional kinds: X in training; dynamic resamples it every time an image is used.",
+        "cvae, regressor: X in training; dynamic draws it anew every time an image is used (the tutorial's choice), static once per image, none keeps grey levels.",
         { $0.model.kind == .vae ? nil : .string($0.conditionBinarize.rawValue) },
         { c, v in if case .string(let s) = v, let b = Binarization(rawValue: s) { c.conditionBinarize = b } }),
-    key("data", "train_limit", .int(1...100_000_000), "Use only the first N training images.",
+    key("data", "train_limit", .int(1...100_000_000), "Use only the first N training images.", default: "all",
         { $0.trainLimit.map { .int($0) } }, { c, v in if case .int(let i) = v { c.trainLimit = i } }),
     key("train", "batch", .int(1...1_000_000), "Global batch size (split across MPI ranks).",
         { .int($0.batch) }, { c, v in if case .int(let i) = v { c.batch = i } }),
-    key("train", "epochs", .int(1...1_000_000), "Passes over the training set (or give steps).",
+    key("train", "epochs", .int(1...1_000_000),
+        "Passes over the training set (or give steps); the remainder of an epoch is dropped.",
         { $0.steps == nil ? .int($0.epochs ?? 1) : nil }, { c, v in if case .int(let i) = v { c.epochs = i; c.steps = nil } }),
     key("train", "steps", .int(1...1_000_000_000), "Optimizer steps in total (instead of epochs).",
+        default: "none (epochs decides)",
         { $0.steps.map { .int($0) } }, { c, v in if case .int(let i) = v { c.steps = i; c.epochs = nil } }),
     key("train", "lr", .positive, "Adam learning rate.",
         { .float($0.adam.lr) }, { c, v in if case .float(let f) = v { c.adam.lr = f } }),
@@ -197,22 +244,23 @@ public enum ConfigSchema {
         { .float($0.adam.beta2) }, { c, v in if case .float(let f) = v { c.adam.beta2 = f } }),
     key("train", "adam_eps", .positive, "Adam ε.",
         { .float($0.adam.eps) }, { c, v in if case .float(let f) = v { c.adam.eps = f } }),
-    key("train", "weight_decay", .nonNegative, "Weight decay coefficient.",
+    key("train", "weight_decay", .nonNegative, "Weight decay coefficient (0: none).",
         { .float($0.adam.weightDecay) }, { c, v in if case .float(let f) = v { c.adam.weightDecay = f } }),
     key("train", "weight_decay_mode", .choice(["l2", "decoupled"]),
         "l2: added to the gradient (Caffe, torch.optim.Adam); decoupled: AdamW.",
         { .string($0.adam.decoupled ? "decoupled" : "l2") },
         { c, v in if case .string(let s) = v { c.adam.decoupled = s == "decoupled" } }),
     key("train", "weight_decay_biases", .bool,
-        "Whether weight decay also applies to biases (Caffe, as in the tutorial: false).",
+        "Whether weight decay also applies to biases (true as in torch.optim.Adam; the tutorial's configs set false, as its Caffe networks do).",
         { .string($0.adam.decayBiases ? "true" : "false") },
         { c, v in if case .string(let s) = v { c.adam.decayBiases = s == "true" } }),
-    key("train", "seed", .int(0...Int.max), "Random seed (init, shuffle, binarisation, noise).",
+    key("train", "seed", .int(0...Int.max), "Seed of every random draw (initialisation, shuffling, binarisation, noise).",
         { .string(String($0.seed)) }, { c, v in if case .int(let i) = v { c.seed = UInt64(i) } }),
-    key("train", "checkpoint_every", .int(0...Int.max), "Checkpoint every N steps (0: only final).",
+    key("train", "checkpoint_every", .int(0...Int.max), "Checkpoint every N steps (0: only the final one).",
         { .int($0.checkpointEvery) }, { c, v in if case .int(let i) = v { c.checkpointEvery = i } }),
     key("train", "checkpoint_minutes", .nonNegative,
-        "Also checkpoint when this many minutes passed since the last one (0: off); rank 0's clock decides.",
+        "Also checkpoint when this many minutes passed since the last one (0: off); rank 0's clock decides, and the ranks agree in the per-step collective.",
+        default: "0 (off)",
         { $0.checkpointMinutes > 0 ? .float(Float($0.checkpointMinutes)) : nil },
         { c, v in if case .float(let f) = v { c.checkpointMinutes = Double(f) } }),
     key("train", "eval_every", .int(0...Int.max), "Held-out ELBO every N steps (0: only at the end).",
@@ -229,11 +277,11 @@ public enum ConfigSchema {
   ]
 
   private static func key(
-    _ section: String, _ name: String, _ rule: ConfigRule, _ help: String,
+    _ section: String, _ name: String, _ rule: ConfigRule, _ help: String, default note: String? = nil,
     _ get: @escaping @Sendable (RunConfig) -> ConfigValue?,
     _ set: @escaping @Sendable (inout RunConfig, ConfigValue) -> Void
   ) -> ConfigKey {
-    ConfigKey(section: section, name: name, rule: rule, help: help, get: get, set: set)
+    ConfigKey(section: section, name: name, rule: rule, help: help, defaultNote: note, get: get, set: set)
   }
 
   /// The key at `path` ("train.lr"). Every path used in code is in the table.
@@ -262,6 +310,34 @@ public enum ConfigSchema {
     let k = key(path)
     guard let v = k.rule.check(value) else { throw Invalid(path: path, expected: k.rule.expected, got: "\(value)") }
     k.set(&config, v)
+  }
+
+  /// Checks `text` (a command-line value, see `ConfigRule.check(text:)`) against `path`'s rule
+  /// and writes it into `config`. Setting `epochs` clears `steps` and the other way round.
+  public static func apply(_ path: String, text: String, to config: inout RunConfig) throws(Invalid) {
+    let k = key(path)
+    guard let v = k.rule.check(text: text) else { throw Invalid(path: path, expected: k.rule.expected, got: text) }
+    k.set(&config, v)
+  }
+
+  /// The top-level `name`, which is in no section (`ConfigLoader` checks it): what it accepts.
+  public static let nameExpected = "a non-empty string of at most 255 bytes without '/', line breaks or U+FEFF"
+
+  /// One line of the key reference (`vae-dist config --keys`).
+  public struct ReferenceEntry: Sendable {
+    public let path: String
+    public let accepts: String
+    public let defaultValue: String
+    public let help: String
+  }
+
+  /// Every key with what it accepts, its default and its help: `name`, then `keys` in order.
+  public static var reference: [ReferenceEntry] {
+    [ReferenceEntry(
+      path: "name", accepts: nameExpected,
+      defaultValue: "the config file's name without .yaml",
+      help: "The run's name; the run directory defaults to runs/<name>.")]
+      + keys.map { ReferenceEntry(path: $0.path, accepts: $0.rule.summary, defaultValue: $0.documentedDefault, help: $0.help) }
   }
 
   /// A config from parsed sections (`[section: [name: value]]`, values as YAML or JSON parse

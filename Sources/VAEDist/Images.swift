@@ -8,16 +8,8 @@ public enum ModelImages {
   /// Decoder outputs of the last `decode` as [0, 1] images: Bernoulli means σ(logit), Gaussian
   /// means clamped.
   public static func decoded(_ model: VAEModel, rows: Int) -> [[Float]] {
-    let n = model.config.targetSize
-    return (0..<rows).map { r in
-      (0..<n).map { j in
-        let v = model.logits[r * n + j]
-        switch model.config.likelihood {
-        case .bernoulli: return 1 / (1 + Foundation.exp(-v))
-        case .gaussian: return min(max(v, 0), 1)
-        }
-      }
-    }
+    let n = model.config.targetSize, likelihood = model.config.likelihood
+    return (0..<rows).map { r in (0..<n).map { j in likelihood.pixel(model.logits[r * n + j]) } }
   }
 
   /// `count` draws z ~ N(0, I) of `dim` dimensions, row r from stream (sample, index r) of `seed`.

@@ -16,7 +16,10 @@ struct VAEDistCLI: ParsableCommand {
       Then:             vae-dist eval --checkpoint runs/mnist/final.safetensors
       """,
     version: vaeDistVersion,
-    subcommands: [Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Export.self, Bench.self, BLAS.self])
+    subcommands: [
+      Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Export.self, ConfigCommand.self,
+      Bench.self, BLAS.self,
+    ])
 
   /// "rank N: " before every error line of a multi-rank job, so a message names its rank. From
   /// the launcher's environment at first (errors in the arguments come before MPI_Init), then
@@ -149,11 +152,44 @@ func applyThreads(_ threads: Int?) {
   if let threads { BLASInfo.setThreads(threads) }
 }
 
-/// `value` of `--flag`, checked against the config key it overrides.
-func checkFlag(_ value: Int?, _ flag: String, key path: String) throws {
-  guard let value else { return }
-  let rule = ConfigSchema.key(path).rule
-  if rule.check(value) == nil { throw ValidationError("--\(flag): expected \(rule.expected), got \(value)") }
+/// The value of a flag that overrides one config key (`@Option(overriding: "train.lr")`): the
+/// key's path and the text given, checked and applied by the key's schema rule and writer.
+struct ConfigOverride: Sendable {
+  let path: String
+  let text: String
+
+  /// `--name` of the flag that overrides the key at `path`: its name with '-' for '_'.
+  static func flag(_ path: String) -> String {
+    "--" + ConfigSchema.key(path).name.replacingOccurrences(of: "_", with: "-")
+  }
+
+  /// The value's name in `--help`: n for integers, x for other numbers, the choices.
+  static func valueName(_ path: String) -> String {
+    switch ConfigSchema.key(path).rule {
+    case .int: "n"
+    case .positive, .nonNegative, .unitInterval: "x"
+    case .choice(let a): a.joined(separator: "|")
+    case .layers: "sizes"
+    case .bool: "true|false"
+    }
+  }
+
+  func check() throws {
+    let rule = ConfigSchema.key(path).rule
+    if rule.check(text: text) == nil { throw ValidationError("\(Self.flag(path)): expected \(rule.expected), got \(text)") }
+  }
+
+  func apply(to config: inout RunConfig) throws { try ConfigSchema.apply(path, text: text, to: &config) }
+}
+
+extension Option where Value == ConfigOverride? {
+  /// The flag that overrides the config key at `path`, with the key's help and default.
+  init(overriding path: String) {
+    self.init(
+      name: .customLong(String(ConfigOverride.flag(path).dropFirst(2))), parsing: .unconditional,
+      help: ArgumentHelp(ConfigSchema.flagHelp(path), valueName: ConfigOverride.valueName(path)),
+      transform: { ConfigOverride(path: path, text: $0) })
+  }
 }
 
 func checkPositive(_ value: Int?, _ flag: String) throws {

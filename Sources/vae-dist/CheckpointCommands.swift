@@ -139,6 +139,20 @@ struct Eval: ParsableCommand {
   }
 }
 
+/// What `sample` and `reconstruct` share: the checkpoint they read and the PNG they write.
+struct PictureOptions: ParsableArguments {
+  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint.", valueName: "path"))
+  var checkpoint: String
+  @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
+  var out: String
+  @Option(name: .long, parsing: .unconditional, help: "Pixel scale of the PNG (1…16), so digits are visible.")
+  var scale: Int = 1
+
+  func validate() throws {
+    guard (1...16).contains(scale) else { throw ValidationError("--scale: expected 1…16, got \(scale)") }
+  }
+}
+
 struct Sample: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Decode z ~ N(0, I) into a PNG grid of generated images.",
@@ -147,29 +161,24 @@ struct Sample: ParsableCommand {
       space, draws the tutorial-style grid of decoded points at evenly spaced quantiles of N(0, I).
       Example: vae-dist sample --checkpoint runs/mnist/final.safetensors --n 64 --out samples.png
       """)
-  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint.", valueName: "path"))
-  var checkpoint: String
+  @OptionGroup var picture: PictureOptions
   @Option(name: .long, parsing: .unconditional, help: "Number of samples (1…10000).")
   var n: Int = 64
-  @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
-  var out: String
   @Option(name: .long, parsing: .unconditional, help: "Seed for z.")
   var seed: Int = 0
   @Flag(name: .long, help: "For zdim = 2: decode a --grid × --grid lattice of the latent space.")
   var manifold = false
   @Option(name: .long, parsing: .unconditional, help: "Lattice side for --manifold (2…100).")
   var grid: Int = 20
-  @Option(name: .long, parsing: .unconditional, help: "Pixel scale of the PNG (1…16), so digits are visible.")
-  var scale: Int = 1
 
   func validate() throws {
-    guard (1...16).contains(scale) else { throw ValidationError("--scale: expected 1…16, got \(scale)") }
     guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
     guard (2...100).contains(grid) else { throw ValidationError("--grid: expected 2…100, got \(grid)") }
     guard seed >= 0 else { throw ValidationError("--seed: expected a non-negative integer, got \(seed)") }
   }
 
   func run() throws {
+    let checkpoint = picture.checkpoint
     let (ck, _) = try loadCheckpoint(checkpoint)
     try requireKind(ck, [.vae], command: "sample", instead: "vae-dist complete draws a conditional model's completions")
     let d = ck.model.zdim
@@ -187,8 +196,9 @@ struct Sample: ParsableCommand {
     model.decode(UnsafePointer(z.ptr), batch: count)
     let columns = manifold ? grid : Int(Double(count).squareRoot().rounded(.up))
     try ModelImages.writeGrid(
-      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, scale: scale, to: out)
-    Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(out)")
+      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, scale: picture.scale,
+      to: picture.out)
+    Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(picture.out)")
   }
 }
 
@@ -200,22 +210,17 @@ struct Reconstruct: ParsableCommand {
       when the run binarised), then their reconstructions from z = μ(x).
       Example: vae-dist reconstruct --checkpoint runs/mnist/final.safetensors --out recon.png
       """)
-  @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint.", valueName: "path"))
-  var checkpoint: String
+  @OptionGroup var picture: PictureOptions
   @OptionGroup var dataOptions: DataOptions
   @Option(name: .long, parsing: .unconditional, help: "Number of test images (from the start of the test set, 1…10000).")
   var n: Int = 32
-  @Option(name: .long, help: ArgumentHelp("Output PNG file.", valueName: "file.png"))
-  var out: String
-  @Option(name: .long, parsing: .unconditional, help: "Pixel scale of the PNG (1…16), so digits are visible.")
-  var scale: Int = 1
 
   func validate() throws {
     guard (1...10_000).contains(n) else { throw ValidationError("--n: expected 1…10000, got \(n)") }
-    guard (1...16).contains(scale) else { throw ValidationError("--scale: expected 1…16, got \(scale)") }
   }
 
   func run() throws {
+    let checkpoint = picture.checkpoint
     let (ck, runConfig) = try loadCheckpoint(checkpoint)
     try requireKind(ck, [.vae], command: "reconstruct", instead: "vae-dist complete shows a conditional model's completions")
     let rc = try requireRunConfig(runConfig, checkpoint)
@@ -230,8 +235,8 @@ struct Reconstruct: ParsableCommand {
     let columns = min(count, 8)
     let tiles = ModelImages.pairedRows(
       originals: originals, reconstructions: ModelImages.decoded(model, rows: count), columns: columns)
-    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, scale: scale, to: out)
-    Console.out("wrote \(count) originals and reconstructions to \(out)")
+    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, scale: picture.scale, to: picture.out)
+    Console.out("wrote \(count) originals and reconstructions to \(picture.out)")
   }
 }
 

@@ -23,30 +23,20 @@ struct Train: ParsableCommand {
   @OptionGroup var dataOptions: DataOptions
   @Option(name: .long, help: ArgumentHelp("Run directory. Default: runs/<config name>.", valueName: "dir"))
   var out: String?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("model.zdim")))
-  var zdim: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.epochs")))
-  var epochs: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.steps")))
-  var steps: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.batch")))
-  var batch: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.lr")))
-  var lr: Double?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.seed")))
-  var seed: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("data.train_limit")))
-  var trainLimit: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.eval_every")))
-  var evalEvery: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.checkpoint_every")))
-  var checkpointEvery: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.checkpoint_minutes")))
-  var checkpointMinutes: Double?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.log_every")))
-  var logEvery: Int?
-  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(ConfigSchema.flagHelp("train.check_every")))
-  var checkEvery: Int?
+  // Flags that override one config key each: checked and applied by the key's schema rule and
+  // writer (`overrides`); the flag is the key's name with '-' for '_'. A new one is one line.
+  @Option(overriding: "model.zdim") var zdim: ConfigOverride?
+  @Option(overriding: "train.epochs") var epochs: ConfigOverride?
+  @Option(overriding: "train.steps") var steps: ConfigOverride?
+  @Option(overriding: "train.batch") var batch: ConfigOverride?
+  @Option(overriding: "train.lr") var lr: ConfigOverride?
+  @Option(overriding: "train.seed") var seed: ConfigOverride?
+  @Option(overriding: "data.train_limit") var trainLimit: ConfigOverride?
+  @Option(overriding: "train.eval_every") var evalEvery: ConfigOverride?
+  @Option(overriding: "train.checkpoint_every") var checkpointEvery: ConfigOverride?
+  @Option(overriding: "train.checkpoint_minutes") var checkpointMinutes: ConfigOverride?
+  @Option(overriding: "train.log_every") var logEvery: ConfigOverride?
+  @Option(overriding: "train.check_every") var checkEvery: ConfigOverride?
   @Option(name: .long, help: ArgumentHelp(
     "'auto' continues from the newest valid checkpoint in --out; or a checkpoint file.",
     valueName: "auto|path"))
@@ -78,26 +68,11 @@ struct Train: ParsableCommand {
   }
 
   func validate() throws {
-    try checkFlag(zdim, "zdim", key: "model.zdim")
-    try checkFlag(epochs, "epochs", key: "train.epochs")
-    try checkFlag(steps, "steps", key: "train.steps")
-    try checkFlag(batch, "batch", key: "train.batch")
-    try checkFlag(seed, "seed", key: "train.seed")
-    try checkFlag(trainLimit, "train-limit", key: "data.train_limit")
-    try checkFlag(evalEvery, "eval-every", key: "train.eval_every")
-    try checkFlag(checkpointEvery, "checkpoint-every", key: "train.checkpoint_every")
-    try checkFlag(logEvery, "log-every", key: "train.log_every")
-    try checkFlag(checkEvery, "check-every", key: "train.check_every")
+    for o in overrides { try o.check() }
     if !(startupTimeout >= 0 && startupTimeout.isFinite) {
       throw ValidationError("--startup-timeout: expected seconds ≥ 0 (0 turns the watchdog off), got \(startupTimeout)")
     }
     if epochs != nil && steps != nil { throw ValidationError("--epochs and --steps: give one of them, not both") }
-    if let m = checkpointMinutes, ConfigSchema.key("train.checkpoint_minutes").rule.check(m) == nil {
-      throw ValidationError("--checkpoint-minutes: expected \(ConfigSchema.key("train.checkpoint_minutes").rule.expected), got \(m)")
-    }
-    if let lr, ConfigSchema.key("train.lr").rule.check(lr) == nil {
-      throw ValidationError("--lr: expected \(ConfigSchema.key("train.lr").rule.expected), got \(lr)")
-    }
     if initFrom != nil && resume != nil {
       throw ValidationError("--init and --resume: --init starts a new run, --resume continues one; give one of them")
     }
@@ -108,19 +83,14 @@ struct Train: ParsableCommand {
   /// The config file with the flags applied (already checked by `validate`).
   func resolvedConfig() throws -> RunConfig {
     var c = try ConfigLoader.load(path: config)
-    if let zdim { c.model.zdim = zdim }
-    if let epochs { c.epochs = epochs; c.steps = nil }
-    if let steps { c.steps = steps; c.epochs = nil }
-    if let batch { c.batch = batch }
-    if let lr { c.adam.lr = Float(lr) }
-    if let seed { c.seed = UInt64(seed) }
-    if let trainLimit { c.trainLimit = trainLimit }
-    if let evalEvery { c.evalEvery = evalEvery }
-    if let checkpointEvery { c.checkpointEvery = checkpointEvery }
-    if let logEvery { c.logEvery = logEvery }
-    if let checkEvery { c.checkEvery = checkEvery }
-    if let checkpointMinutes { c.checkpointMinutes = checkpointMinutes }
+    for o in overrides { try o.apply(to: &c) }
     return c
+  }
+
+  /// The config-key flags given, in declaration order: every `@Option(overriding:)` property,
+  /// found by reflection (as ArgumentParser finds options), so there is no second list to keep.
+  var overrides: [ConfigOverride] {
+    Mirror(reflecting: self).children.compactMap { ($0.value as? Option<ConfigOverride?>)?.wrappedValue }
   }
 
   func run() throws {

@@ -124,6 +124,7 @@ final class CLITests: XCTestCase {
       (["reconstruct"], ["--checkpoint", "--out", "--n", "--data"]),
       (["info"], ["<checkpoint>"]),
       (["bench"], ["--config", "--warmup", "--steps", "--repeats", "--json"]),
+      (["config"], ["--keys", "--markdown"]),
     ]
     for (sub, flags) in cases {
       for helpFlag in ["--help", "-h"] {
@@ -139,6 +140,92 @@ final class CLITests: XCTestCase {
     let a = try vaeDist(["help", "train"]), b = try vaeDist(["train", "--help"])
     XCTAssertEqual(a.status, 0)
     XCTAssertEqual(a.stdout, b.stdout)
+  }
+
+  // MARK: The config keys and the docs generated from them
+
+  /// `config --keys` names every schema key with its rule and default; `--markdown` is a table
+  /// with a row per key; without `--keys` it is a one-line error.
+  func testConfigKeysListsEverySchemaKey() throws {
+    let text = try vaeDist(["config", "--keys"])
+    XCTAssertEqual(text.status, 0, text.stderr)
+    XCTAssertTrue(text.stdout.hasPrefix("name: "), text.stdout)
+    for k in ConfigSchema.keys {
+      XCTAssertTrue(text.stdout.contains("\n\(k.path): \(k.rule.summary) (default: \(k.documentedDefault))\n    \(k.help)"), k.path)
+    }
+    XCTAssertTrue(text.stdout.contains("model.zdim: integer 1…10000 (default: 20)"), text.stdout)
+    let md = try vaeDist(["config", "--keys", "--markdown"])
+    XCTAssertEqual(md.status, 0, md.stderr)
+    let rows = md.stdout.split(separator: "\n").filter { $0.hasPrefix("| `") }
+    XCTAssertEqual(rows.count, ConfigSchema.keys.count + 1, md.stdout)  // + name
+    XCTAssertTrue(rows.contains { $0.hasPrefix("| `model.kind` | vae, cvae, regressor | vae | ") }, md.stdout)
+    XCTAssertTrue(rows.contains { $0.contains("p(Y\\|X)") }, "a | inside a cell is not escaped")
+    try assertFails(["config"], mentions: ["--keys"])
+  }
+
+  /// A flag's text is read by the key's rule as the YAML value would be: whole numbers for
+  /// integer keys, numbers checked as the Float they become, lists as `500,500` or `[500, 500]`.
+  func testConfigRulesReadCommandLineText() {
+    XCTAssertEqual(ConfigRule.int(1...10).check(text: "3"), .int(3))
+    for bad in ["0", "11", "1.5", "3x", "", " 3"] { XCTAssertNil(ConfigRule.int(1...10).check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.positive.check(text: "1e-3"), .float(1e-3))
+    for bad in ["0", "-1", "1e39", "1e-50", "nan", "inf", "fast"] { XCTAssertNil(ConfigRule.positive.check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.unitInterval.check(text: "0.999"), .float(0.999))
+    XCTAssertNil(ConfigRule.unitInterval.check(text: "1"))
+    XCTAssertEqual(ConfigRule.layers.check(text: "500,250"), .ints([500, 250]))
+    XCTAssertEqual(ConfigRule.layers.check(text: "[500, 250]"), .ints([500, 250]))
+    for bad in ["", "500,", "500;250", "[0]", "1.5"] { XCTAssertNil(ConfigRule.layers.check(text: bad), bad) }
+    XCTAssertEqual(ConfigRule.choice(["l2", "decoupled"]).check(text: "l2"), .string("l2"))
+    XCTAssertNil(ConfigRule.choice(["l2", "decoupled"]).check(text: "L2"))
+    XCTAssertEqual(ConfigRule.bool.check(text: "false"), .string("false"))
+    XCTAssertNil(ConfigRule.bool.check(text: "no"))
+    var c = RunConfig.defaults
+    XCTAssertNoThrow(try ConfigSchema.apply("train.steps", text: "40", to: &c))
+    XCTAssertEqual(c.steps, 40)
+    XCTAssertNil(c.epochs, "steps given as a flag leaves epochs set")
+  }
+
+  /// The blocks between `<!-- BEGIN generated: vae-dist CMD -->` and its END marker in README.md
+  /// and docs/ARCHITECTURE.md are exactly what `vae-dist CMD` prints (scripts/update-docs
+  /// rewrites them), and each doc has the config key table.
+  func testGeneratedDocsMatchTheCommands() throws {
+    for doc in ["README.md", "docs/ARCHITECTURE.md"] {
+      let text = try String(contentsOfFile: Self.packageRoot + "/" + doc, encoding: .utf8)
+      let lines = text.components(separatedBy: "\n")
+      var commands: [String] = []
+      for (i, line) in lines.enumerated() where line.hasPrefix("<!-- BEGIN generated: vae-dist ") {
+        let cmd = String(line.dropFirst("<!-- BEGIN generated: vae-dist ".count).dropLast(" -->".count))
+        let end = "<!-- END generated: vae-dist \(cmd) -->"
+        let j = try XCTUnwrap(lines[i...].firstIndex(of: end), "\(doc): '\(line)' has no '\(end)'")
+        let r = try vaeDist(cmd.split(separator: " ").map(String.init))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(
+          lines[(i + 1)..<j].joined(separator: "\n") + "\n", r.stdout,
+          "\(doc): the block of 'vae-dist \(cmd)' differs from its output; run scripts/update-docs")
+        commands.append(cmd)
+      }
+      XCTAssertTrue(commands.contains("config --keys --markdown"), "\(doc) has no generated config key table")
+    }
+  }
+
+  /// Every flag that overrides a config key lands in the resolved config.yaml as that key, and
+  /// --steps after a config's epochs (or --epochs after its steps) replaces it.
+  func testEveryOverrideFlagSetsItsKey() throws {
+    let config = try tinyConfig()
+    let run = tmp + "/flags"
+    let r = try vaeDist([
+      "train", "--config", config, "--out", run, "--quiet", "--zdim", "3", "--epochs", "1", "--batch", "10",
+      "--lr", "0.002", "--seed", "7", "--train-limit", "100", "--eval-every", "4", "--checkpoint-every", "5",
+      "--checkpoint-minutes", "30", "--log-every", "2", "--check-every", "6",
+    ])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let yaml = try String(contentsOfFile: run + "/config.yaml", encoding: .utf8)
+    for line in ["zdim: 3", "epochs: 1", "batch: 10", "lr: 0.002", "seed: 7", "train_limit: 100", "eval_every: 4",
+                 "checkpoint_every: 5", "checkpoint_minutes: 30.0", "log_every: 2", "check_every: 6"] {
+      XCTAssertTrue(yaml.contains("\n  \(line)\n"), "config.yaml lacks '\(line)':\n\(yaml)")
+    }
+    XCTAssertFalse(yaml.contains("steps:"), "--epochs kept the config's steps:\n\(yaml)")
+    XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/checkpoints/step-00000005.safetensors"))
   }
 
   // MARK: Argument and config errors
@@ -180,8 +267,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", both], mentions: ["epochs", "steps"])
   }
 
-  /// A mapping key that is a list or a mapping made Yams trap (force unwrap) inside the loader
-  /// (found by scripts/fuzz config: `{{}}`); now a one-line error naming the file.
+  /// A mapping key that is a list or a mapping (`{{}}`), on which Yams would trap (a force
+  /// unwrap), is a one-line error naming the file.
   func testConfigWithComplexMappingKeyIsAnErrorNotATrap() throws {
     for text in ["{{}}\n", "model: {[1]: 2}\n", "? [a]\n: 1\n", "train: !!set {? {a: 1}}\n", "a: [{b: {{}: 1}}]\n"] {
       XCTAssertThrowsError(try ConfigLoader.parse(text, file: "keys.yaml", defaultName: "keys"), text) { error in
@@ -214,7 +301,7 @@ final class CLITests: XCTestCase {
   }
 
   /// Yams composes nodes recursively, so a config of a few thousand `[` (or `- - - …`, or
-  /// `{a: {a: …`) overflowed the stack; now refused in one line before Yams reads it.
+  /// `{a: {a: …`) would overflow the stack; it is refused in one line before Yams reads it.
   func testDeeplyNestedConfigIsAnErrorNotAStackOverflow() throws {
     let deep = [
       "a: " + String(repeating: "[", count: 100_000) + "\n",
@@ -234,10 +321,9 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// A run name is a directory name: at most 255 bytes, one line. scripts/fuzz config found an
-  /// 800-byte quoted name of `- - -` over many lines, which parsed, but whose config.yaml (the
-  /// name on one line) was refused as nested too deeply. Now such a name is refused by key, and
-  /// `- ` inside a scalar no longer counts as nesting unless it could be an indicator.
+  /// A run name is a directory name: at most 255 bytes, one line; a longer or multi-line name
+  /// is refused by key. `- ` counts as nesting only where it could be an indicator, so the
+  /// longest name of `- - -` written on one line to config.yaml reads back.
   func testRunNamesAreOneLineFileNamesAndRoundTrip() throws {
     for bad in ["'" + String(repeating: "x", count: 256) + "'", "\"a\\nb\"", "'a\n\n  b'", "\"a\\u2028\"", "'a\u{FEFF}b'"] {
       XCTAssertThrowsError(try ConfigLoader.parse("name: \(bad)\n", file: "n.yaml", defaultName: "n"), bad) { error in
@@ -258,8 +344,8 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// Aliases of aliases stand for exponentially many values, and Yams built them all (nine such
-  /// lines, 9^9 values in 467 bytes, still ran after a minute; seven are used here). Now at most
+  /// Aliases of aliases stand for exponentially many values, and Yams builds them all (nine such
+  /// lines are 9^9 values in 467 bytes, more than a minute's work; seven are used here). At most
   /// ten thousand values are allowed, counted before Yams builds anything.
   func testConfigAliasExpansionIsBounded() throws {
     var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
@@ -271,9 +357,9 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(c.model.decoderHidden, [3, 3])
   }
 
-  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplied their parts unchecked, and
-  /// `seed: 1111111111111111111:8` trapped (an overflow found by scripts/fuzz config). Now one that
-  /// does not fit is text, refused by key; one that fits is still the number YAML 1.1 says.
+  /// YAML 1.1 base-60 integers (`1:30` is 90): Yams multiplies their parts unchecked, so
+  /// `seed: 1111111111111111111:8` would trap on overflow. One that does not fit is text,
+  /// refused by key; one that fits is still the number YAML 1.1 says.
   func testBase60IntegersThatOverflowAreAnErrorNotATrap() throws {
     for text in ["1111111111111111111:8", "1:1:1:1:1:1:1:1:1:1:1:1", "-9223372036854775807:1"] {
       XCTAssertThrowsError(try ConfigLoader.parse("train:\n  seed: \(text)\n", file: "b60.yaml", defaultName: "b")) { error in
@@ -290,10 +376,9 @@ final class CLITests: XCTestCase {
     }
   }
 
-  /// Numbers were range-checked as Doubles but stored as Floats: `lr: 1e300` became inf, 1e-50
-  /// zero and `beta2: 0.9999999999` one (Adam's correction 1/√(1 − β2^t) is then inf), and config.yaml
-  /// did not read back (seen reading the rules for scripts/fuzz config, whose round-trip check
-  /// fails on these). Now checked as the Float they become.
+  /// Numbers are stored as Floats and range-checked as the Float they become: as a Double,
+  /// `lr: 1e300` would pass and become inf, 1e-50 zero and `beta2: 0.9999999999` one (Adam's
+  /// correction 1/√(1 − β2^t) is then inf), and config.yaml would not read back.
   func testConfigNumbersAreCheckedAsTheFloatsTheyBecome() throws {
     let rejected = [
       ("train:\n  lr: 1e300\n", "train.lr"), ("train:\n  lr: 1e-50\n", "train.lr"),
@@ -312,9 +397,8 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", try writeFile("huge-lr.yaml", "train:\n  lr: 1e300\n")], mentions: ["train.lr"])
   }
 
-  /// `name` was written to config.yaml unquoted, so names YAML reads as something else (`yes`,
-  /// `1.5`, `a: b`, `#x`, a newline) did not read back (found by the round-trip check of
-  /// scripts/fuzz config). Such names are now double-quoted; plain ones stay plain.
+  /// A `name` that YAML would read as something else unquoted (`yes`, `1.5`, `a: b`, `#x`, a
+  /// newline) is double-quoted in config.yaml and reads back; plain ones stay plain.
   func testConfigNameReadsBackFromConfigYAML() throws {
     let names = ["yes", "Off", "null", "1.5", "a: b", "#x", " lead", "trail ", "tab\there", "q\"uote\\",
                  "~", "- x", "[x]", "*x", "\u{7F}\u{1}", "é中😀"]  // line breaks, BOM: refused (testRunNames…)
@@ -716,8 +800,8 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(try Checkpoint.load(path: moved + "/final.safetensors").state.step, 200)
   }
 
-  /// A file-size limit (`ulimit -f`) used to kill the run with SIGXFSZ (a core dump, no message);
-  /// now the write fails with EFBIG and the run stops with one line naming metrics.jsonl.
+  /// Under a file-size limit (`ulimit -f`), whose SIGXFSZ would kill the run with a core dump and
+  /// no message, the write fails with EFBIG and the run stops with one line naming metrics.jsonl.
   func testFileSizeLimitIsAOneLineErrorNotASignal() throws {
     let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
     let run = tmp + "/limited"

@@ -85,10 +85,9 @@ final class IDXTests: XCTestCase {
     }
   }
 
-  /// The limit is inclusive: exactly `maxOutput` bytes decompress, one more do not. With an
-  /// empty member after the data, the full buffer was reported over the limit before zlib read
-  /// that member (seen while writing the exact-limit check of scripts/fuzz idx; its input is
-  /// Fuzz/corpus/fuzz-idx/regress-gzip-empty-last-member).
+  /// The limit is inclusive: exactly `maxOutput` bytes decompress, one more do not, also with an
+  /// empty gzip member after the data (a full buffer is not over the limit until zlib has read
+  /// that member; Fuzz/corpus/fuzz-idx/regress-gzip-empty-last-member is such an input).
   func testGzipOutputOfExactlyTheLimit() throws {
     let data = [UInt8](repeating: 7, count: 64)
     for input in [gzip(data), gzip(data) + gzip([]), gzip(Array(data[..<10])) + gzip(Array(data[10...])) + gzip([])] {

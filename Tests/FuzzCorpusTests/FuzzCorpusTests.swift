@@ -4,7 +4,7 @@ import XCTest
 
 /// Replays each fuzz target's committed corpus (`Fuzz/corpus/<target>`, see scripts/fuzz)
 /// through the target's replayer, the program a plain `swift build` makes of it: every input,
-/// including each failure fuzzing found and that was fixed, must pass the target's checks.
+/// including the inputs kept as regression cases (`regress-*`), must pass the target's checks.
 final class FuzzCorpusTests: XCTestCase {
   func testSafeTensorsCorpus() throws { try replay("fuzz-safetensors") }
   func testIDXCorpus() throws { try replay("fuzz-idx") }

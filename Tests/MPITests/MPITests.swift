@@ -341,9 +341,9 @@ final class MPITests: XCTestCase {
     XCTAssertLessThan(p.seconds, 60)
   }
 
-  /// Options that change which collectives run, given to one rank only, used to hang the job
-  /// at start-up; now the ranks' one start-up allgather names the rank and the option and the
-  /// job ends within seconds (the issue asks for 10 s).
+  /// Options that change which collectives run, given to one rank only, would hang the job at
+  /// start-up; the ranks' one start-up allgather names the rank and the option, and the job
+  /// ends within 10 s.
   func testStartupOptionMismatchesEndTheJobNamingRankAndOption() throws {
     let bin = try Self.binary
     let cases: [(extra: [String], env: String?, says: String)] = [

@@ -260,9 +260,9 @@ final class CheckpointTests: XCTestCase {
     }
   }
 
-  /// The arena was allocated from the metadata's model before any tensor was checked, so a
-  /// `model` claiming 1048576 inputs and 100000-wide layers made loading die allocating ~850 GB
-  /// instead of failing in one line. Now the tensors are checked first.
+  /// The tensors are checked against the metadata's model before its arena is allocated, so a
+  /// `model` claiming 1048576 inputs and 100000-wide layers (~850 GB) fails in one line instead
+  /// of dying in the allocation.
   func testModelMetadataAskingForHugeArenasFailsBeforeAllocating() throws {
     var m = model
     m.inputSize = 1_048_576
