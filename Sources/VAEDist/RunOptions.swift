@@ -99,6 +99,8 @@ public enum TrainError: Error, CustomStringConvertible {
   case handshake(String)
   /// A start-up option differs between ranks (the setting, and the message naming it).
   case optionMismatch(StartupSetting, String)
+  /// A run option does not fit the config or the job (the setting, and the message).
+  case invalidOption(StartupSetting, String)
   /// The loss went NaN or infinite: the message names the step and the term.
   case nonFinite(String)
   /// Another rank found the problem and prints it; this rank waits for the job to end.
@@ -107,7 +109,7 @@ public enum TrainError: Error, CustomStringConvertible {
   public var description: String {
     switch self {
     case .runExists(let dir): "\(dir) already holds a run (checkpoints or final.safetensors)"
-    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .optionMismatch(_, let s): s
+    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .optionMismatch(_, let s), .invalidOption(_, let s): s
     case .peerFailed: "another rank reported an error"
     }
   }

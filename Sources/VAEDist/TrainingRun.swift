@@ -78,8 +78,8 @@ public final class TrainingRun {
     }
     let perRank = config.batch / comm.size
     guard k >= 1, k <= perRank else {
-      throw TrainError.badSetting(
-        "micro-batches: \(k) micro-batches need at least \(k) rows per rank, but a global batch of \(config.batch) over \(comm.size) rank(s) gives \(perRank); expected 1…\(perRank)")
+      throw TrainError.invalidOption(
+        .microBatches, "micro-batches: \(k) micro-batches need at least \(k) rows per rank, but a global batch of \(config.batch) over \(comm.size) rank(s) gives \(perRank); expected 1…\(perRank)")
     }
   }
 

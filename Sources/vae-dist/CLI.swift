@@ -81,7 +81,8 @@ struct VAEDistCLI: ParsableCommand {
     }
     switch error as? TrainError {
     case .runExists?: return "; pass --resume auto to continue it, or choose another --out"
-    case .optionMismatch(let setting, _)?: return startupFlagHint[setting].map { " (\($0))" } ?? ""
+    case .optionMismatch(let setting, _)?, .invalidOption(let setting, _)?:
+      return startupFlagHint[setting].map { " (\($0))" } ?? ""
     case .io(let text)? where text.contains("intact"): return " (vae-dist train --resume auto)"
     default: break
     }

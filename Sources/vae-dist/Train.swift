@@ -103,6 +103,7 @@ struct Train: ParsableCommand {
     }
     let comm = try self.comm.makeCommunicator()
     if mpi { StartupWatchdog.setRank(comm.rank) }  // until here, the launcher's word for it
+    if comm.isRoot { try checkFilesOfRankZero() }
     StartupWatchdog.waiting(for: "this rank to read its config and data")
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
@@ -119,6 +120,17 @@ struct Train: ParsableCommand {
     StopSignals.install()
     let s = try run.run()
     report(s, comm: comm, outDir: outDir)
+  }
+
+  /// `--resume FILE` and `--init FILE` are read by rank 0 alone (and broadcast), so only rank 0
+  /// checks them; its error ends the job.
+  func checkFilesOfRankZero() throws {
+    if let p = initFrom, !FileManager.default.fileExists(atPath: p) {
+      throw ValidationError("--init: \(p) does not exist")
+    }
+    if case .path(let p)? = resume, !FileManager.default.fileExists(atPath: p) {
+      throw ValidationError("--resume: \(p) does not exist (give 'auto' or a checkpoint file)")
+    }
   }
 
   func outputStyle(isRoot: Bool, ranks: Int) -> OutputStyle {
