@@ -40,6 +40,8 @@ def binary():
 
 def skip_reason():
     """Why the Slurm tests cannot run here, or None."""
+    if os.environ.get("VAE_DIST_SLURM_SKIP"):
+        return f"scripts/test could not start a local Slurm: {os.environ['VAE_DIST_SLURM_SKIP']}"
     if not os.environ.get("SLURM_CONF"):
         return "SLURM_CONF is not set: scripts/test starts a local Slurm as root (or: scripts/slurm-local start DIR)"
     for tool in ("sbatch", "scontrol", "mpirun"):
