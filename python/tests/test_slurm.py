@@ -292,3 +292,11 @@ def test_bad_launcher_is_one_line_naming_the_variable(tmp_path):
     r = subprocess.run(["bash", SBATCH], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "slurm.sbatch: error: VAE_DIST_LAUNCHER: expected auto, srun or mpirun, got 'pbs'"
+
+
+def test_help_is_the_header_and_an_argument_is_refused(tmp_path):
+    r = subprocess.run(["bash", SBATCH, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "VAE_DIST_LAUNCHER" in r.stdout and not any(line.startswith("#SBATCH") for line in r.stdout.splitlines())
+    r = subprocess.run(["bash", SBATCH, "configs/mnist.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "slurm.sbatch: error: unknown argument 'configs/mnist.yaml': settings go in the environment (try --help)"
