@@ -30,6 +30,7 @@ CONFIG = os.path.join(REPO, "configs", "slurm-test.yaml")
 with open(CONFIG) as _f:
     STEPS = int(re.search(r"^  steps: (\d+)$", _f.read(), re.M).group(1))
 JOB_TIMEOUT = 420
+LOCAL_CLUSTER = "vae-dist-local"  # scripts/lib/slurm.sh's ClusterName
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
 
@@ -50,6 +51,11 @@ def skip_reason():
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
     if "UP" not in ping.stdout:
         return f"the Slurm of SLURM_CONF={os.environ['SLURM_CONF']} does not answer: {ping.stdout.strip() or ping.stderr.strip()}"
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    cluster = re.search(r"^ClusterName\s*=\s*(\S+)", config, re.M)
+    if not cluster or cluster.group(1) != LOCAL_CLUSTER:
+        return (f"SLURM_CONF names cluster {cluster.group(1) if cluster else '?'}, not {LOCAL_CLUSTER}: "
+                "these tests submit only to scripts/slurm-local's test cluster")
     if binary() is None:
         return "no vae-dist binary: set VAE_DIST_BIN or build (swift build -c release)"
     return None
