@@ -139,7 +139,8 @@ slurm_kill_daemons() {  # dir
 
 slurm_stop() {  # dir
   local dir=$1 t
-  [ -n "$dir" ] && [ -f "$dir/slurm.conf" ] || return 0
+  # Only a directory slurm_start wrote: this removes it.
+  grep -qs '^# Written by scripts/lib/slurm.sh' "$dir/slurm.conf" || return 0
   export SLURM_CONF=$dir/slurm.conf
   if [ -f "$dir/slurmctld.pid" ] && scontrol ping >/dev/null 2>&1; then
     local jobs
