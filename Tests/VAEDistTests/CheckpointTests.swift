@@ -260,18 +260,25 @@ final class CheckpointTests: XCTestCase {
     }
   }
 
-  /// The tensors are checked against the metadata's model before its arena is allocated, so a
-  /// `model` claiming 1048576 inputs and 100000-wide layers (~850 GB) fails in one line instead
-  /// of dying in the allocation.
+  /// A `model` claiming 1048576 inputs and 100000-wide layers (~850 GB) fails in one line
+  /// before anything is allocated: its parameter count is over the model limit, and a model
+  /// under the limit is still checked against the tensors before its arena is allocated.
   func testModelMetadataAskingForHugeArenasFailsBeforeAllocating() throws {
     var m = model
     m.inputSize = 1_048_576
     m.hidden = [100_000, 100_000]
     m.decoderHidden = [100_000, 100_000]
     m.zdim = 10_000
-    let path = try fileClaiming(m, "huge.safetensors")
-    assertLoadFails(path, "huge model in metadata") {
-      if case SafeTensorsError.shapeMismatch(_, "encoder.0.weight", [100_000, 1_048_576], [5, 12]) = $0 { return true }
+    assertLoadFails(try fileClaiming(m, "huge.safetensors"), "huge model in metadata") {
+      "\($0)".contains("metadata field 'model'")
+    }
+    m.inputSize = 20_000
+    m.hidden = [20_000, 20_000]
+    m.decoderHidden = [20_000, 20_000]
+    m.zdim = 1_000
+    let path = try fileClaiming(m, "large.safetensors")
+    assertLoadFails(path, "large model in metadata") {
+      if case SafeTensorsError.shapeMismatch(_, "encoder.0.weight", [20_000, 20_000], [5, 12]) = $0 { return true }
       return false
     }
   }
