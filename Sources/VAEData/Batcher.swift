@@ -81,58 +81,71 @@ public final class Batcher: @unchecked Sendable {
     indices: UnsafeMutablePointer<Int>
   ) {
     let perm = order(epoch: epoch)
-    let n = dataset.pixelsPerImage
+    let n = dataset.rowWidth
     let base = batchInEpoch * globalBatch
-    dataset.images.withUnsafeBufferPointer { img in
-      for (r, row) in rows.enumerated() {
-        let idx = Int(perm[base + row])
-        indices[r] = idx
-        let src = img.baseAddress! + idx * n
-        let dst = conditioning == nil ? x + r * n : imageRow
-        switch binarization {
-        case .none:
-          for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
-        case .static:
-          staticBits.withUnsafeBufferPointer { bits in
-            let b = bits.baseAddress! + idx * n
-            for j in 0..<n { dst[j] = Float(b[j]) }
+    for (r, row) in rows.enumerated() {
+      let idx = Int(perm[base + row])
+      indices[r] = idx
+      let dst = conditioning == nil ? x + r * n : imageRow
+      switch binarization {
+      case .none:
+        Batcher.scaledRow(dataset, idx, dst)
+      case .static:
+        staticBits.withUnsafeBufferPointer { bits in
+          let b = bits.baseAddress! + idx * n
+          for j in 0..<n { dst[j] = Float(b[j]) }
+        }
+      case .dynamic:
+        var s = rng.stream(.binarizeDynamic, epoch: UInt64(epoch), index: UInt64(idx))
+        Batcher.bernoulliRow(dataset, idx, dst, &s)
+      }
+      if let cond = conditioning, let bytes = dataset.values.uint8 {
+        let draw: RandomStream? =
+          switch cond.binarization {
+          case .none: nil
+          case .static: rng.stream(.conditionBinarize, epoch: .max, index: UInt64(idx))
+          case .dynamic: rng.stream(.conditionBinarize, epoch: UInt64(epoch), index: UInt64(idx))
           }
-        case .dynamic:
-          var s = rng.stream(.binarizeDynamic, epoch: UInt64(epoch), index: UInt64(idx))
-          Batcher.bernoulliRow(src, dst, n, &s)
-        }
-        if let cond = conditioning {
-          let draw: RandomStream? =
-            switch cond.binarization {
-            case .none: nil
-            case .static: rng.stream(.conditionBinarize, epoch: .max, index: UInt64(idx))
-            case .dynamic: rng.stream(.conditionBinarize, epoch: UInt64(epoch), index: UInt64(idx))
-            }
-          cond.split(imageRow, raw: src, binarize: draw, into: x + r * n)
-        }
+        cond.split(imageRow, raw: bytes + dataset.offset(ofRow: idx), binarize: draw, into: x + r * n)
       }
     }
   }
 
+  /// Example `i` as model inputs: bytes / 255, floats as they are.
   @inline(__always)
-  static func bernoulliRow(
-    _ src: UnsafePointer<UInt8>, _ dst: UnsafeMutablePointer<Float>, _ n: Int,
-    _ s: inout RandomStream
-  ) {
-    for j in 0..<n { dst[j] = s.bernoulli(intensity: src[j]) }
+  static func scaledRow(_ d: Dataset, _ i: Int, _ dst: UnsafeMutablePointer<Float>) {
+    let n = d.rowWidth, at = d.offset(ofRow: i)
+    if let b = d.values.uint8 {
+      let src = b + at
+      for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
+    } else if let f = d.values.float32 {
+      dst.update(from: f + at, count: n)
+    }
+  }
+
+  /// Example `i` drawn as bits: each value is a Bernoulli probability (bytes / 255, floats in
+  /// [0, 1] as they are), compared with 24 uniform bits of `s` per value.
+  @inline(__always)
+  static func bernoulliRow(_ d: Dataset, _ i: Int, _ dst: UnsafeMutablePointer<Float>, _ s: inout RandomStream) {
+    let n = d.rowWidth, at = d.offset(ofRow: i)
+    if let b = d.values.uint8 {
+      let src = b + at
+      for j in 0..<n { dst[j] = s.bernoulli(intensity: src[j]) }
+    } else if let f = d.values.float32 {
+      let src = f + at
+      for j in 0..<n { dst[j] = s.bernoulli(probability: src[j]) }
+    }
   }
 
   static func binarize(dataset: Dataset, rng: CounterRNG, purpose: CounterRNG.Purpose) -> [UInt8] {
-    let n = dataset.pixelsPerImage
+    let n = dataset.rowWidth
     var out = [UInt8](repeating: 0, count: dataset.count * n)
     var row = [Float](repeating: 0, count: n)
-    dataset.images.withUnsafeBufferPointer { img in
-      row.withUnsafeMutableBufferPointer { r in
-        for i in 0..<dataset.count {
-          var s = rng.stream(purpose, index: UInt64(i))
-          bernoulliRow(img.baseAddress! + i * n, r.baseAddress!, n, &s)
-          for j in 0..<n { out[i * n + j] = UInt8(r[j]) }
-        }
+    row.withUnsafeMutableBufferPointer { r in
+      for i in 0..<dataset.count {
+        var s = rng.stream(purpose, index: UInt64(i))
+        bernoulliRow(dataset, i, r.baseAddress!, &s)
+        for j in 0..<n { out[i * n + j] = UInt8(r[j]) }
       }
     }
     return out
@@ -150,39 +163,34 @@ public final class Batcher: @unchecked Sendable {
     _ dataset: Dataset, binarization: Binarization, conditioning: Conditioning? = nil, limit: Int? = nil,
     xDraw: Int? = nil
   ) -> [Float] {
-    if let conditioning {
+    if let conditioning, let raw = dataset.values.uint8 {
       let images = heldOut(dataset, binarization: .static, limit: limit)
       var out = images
-      let n = dataset.pixelsPerImage
+      let n = dataset.rowWidth
       let rng = CounterRNG(seed: heldOutBinarizationSeed)
       images.withUnsafeBufferPointer { img in
-        dataset.images.withUnsafeBufferPointer { raw in
-          out.withUnsafeMutableBufferPointer { o in
-            for i in 0..<(images.count / max(n, 1)) {
-              let draw = xDraw.map { rng.stream(.conditionBinarize, epoch: UInt64($0), index: UInt64(i)) }
-              conditioning.split(
-                img.baseAddress! + i * n, raw: raw.baseAddress! + i * n, binarize: draw, into: o.baseAddress! + i * n)
-            }
+        out.withUnsafeMutableBufferPointer { o in
+          for i in 0..<(images.count / max(n, 1)) {
+            let draw = xDraw.map { rng.stream(.conditionBinarize, epoch: UInt64($0), index: UInt64(i)) }
+            conditioning.split(
+              img.baseAddress! + i * n, raw: raw + dataset.offset(ofRow: i), binarize: draw, into: o.baseAddress! + i * n)
           }
         }
       }
       return out
     }
     let count = min(limit ?? dataset.count, dataset.count)
-    let n = dataset.pixelsPerImage
+    let n = dataset.rowWidth
     var out = [Float](repeating: 0, count: count * n)
     let rng = CounterRNG(seed: heldOutBinarizationSeed)
-    dataset.images.withUnsafeBufferPointer { img in
-      out.withUnsafeMutableBufferPointer { o in
-        for i in 0..<count {
-          let src = img.baseAddress! + i * n
-          let dst = o.baseAddress! + i * n
-          if binarization == .none {
-            for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
-          } else {
-            var s = rng.stream(.testBinarize, index: UInt64(i))
-            bernoulliRow(src, dst, n, &s)
-          }
+    out.withUnsafeMutableBufferPointer { o in
+      for i in 0..<count {
+        let dst = o.baseAddress! + i * n
+        if binarization == .none {
+          scaledRow(dataset, i, dst)
+        } else {
+          var s = rng.stream(.testBinarize, index: UInt64(i))
+          bernoulliRow(dataset, i, dst, &s)
         }
       }
     }
@@ -194,6 +202,12 @@ extension RandomStream {
   /// One draw of Bernoulli(intensity / 255) as 0 or 1: u < p with u uniform on 24 bits,
   /// compared as integers, so the result is exact.
   @inline(__always)
+  /// 1 with probability `p` (in [0, 1]): 24 uniform bits u, 1 when u < p · 2^24.
+  mutating func bernoulli(probability p: Float) -> Float {
+    let u = next() >> 40  // [0, 2^24)
+    return Double(u) < Double(p) * 16_777_216 ? 1 : 0
+  }
+
   mutating func bernoulli(intensity: UInt8) -> Float {
     let u = next() >> 40  // [0, 2^24)
     return u * 255 < UInt64(intensity) << 24 ? 1 : 0

@@ -2,55 +2,92 @@ import Formats
 import Foundation
 import VAE
 
-/// One split of an image data set, held in memory as unsigned bytes.
+/// One split of a data set: `count` rows of `rowWidth` values (bytes read as value / 255, or
+/// floats), in memory or mapped from a file (`DataValues`), with labels when the data set has
+/// them. `shape` is the shape of one row ([H, W] or [H, W, C] for images, [D] for vectors).
+/// A split may be a view of another's rows (`rowMap`, e.g. a seeded test fraction).
 public struct Dataset: Sendable {
-  /// Registry name of the data set ("mnist", "fashion-mnist", "synthetic").
+  /// Registry name of the data set ("mnist", …), or the file it was read from.
   public let name: String
   /// Number of examples.
   public let count: Int
-  /// Image height in pixels.
-  public let rows: Int
-  /// Image width in pixels.
-  public let cols: Int
-  /// Pixels of one image (`rows * cols`).
-  public var pixelsPerImage: Int { rows * cols }
-  /// `count * rows * cols` pixel values 0...255, row-major, image after image.
-  public let images: [UInt8]
-  /// `count` class labels.
+  /// The shape of one example; its product is `rowWidth`.
+  public let shape: [Int]
+  public let values: DataValues
+  /// `count` class labels, or none.
   public let labels: [UInt8]
+  /// Row i of this split is row `rowMap[i]` of `values` (nil: row i).
+  public let rowMap: [Int32]?
 
-  /// Creates a data set. The sizes must agree (`images.count == count * rows * cols`,
+  /// Values per example.
+  public var rowWidth: Int { shape.reduce(1, *) }
+  /// Values per example (the name the image data sets use).
+  public var pixelsPerImage: Int { rowWidth }
+  /// Image height and width, when the rows are images ([H, W] or [H, W, C]); else 1 × width.
+  public var rows: Int { shape.count >= 2 ? shape[0] : 1 }
+  public var cols: Int { shape.count >= 2 ? shape[1] : rowWidth }
+  /// Channels of an image row (3 for [H, W, 3]), else 1.
+  public var channels: Int { shape.count == 3 ? shape[2] : 1 }
+
+  /// A data set of bytes in memory. The sizes must agree (`images.count == count * rows * cols`,
   /// `labels.count == count`); this is a programming error, not an input check.
   public init(name: String, count: Int, rows: Int, cols: Int, images: [UInt8], labels: [UInt8]) {
     precondition(count >= 0 && rows > 0 && cols > 0, "Dataset: bad shape \(count)x\(rows)x\(cols)")
     precondition(images.count == count * rows * cols, "Dataset: \(images.count) pixels for \(count)x\(rows)x\(cols)")
     precondition(labels.count == count, "Dataset: \(labels.count) labels for \(count) images")
-    self.name = name
-    self.count = count
-    self.rows = rows
-    self.cols = cols
-    self.images = images
-    self.labels = labels
+    self.init(name: name, count: count, shape: [rows, cols], values: DataValues(bytes: images), labels: labels)
   }
 
-  /// The pixels of image `index` (0 ..< count).
-  public func image(_ index: Int) -> ArraySlice<UInt8> {
+  /// A data set over `values` (at least `count` rows of `shape`, or the rows `rowMap` names).
+  public init(name: String, count: Int, shape: [Int], values: DataValues, labels: [UInt8] = [], rowMap: [Int32]? = nil) {
+    precondition(count >= 0 && !shape.isEmpty && shape.allSatisfy { $0 > 0 }, "Dataset: bad shape \(count) x \(shape)")
+    precondition(rowMap.map { $0.count == count } ?? (count * shape.reduce(1, *) <= values.count), "Dataset: too few values")
+    precondition(labels.isEmpty || labels.count == count, "Dataset: \(labels.count) labels for \(count) rows")
+    (self.name, self.count, self.shape, self.values, self.labels, self.rowMap) = (name, count, shape, values, labels, rowMap)
+  }
+
+  /// Where example `i` starts in `values`.
+  @inline(__always)
+  public func offset(ofRow i: Int) -> Int { (rowMap.map { Int($0[i]) } ?? i) * rowWidth }
+
+  /// The bytes of every example in order (a copy; byte data only).
+  public var images: [UInt8] {
+    guard let b = values.uint8 else { preconditionFailure("Dataset.images: \(name) holds floats") }
+    var out = [UInt8]()
+    out.reserveCapacity(count * rowWidth)
+    for i in 0..<count { out.append(contentsOf: UnsafeBufferPointer(start: b + offset(ofRow: i), count: rowWidth)) }
+    return out
+  }
+
+  /// The bytes of example `index` (0 ..< count; byte data only).
+  public func image(_ index: Int) -> [UInt8] {
     precondition(index >= 0 && index < count, "Dataset.image: index \(index) out of 0..<\(count)")
-    return images[index * pixelsPerImage ..< (index + 1) * pixelsPerImage]
+    guard let b = values.uint8 else { preconditionFailure("Dataset.image: \(name) holds floats") }
+    return Array(UnsafeBufferPointer(start: b + offset(ofRow: index), count: rowWidth))
   }
 
-  /// The first `n` examples (all of them if `n >= count`).
+  /// The first `n` examples (all of them if `n >= count`), sharing the values.
   public func prefix(_ n: Int) -> Dataset {
     let k = min(max(n, 0), count)
     if k == count { return self }
     return Dataset(
-      name: name, count: k, rows: rows, cols: cols,
-      images: Array(images[..<(k * pixelsPerImage)]), labels: Array(labels[..<k]))
+      name: name, count: k, shape: shape, values: values, labels: Array(labels.prefix(k)),
+      rowMap: rowMap.map { Array($0[..<k]) })
   }
 
-  /// CRC-32 (zlib) over the images, then the labels.
-  public func dataChecksum() -> UInt32 {
-    CRC32.checksum(labels, continuing: CRC32.checksum(images))
+  /// CRC-32 (zlib) over the examples' raw values in order, then the labels.
+  public func dataChecksum(continuing crc: UInt32 = 0) -> UInt32 {
+    var c = crc
+    let bytes = rowWidth * values.element.size
+    if rowMap == nil {
+      c = CRC32.checksum(UnsafeRawBufferPointer(start: values.raw, count: count * bytes), continuing: c)
+    } else {
+      for i in 0..<count {
+        let start = values.raw + offset(ofRow: i) * values.element.size
+        c = CRC32.checksum(UnsafeRawBufferPointer(start: start, count: bytes), continuing: c)
+      }
+    }
+    return CRC32.checksum(labels, continuing: c)
   }
 }
 
@@ -64,13 +101,10 @@ public struct DataSplits: Sendable {
     self.test = test
   }
 
-  /// CRC-32 (zlib) over train images, train labels, test images, test labels, in that order.
+  /// CRC-32 (zlib) over train values, train labels, test values, test labels, in that order.
   /// Recorded in checkpoints to detect a resume on different data.
   public func dataChecksum() -> UInt32 {
-    var crc = CRC32.checksum(train.images)
-    crc = CRC32.checksum(train.labels, continuing: crc)
-    crc = CRC32.checksum(test.images, continuing: crc)
-    return CRC32.checksum(test.labels, continuing: crc)
+    test.dataChecksum(continuing: train.dataChecksum())
   }
 }
 
