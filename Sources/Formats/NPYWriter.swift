@@ -1,8 +1,10 @@
 extension NPY {
   /// The header NumPy's `np.save` writes for a C-order array of `shape` and `dtype` (format
   /// 1.0): the dictionary with sorted keys, spare spaces for growing the first dimension, then
-  /// spaces and a newline up to a multiple of 64 bytes. `shape` is not checked here.
+  /// spaces and a newline up to a multiple of 64 bytes. Only the number of dimensions is checked
+  /// here (at most `maxDimensions`); `Header(dtype:shape:file:)` checks the rest.
   public static func encodeHeader(dtype: DType, shape: [Int]) -> [UInt8] {
+    precondition(shape.count <= maxDimensions, "NPY.encodeHeader: more than \(maxDimensions) dimensions")
     var dict = "{'descr': '\(dtype.descr)', 'fortran_order': False, 'shape': \(python(shape: shape)), }"
     // NumPy's GROWTH_AXIS_MAX_DIGITS: room to rewrite the row count in place.
     if let first = shape.first { dict += String(repeating: " ", count: max(0, 21 - String(first).count)) }
