@@ -65,6 +65,7 @@ let package = Package(
       name: "fuzz-safetensors", dependencies: ["Formats", "VAE", "VAEDist", "FuzzSupport"], path: "Fuzz/fuzz-safetensors"),
     .executableTarget(name: "fuzz-idx", dependencies: ["Formats", "FuzzSupport"], path: "Fuzz/fuzz-idx"),
     .executableTarget(name: "fuzz-config", dependencies: ["VAEDist", "FuzzSupport"], path: "Fuzz/fuzz-config"),
+    .executableTarget(name: "fuzz-npy", dependencies: ["Formats", "FuzzSupport"], path: "Fuzz/fuzz-npy"),
     // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
     .target(name: "TestSupport", dependencies: ["CZlib"], path: "Tests/TestSupport"),
     .testTarget(name: "FormatsTests", dependencies: ["Formats", "CZlib", "TestSupport"]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of the fuzz targets into Fuzz/corpus/<target>/ as seed-*
-(standard library only; run it from anywhere; it rewrites the same bytes). A fuzzing run
+(standard library, plus numpy for the .npy seeds: run it with the project's venv Python, e.g.
+/work/venv/bin/python Fuzz/make-seeds.py, from anywhere; it rewrites the same bytes). A fuzzing run
 (scripts/fuzz) starts from the corpus, and its minimised result replaces it, so these seeds
 are the start of the committed corpus, not necessarily in it under their names."""
 
@@ -185,3 +186,51 @@ out(cf, "nulls-anchors-tags.yaml", "name: 'quoted name'\nmodel:\n  hidden: &h [3
 out(cf, "regressor-small.yaml", "model:\n  kind: regressor\n  input_size: 16\n  condition_hidden: [4]\n"
     "  decoder_hidden: [4]\ndata:\n  condition: middle-column\n  condition_binarize: static\n")
 out(cf, "documents.yaml", "# two documents\n---\nname: first\n...\n")
+
+# ---------------------------------------------------------------- .npy
+
+try:
+    import numpy as np
+except ImportError:
+    raise SystemExit("make-seeds.py: the .npy seeds need numpy; run it with the venv's Python "
+                     "(python -m venv … && pip install numpy, or $VAE_DIST_PYTHON)")
+
+
+def npy(x, version=None, allow_pickle=False):
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, x, allow_pickle=allow_pickle)
+    else:
+        np.lib.format.write_array(buf, x, version=version, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def npy_header(text, version=(1, 0), data=b""):
+    """A hand-made header: `text` padded as NumPy pads it (for spellings np.save never writes)."""
+    size = 2 if version == (1, 0) else 4
+    used = 8 + size + len(text) + 1
+    body = text.encode("latin1") + b" " * (64 - used % 64) + b"\n"
+    return (b"\x93NUMPY" + bytes(version) + len(body).to_bytes(size, "little") + body + data)
+
+
+nf = "fuzz-npy"
+small = np.arange(6, dtype=np.float32).reshape(2, 3) / np.float32(7)
+out(nf, "u8-1d", npy(np.arange(5, dtype=np.uint8)))
+out(nf, "u8-2d", npy((np.arange(12) * 7 % 256).astype(np.uint8).reshape(3, 4)))
+out(nf, "u8-nhw", npy(np.arange(24, dtype=np.uint8).reshape(2, 3, 4)))
+out(nf, "f32-2d", npy(small))
+out(nf, "f32-nhwc", npy(np.arange(36, dtype=np.float32).reshape(1, 3, 4, 3)))
+out(nf, "f32-v2", npy(small, version=(2, 0)))
+out(nf, "f32-v3", npy(small, version=(3, 0)))
+out(nf, "f64", npy(small.astype(np.float64)))
+out(nf, "i64", npy(np.arange(3, dtype=np.int64)))
+out(nf, "be-f4", npy(small.astype(">f4")))
+out(nf, "fortran", npy(np.asfortranarray(small)))
+out(nf, "structured", npy(np.zeros(2, dtype=[("a", "<f4"), ("b", "u1")])))
+out(nf, "object", npy(np.array([1, "a"], dtype=object), allow_pickle=True))
+out(nf, "zero-rows", npy(np.zeros((0, 3), dtype=np.float32)))
+out(nf, "scalar", npy(np.float32(1.5)))
+out(nf, "truncated", npy(small)[:-3])
+out(nf, "trailing", npy(small) + b"\0")
+out(nf, "py2-long", npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (2L, 2L), }", data=b"\1\2\3\4"))
+out(nf, "double-quotes", npy_header('{"shape": (1, 4), "fortran_order": False, "descr": "<f4"}', data=bytes(16)))

@@ -76,33 +76,9 @@ public enum FileIO {
   /// the error says so.)
   /// - Throws: `FileIOError` naming `path` and the failing step.
   public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(FileIOError) {
-    let (dir, prefix, base) = splitPath(path)
-    guard !base.isEmpty, base != ".", base != ".." else {
-      throw .plain(path, "expected a file path, not a directory")
-    }
-    let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-    let tmp = prefix + "." + base + ".tmp-\(getpid())-\(suffix)"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(0o644))
-    guard fd >= 0 else { throw .system(path, "cannot create temporary file \(tmp)") }
-    var fdOpen = true
-    var renamed = false
-    defer {
-      if fdOpen { close(fd) }
-      if !renamed { unlink(tmp) }
-    }
-    try writeAll(bytes, fd: fd, path: path, what: "write to \(tmp)")
-    guard fsync(fd) == 0 else { throw .system(path, "fsync of \(tmp) failed") }
-    fdOpen = false
-    guard close(fd) == 0 else { throw .system(path, "close of \(tmp) failed") }
-    guard rename(tmp, path) == 0 else { throw .system(path, "rename of \(tmp) over it failed") }
-    renamed = true
-    let rc = fsyncDirectory(dir)
-    // Some file systems cannot fsync directories (EINVAL); the rename is then as durable as it gets.
-    if rc != 0 && rc != EINVAL {
-      let reason = String(cString: strerror(rc))
-      throw FileIOError(
-        path: path, detail: "new contents in place, but fsync of directory \(dir) failed: \(reason)", reason: reason)
-    }
+    let file = try AtomicFileWriter(path: path)
+    try file.write(bytes)
+    try file.commit()
   }
 
   /// Writes all of `bytes` to `fd` (short writes continue; EINTR retries). `what` names the
@@ -110,11 +86,18 @@ public enum FileIO {
   /// - Throws: `FileIOError` with the system's reason (`No space left on device`, `File too
   ///   large` past a `ulimit -f` when SIGXFSZ is ignored, …).
   public static func writeAll(_ bytes: [UInt8], fd: Int32, path: String, what: String = "write") throws(FileIOError) {
+    try bytes.withUnsafeBytes { raw in Result { () throws(FileIOError) in try writeAll(raw, fd: fd, path: path, what: what) } }
+      .get()
+  }
+
+  /// As `writeAll(_:fd:path:what:)` for bytes in memory the caller owns.
+  public static func writeAll(
+    _ bytes: UnsafeRawBufferPointer, fd: Int32, path: String, what: String = "write"
+  ) throws(FileIOError) {
+    guard let base = bytes.baseAddress else { return }
     var written = 0
     while written < bytes.count {
-      let n = retryingOnEINTR {  // `bytes` is not empty here, so it has a base address
-        bytes.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
-      }
+      let n = retryingOnEINTR { write(fd, base + written, bytes.count - written) }
       guard n >= 0 else { throw .system(path, "\(what) failed") }
       if n == 0 { throw .plain(path, "\(what) made no progress") }
       written += n
@@ -130,7 +113,7 @@ public enum FileIO {
   }
 
   /// fsyncs the directory `dir` so that a rename in it survives a crash; 0 or the errno.
-  private static func fsyncDirectory(_ dir: String) -> Int32 {
+  static func fsyncDirectory(_ dir: String) -> Int32 {
     let fd = open(dir, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return errno }
     let rc = fsync(fd) == 0 ? 0 : errno
@@ -140,7 +123,7 @@ public enum FileIO {
 
   /// The directory of `path` (`.` when none), `path` up to and including its last `/` (empty
   /// when none), and its last component.
-  private static func splitPath(_ path: String) -> (dir: String, prefix: String, base: String) {
+  static func splitPath(_ path: String) -> (dir: String, prefix: String, base: String) {
     guard let slash = path.lastIndex(of: "/") else { return (".", "", path) }
     let base = String(path[path.index(after: slash)...])
     let prefix = String(path[...slash])

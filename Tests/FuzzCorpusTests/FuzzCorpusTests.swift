@@ -9,6 +9,7 @@ final class FuzzCorpusTests: XCTestCase {
   func testSafeTensorsCorpus() throws { try replay("fuzz-safetensors") }
   func testIDXCorpus() throws { try replay("fuzz-idx") }
   func testConfigCorpus() throws { try replay("fuzz-config") }
+  func testNPYCorpus() throws { try replay("fuzz-npy") }
 
   private func replay(_ target: String) throws {
     let binary = try XCTUnwrap(
