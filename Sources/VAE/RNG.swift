@@ -21,6 +21,8 @@ public struct CounterRNG: Sendable, Hashable {
     case synthetic = 8
     case sample = 9
     case conditionBinarize = 10
+    /// The seeded held-out split of a data file (`data.test_fraction`).
+    case testSplit = 11
   }
 
   @inlinable

@@ -27,7 +27,35 @@ public enum ConfigLoader {
       throw ConfigError("\(path): not UTF-8 text")
     }
     let defaultName = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-    return try parse(text, file: path, defaultName: defaultName)
+    var c = try parse(text, file: path, defaultName: defaultName)
+    if c.trainFile != nil {
+      // The text passed parse's checks, so Yams may build it: was model.input_size given?
+      let model = ((try? Yams.load(yaml: text)) as? [String: Any])?["model"] as? [String: Any]
+      try resolveDataFiles(&c, config: path, inputSizeGiven: model?["input_size"].map(ConfigSchema.isPresent) == true)
+    }
+    return c
+  }
+
+  /// Data files relative to the config file's directory become absolute (so config.yaml and
+  /// checkpoints name them whatever the working directory), and `model.input_size` follows
+  /// from the training file's examples (or, when the config gives it, must agree).
+  static func resolveDataFiles(_ c: inout RunConfig, config path: String, inputSizeGiven: Bool) throws {
+    let base = ((path as NSString).deletingLastPathComponent as NSString)
+    func absolute(_ p: String) -> String {
+      let full = p.hasPrefix("/") ? p : (base.length == 0 ? FileManager.default.currentDirectoryPath : base.expandingTildeInPath)
+        .appending("/" + p)
+      return ((full as NSString).standardizingPath as String)
+    }
+    c.trainFile = c.trainFile.map(absolute)
+    c.testFile = c.testFile.map(absolute)
+    guard let train = c.trainFile else { return }
+    let shape = try DataFiles.rowShape(path: train)
+    let width = shape.reduce(1, *)
+    if inputSizeGiven && c.model.inputSize != width {
+      throw ConfigError("\(path): model.input_size is \(c.model.inputSize), but \(train) has examples of \(width) values (shape \(shape))")
+    }
+    c.model.inputSize = width
+    if let problem = c.model.problem { throw ConfigError("\(path): \(problem)") }
   }
 
   /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it

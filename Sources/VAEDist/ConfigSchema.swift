@@ -43,6 +43,8 @@ public enum ConfigRule: Sendable {
   case layers
   /// true or false.
   case bool
+  /// A file path: one line of text.
+  case path
 
   public var expected: String {
     switch self {
@@ -54,6 +56,7 @@ public enum ConfigRule: Sendable {
     case .choice(let a): "one of \(a.joined(separator: ", "))"
     case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
     case .bool: "true or false"
+    case .path: "a file path on one line"
     }
   }
 
@@ -68,6 +71,7 @@ public enum ConfigRule: Sendable {
     case .choice(let a): a.joined(separator: ", ")
     case .layers: "list of sizes 1…100000"
     case .bool: "true, false"
+    case .path: "file path"
     }
   }
 
@@ -82,7 +86,7 @@ public enum ConfigRule: Sendable {
       let parts = t.split(separator: ",", omittingEmptySubsequences: false)
       let sizes = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
       return sizes.count == parts.count ? check(sizes) : nil
-    case .positive, .nonNegative, .unitInterval, .choice, .bool: return check(text)
+    case .positive, .nonNegative, .unitInterval, .choice, .bool, .path: return check(text)
     }
   }
 
@@ -107,6 +111,11 @@ public enum ConfigRule: Sendable {
       return .float(f)
     case .choice(let allowed):
       guard let s = v as? String, allowed.contains(s) else { return nil }
+      return .string(s)
+    case .path:
+      guard let s = v as? String, !s.isEmpty, s.utf8.count <= 4096,
+        !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "\u{FEFF}" || $0 == "\u{85}" || $0 == "\u{2028}" || $0 == "\u{2029}" })
+      else { return nil }
       return .string(s)
     case .bool:
       if let b = v as? Bool { return .string(b ? "true" : "false") }
@@ -157,7 +166,12 @@ public struct ConfigKey: Sendable {
 
   public var path: String { "\(section).\(name)" }
   /// This key's value in `config` as `config.yaml` writes it (nil: absent).
-  public func yaml(of config: RunConfig) -> String? { self.get(config)?.yaml }
+  public func yaml(of config: RunConfig) -> String? { self.get(config).map(yamlText) }
+  /// A value as YAML text: file paths quoted when YAML would read them as something else.
+  func yamlText(_ v: ConfigValue) -> String {
+    if case .path = rule, case .string(let s) = v { return ConfigSchema.yamlString(s) }
+    return v.yaml
+  }
   /// The default, as written in `config.yaml` (nil: none).
   public var defaultText: String? { self.get(RunConfig.defaults)?.yaml }
 
@@ -211,8 +225,16 @@ public enum ConfigSchema {
     key("model", "sigma", .positive, "Standard deviation of the Gaussian likelihood.",
         { if case .gaussian(let s) = $0.model.likelihood { .float(s) } else { nil } },
         { c, v in if case .float(let f) = v, case .gaussian = c.model.likelihood { c.model.likelihood = .gaussian(sigma: f) } }),
-    key("data", "dataset", .choice(DatasetRegistry.names), "Data set by name.",
-        { .string($0.dataset) }, { c, v in if case .string(let s) = v { c.dataset = s } }),
+    key("data", "dataset", .choice(DatasetRegistry.names), "Data set by name (or give data.train).",
+        { $0.trainFile == nil ? .string($0.dataset) : nil }, { c, v in if case .string(let s) = v { c.dataset = s } }),
+    key("data", "train", .path,
+        "Training data from a file instead of a named data set: NumPy .npy [N, ...] of uint8 (read as value/255) or float32, mapped read-only (one copy per node), or IDX (raw or .gz). A relative path is relative to the config file. model.input_size follows from it.",
+        default: "none", { $0.trainFile.map { .string($0) } }, { c, v in if case .string(let s) = v { c.trainFile = s } }),
+    key("data", "test", .path, "with data.train: the held-out file (the same width); relative to the config file.",
+        default: "none", { $0.testFile.map { .string($0) } }, { c, v in if case .string(let s) = v { c.testFile = s } }),
+    key("data", "test_fraction", .unitInterval,
+        "with data.train and no data.test: hold out this fraction of the training file (a split seeded by train.seed).",
+        default: "none", { $0.testFraction.map { .float($0) } }, { c, v in if case .float(let f) = v { c.testFraction = f } }),
     key("data", "binarize", .choice(Binarization.allCases.map(\.rawValue)),
         "Pixels: none (intensity / 255), static (one seeded draw per image), dynamic (a new draw every epoch and image).",
         default: "dynamic (none for gaussian)",
@@ -356,6 +378,7 @@ public enum ConfigSchema {
       try apply(k.path, raw, to: &c)
     }
     if sections["model"]?["decoder_hidden"].map(isPresent) != true { c.model.decoderHidden = c.model.hidden.reversed() }
+    try checkDataKeys(sections["data"] ?? [:], c)
     if sections["data"]?["binarize"].map(isPresent) != true, case .gaussian = c.model.likelihood { c.binarize = .none }
     if let cond = c.conditioning {
       let given = sections["model"]?["condition_size"].map(isPresent) == true ? c.model.conditionSize : nil
@@ -373,6 +396,23 @@ public enum ConfigSchema {
 
   static func isPresent(_ v: Any) -> Bool { !(v is NSNull) }
 
+  /// A named data set or files, not both; a held-out file or a fraction, not both; files only
+  /// for the VAE (the conditional kinds split square images).
+  static func checkDataKeys(_ data: [String: Any], _ c: RunConfig) throws {
+    func given(_ k: String) -> Bool { data[k].map(isPresent) == true }
+    if c.trainFile == nil {
+      if given("test") || given("test_fraction") { throw ConfigConflict("data.test and data.test_fraction need data.train") }
+      return
+    }
+    if given("dataset") { throw ConfigConflict("data.dataset and data.train both given; set one of them") }
+    if given("test") && given("test_fraction") { throw ConfigConflict("data.test and data.test_fraction both given; set one of them") }
+    if !given("test") && !given("test_fraction") {
+      throw ConfigConflict("data.train needs held-out data: give data.test (a file) or data.test_fraction (e.g. 0.1)")
+    }
+    if (c.testFraction ?? 0.5) <= 0 { throw ConfigConflict("data.test_fraction: expected a fraction in (0, 1)") }
+    if c.model.kind != .vae { throw ConfigConflict("data.train: model.kind \(c.model.kind.rawValue) reads the named data sets only") }
+  }
+
   /// Two keys that exclude each other were both given.
   public struct ConfigConflict: Error, Sendable, CustomStringConvertible {
     public let description: String
@@ -385,7 +425,7 @@ public enum ConfigSchema {
     for section in sections {
       s += "\(section):\n"
       for k in keys(in: section) {
-        if let v = k.get(c) { s += "  \(k.name): \(v.yaml)\n" }
+        if let v = k.get(c) { s += "  \(k.name): \(k.yamlText(v))\n" }
       }
     }
     return s

@@ -7,6 +7,11 @@ public struct RunConfig: Sendable, Hashable {
   public var name: String
   public var model: ModelConfig
   public var dataset: String
+  /// Data from files instead of `dataset`: the training file, and the held-out file or the
+  /// fraction of the training file held out by a seeded split (absolute paths once loaded).
+  public var trainFile: String?
+  public var testFile: String?
+  public var testFraction: Float?
   public var binarize: Binarization
   public var trainLimit: Int?
   /// Conditional kinds: which pixels are X, and how X is binarised in training.
@@ -38,6 +43,9 @@ public struct RunConfig: Sendable, Hashable {
     self.name = name
     self.model = model
     self.dataset = dataset
+    self.trainFile = nil
+    self.testFile = nil
+    self.testFraction = nil
     self.binarize = binarize
     self.trainLimit = trainLimit
     self.condition = condition
@@ -71,6 +79,25 @@ public struct RunConfig: Sendable, Hashable {
   /// Every key's default (docs/ARCHITECTURE.md, "Config"): a 784-500-500-20 Bernoulli VAE on
   /// dynamically binarised MNIST, batch 100, 10 epochs of Adam 1e-3.
   public static let defaults = RunConfig(name: "", model: ModelConfig(hidden: [500, 500], zdim: 20))
+
+  /// The data this config names: its files (`trainFile`, checked: finite, and in [0, 1] for a
+  /// Bernoulli likelihood), else the named data set from `dataDirectory`.
+  public func loadData(dataDirectory: String) throws -> DataSplits {
+    guard let trainFile else {
+      return try DatasetRegistry.load(name: dataset, dataDirectory: dataDirectory, trainLimit: trainLimit)
+    }
+    let splits = try DataFiles.load(
+      train: trainFile, test: testFile, testFraction: testFraction, seed: seed, trainLimit: trainLimit)
+    var unit = false
+    if case .bernoulli = model.likelihood { unit = true }
+    try DataFiles.checkValues(splits.train, unitInterval: unit)
+    try DataFiles.checkValues(splits.test, unitInterval: unit)
+    guard splits.train.rowWidth == model.inputSize else {
+      throw DataFiles.Problem(
+        "\(trainFile): examples of \(splits.train.rowWidth) values (shape \(splits.train.shape)), but model.input_size is \(model.inputSize)")
+    }
+    return splits
+  }
 
   /// The canonical YAML form (stable key order; see `ConfigSchema`).
   public var yaml: String { ConfigSchema.yaml(self) }

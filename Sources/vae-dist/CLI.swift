@@ -113,8 +113,7 @@ struct DataOptions: ParsableArguments {
   var data: String?
 
   func load(_ config: RunConfig) throws -> DataSplits {
-    let dir = DatasetRegistry.resolveDataDirectory(explicit: data)
-    return try DatasetRegistry.load(name: config.dataset, dataDirectory: dir, trainLimit: config.trainLimit)
+    try config.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data))
   }
 }
 
@@ -172,6 +171,7 @@ struct ConfigOverride: Sendable {
     case .choice(let a): a.joined(separator: "|")
     case .layers: "sizes"
     case .bool: "true|false"
+    case .path: "file"
     }
   }
 

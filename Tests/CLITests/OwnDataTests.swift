@@ -1,0 +1,119 @@
+import Formats
+import Foundation
+import TestSupport
+import XCTest
+
+/// Data from files (`data.train`, `data.test`, `data.test_fraction`): the same pipeline as the
+/// named data sets, and one-line errors for files that cannot be used.
+final class OwnDataTests: XCTestCase {
+  var tmp = ""
+
+  override func setUpWithError() throws {
+    tmp = NSTemporaryDirectory() + "vae-dist-own-data-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+  }
+
+  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+
+  func train(_ yaml: String, _ name: String, extra: [String] = []) throws -> Subprocess.Result {
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let config = tmp + "/\(name).yaml"
+    try yaml.write(toFile: config, atomically: true, encoding: .utf8)
+    var env = ["OPENBLAS_NUM_THREADS": "1"]
+    if let data = TestPaths.mnistDataDirectory { env["VAE_DIST_DATA"] = data }
+    return try Subprocess.run(
+      [binary, "train", "--config", config, "--out", tmp + "/runs/\(name)", "--progress", "none", "--no-tensorboard"] + extra,
+      environment: env, cwd: tmp)
+  }
+
+  static let body = """
+    model:
+      hidden: [32]
+      zdim: 4
+    train:
+      batch: 50
+      steps: 30
+      seed: 5
+      log_every: 10
+      eval_every: 0
+
+    """
+
+  /// The model and Adam tensors of a run's final checkpoint, by name.
+  func tensors(_ name: String) throws -> [String: [UInt8]] {
+    let file = try SafeTensors.read(path: tmp + "/runs/\(name)/final.safetensors")
+    return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.bytes) })
+  }
+
+  /// MNIST named by its IDX paths, and converted to .npy arrays ([N, 28, 28] uint8), trains to
+  /// exactly the tensors of `dataset: mnist` with the same seed: one pipeline, not two.
+  func testMNISTFromFilesTrainsToTheNamedDataSetsTensors() throws {
+    let mnist = try XCTUnwrap(TestPaths.mnistDataDirectory, "MNIST not found: run scripts/get-data") + "/mnist"
+    let trainIDX = mnist + "/train-images-idx3-ubyte.gz", testIDX = mnist + "/t10k-images-idx3-ubyte.gz"
+    for (idx, npy) in [(trainIDX, tmp + "/train.npy"), (testIDX, tmp + "/test.npy")] {
+      let images = try IDX.readImages(path: idx)
+      try NPY.write(path: npy, shape: [images.count, images.rows, images.cols], values: images.pixels)
+    }
+    let named = try train("data:\n  dataset: mnist\n" + Self.body, "named")
+    XCTAssertEqual(named.status, 0, named.stderr)
+    let byIDX = try train("data:\n  train: \(trainIDX)\n  test: \(testIDX)\n" + Self.body, "idx")
+    XCTAssertEqual(byIDX.status, 0, byIDX.stderr)
+    let byNPY = try train("data:\n  train: train.npy\n  test: test.npy\n" + Self.body, "npy")
+    XCTAssertEqual(byNPY.status, 0, byNPY.stderr)
+    let reference = try tensors("named")
+    XCTAssertEqual(reference.count, 30, "10 model tensors and their two Adam moments")
+    XCTAssertEqual(try tensors("idx"), reference)
+    XCTAssertEqual(try tensors("npy"), reference)
+    let config = try String(contentsOfFile: tmp + "/runs/npy/config.yaml", encoding: .utf8)
+    XCTAssertTrue(config.contains("train: \"\(tmp)/train.npy\""), "relative paths resolve against the config: \(config)")
+    XCTAssertTrue(config.contains("input_size: 784"), config)
+  }
+
+  /// Float data, a seeded held-out fraction, and the width from the file: a 2-D float32 array
+  /// of 64-wide rows trains a 64-input model; the split is recorded and repeatable.
+  func testFloatVectorsWithAHeldOutFraction() throws {
+    var values = [Float](repeating: 0, count: 600 * 64)
+    for i in values.indices { values[i] = Float((i * 7919) % 1000) / 1000 }
+    try NPY.write(path: tmp + "/vectors.npy", shape: [600, 64], values: values)
+    let yaml = "data:\n  train: vectors.npy\n  test_fraction: 0.1\n" + Self.body
+    let a = try train(yaml, "a"), b = try train(yaml, "b")
+    XCTAssertEqual(a.status, 0, a.stderr)
+    XCTAssertEqual(try tensors("a"), try tensors("b"))
+    let config = try String(contentsOfFile: tmp + "/runs/a/config.yaml", encoding: .utf8)
+    XCTAssertTrue(config.contains("input_size: 64") && config.contains("test_fraction: 0.1"), config)
+  }
+
+  /// Files that cannot be used: one line naming the file and what was expected, exit 1, and
+  /// no run directory written.
+  func testBadDataFilesAreOneLineErrors() throws {
+    try NPY.write(path: tmp + "/wide.npy", shape: [100, 10], values: [Float](repeating: 0.5, count: 1000))
+    try NPY.write(path: tmp + "/narrow.npy", shape: [100, 9], values: [Float](repeating: 0.5, count: 900))
+    var bad = [Float](repeating: 0.5, count: 1000)
+    bad[3 * 10 + 4] = 1.5
+    try NPY.write(path: tmp + "/outside.npy", shape: [100, 10], values: bad)
+    bad[3 * 10 + 4] = .nan
+    try NPY.write(path: tmp + "/nan.npy", shape: [100, 10], values: bad)
+    try Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]).write(to: URL(fileURLWithPath: tmp + "/cut.npy"))
+    try FileManager.default.createDirectory(atPath: tmp + "/dir.npy", withIntermediateDirectories: true)
+    let cases: [(String, String)] = [
+      ("  train: wide.npy\n  test: narrow.npy\n", "narrow.npy: examples of shape [9], but"),
+      ("  train: outside.npy\n  test_fraction: 0.2\n", "outside.npy: row 3, column 4 is 1.5, outside [0, 1]"),
+      ("  train: nan.npy\n  test_fraction: 0.2\n", "nan.npy: row 3, column 4 is nan: expected finite values"),
+      ("  train: cut.npy\n  test_fraction: 0.2\n", "cut.npy"),
+      ("  train: dir.npy\n  test_fraction: 0.2\n", "dir.npy"),
+      ("  train: missing.npy\n  test_fraction: 0.2\n", "missing.npy"),
+      ("  train: wide.npy\n", "data.train needs held-out data"),
+      ("  train: wide.npy\n  test_fraction: 0.2\n  dataset: mnist\n", "data.dataset and data.train both given"),
+    ]
+    for (i, (data, says)) in cases.enumerated() {
+      let r = try train("data:\n" + data + Self.body, "bad\(i)")
+      XCTAssertEqual(r.status, 1, "\(data): \(r.stderr)")
+      let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("vae-dist: error:") }
+      XCTAssertEqual(errors.count, 1, "\(data): \(r.stderr)")
+      XCTAssertTrue(errors.first?.contains(says) ?? false, "\(data): \(r.stderr)")
+      XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/runs/bad\(i)"), data)
+    }
+    let given = try train("data:\n  train: wide.npy\n  test_fraction: 0.2\n" + Self.body.replacingOccurrences(of: "model:\n", with: "model:\n  input_size: 11\n"), "given")
+    XCTAssertTrue(given.stderr.contains("model.input_size is 11, but \(tmp)/wide.npy has examples of 10 values"), given.stderr)
+  }
+}
