@@ -15,6 +15,25 @@ public enum JSONValue: Sendable, Equatable {
 
   /// An array of numbers.
   public static func numbers(_ xs: [Double]) -> JSONValue { .array(xs.map(JSONValue.number)) }
+
+  /// The value that the JSON text `text` holds (`3`, `-0.5`, `null`, `"stopped"`, `[1, 2]`, …);
+  /// text that is not JSON becomes that string. Integers that fit in `Int` stay integers.
+  public init(jsonText text: String) {
+    let bytes = Array(text.utf8)
+    let parsed = bytes.withUnsafeBufferPointer { b in try? JSONReader.parse(b) }
+    self = parsed.map(JSONValue.init(parsed:)) ?? .string(text)
+  }
+
+  private init(parsed v: JSONReaderValue) {
+    switch v {
+    case .null: self = .null
+    case .bool(let b): self = .bool(b)
+    case .number(let text, _): self = Int(text).map(JSONValue.int) ?? .number(Double(text) ?? .nan)
+    case .string(let s): self = .string(s)
+    case .array(let a): self = .array(a.map(JSONValue.init(parsed:)))
+    case .object(let members): self = .object(JSONObject(members.map { ($0.key, JSONValue(parsed: $0.value)) }))
+    }
+  }
 }
 
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,

@@ -68,16 +68,24 @@ final class RunDirectory {
     metrics = fd
   }
 
-  /// One JSON object per line; values are already JSON (see `json(_:)`). A failed write (disk
-  /// full, quota, file-size limit) stops the run: nothing is lost silently.
-  func appendMetrics(_ fields: [(String, String)]) throws {
+  /// Appends `fields` as one line (`JSONObject.line`: non-finite numbers become null with a
+  /// `<key>_nonfinite` note). A failed write (disk full, quota, file-size limit) stops the run:
+  /// nothing is lost silently.
+  func appendMetrics(_ fields: JSONObject) throws {
     guard let fd = metrics else { return }
-    let line = "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}\n"
     do {
-      try FileIO.writeAll(Array(line.utf8), fd: fd, path: metricsPath, what: "appending a line")
+      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: metricsPath, what: "appending a line")
     } catch {
       throw TrainError.io(error.description)
     }
+  }
+
+  /// As `appendMetrics(_: JSONObject)`, for fields whose values are JSON text already (`json(_:)`,
+  /// `"\(step)"`, `"\"stopped\""`); each is read back into a `JSONValue`, so the line is written
+  /// by the one encoder. Prefer passing a `JSONObject`: a number given as text that is null has
+  /// lost why it was not finite.
+  func appendMetrics(_ fields: [(String, String)]) throws {
+    try appendMetrics(JSONObject(fields.map { ($0.0, JSONValue(jsonText: $0.1)) }))
   }
 
   func closeMetrics() throws {

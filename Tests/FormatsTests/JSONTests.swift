@@ -57,6 +57,15 @@ final class JSONTests: XCTestCase {
     XCTAssertEqual(back["xs"]?.map(\.bitPattern), xs.map(\.bitPattern))
   }
 
+  func testValuesFromJSONTextAreWrittenByTheSameWriter() {
+    let texts = ["3", "-4", "0.5", "1e-05", "null", "true", #""a\"b""#, "[1, 2.5]", #"{"x": 1}"#, "not json", "1e400"]
+    let o = JSONObject(texts.enumerated().map { ("k\($0.offset)", JSONValue(jsonText: $0.element)) })
+    XCTAssertEqual(
+      o.line,
+      #"{"k0": 3, "k1": -4, "k2": 0.5, "k3": 1e-05, "k4": null, "k5": true, "k6": "a\"b", "k7": [1, 2.5], "#
+        + #""k8": {"x": 1}, "k9": "not json", "k10": null, "k10_nonfinite": "inf"}"#)
+  }
+
   // MARK: Reading
 
   func testReaderReadsWhatTheWriterWrites() throws {
