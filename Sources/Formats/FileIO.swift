@@ -26,13 +26,13 @@ public struct FileIOError: Error, CustomStringConvertible, Equatable, Sendable {
 
   /// `step` failed with the system error `code` (by default `errno`, read before `step` is
   /// built, so that building the message cannot change it).
-  static func system(_ path: String, code: Int32 = errno, _ step: @autoclosure () -> String) -> FileIOError {
+  public static func system(_ path: String, code: Int32 = errno, _ step: @autoclosure () -> String) -> FileIOError {
     let reason = String(cString: strerror(code))
     return FileIOError(path: path, detail: "\(step()): \(reason) (errno \(code))", reason: reason)
   }
 
   /// No system call failed; `reason` says what is wrong.
-  static func plain(_ path: String, _ reason: String) -> FileIOError {
+  public static func plain(_ path: String, _ reason: String) -> FileIOError {
     FileIOError(path: path, detail: reason, reason: reason)
   }
 
@@ -111,9 +111,18 @@ public enum FileIO {
   ///   large` past a `ulimit -f` when SIGXFSZ is ignored, …).
   public static func writeAll(_ bytes: [UInt8], fd: Int32, path: String, what: String = "write") throws(FileIOError) {
     var written = 0
+    try writeAll(bytes, fd: fd, path: path, what: what, written: &written)
+  }
+
+  /// As `writeAll(_:fd:path:what:)`, for `bytes[written...]`; `written` advances as bytes go
+  /// out, so after an error it tells how many did (a caller can keep the rest for a retry).
+  public static func writeAll(
+    _ bytes: [UInt8], fd: Int32, path: String, what: String = "write", written: inout Int
+  ) throws(FileIOError) {
     while written < bytes.count {
+      let at = written
       let n = retryingOnEINTR {  // `bytes` is not empty here, so it has a base address
-        bytes.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
+        bytes.withUnsafeBytes { raw in write(fd, raw.baseAddress! + at, raw.count - at) }
       }
       guard n >= 0 else { throw .system(path, "\(what) failed") }
       if n == 0 { throw .plain(path, "\(what) made no progress") }
