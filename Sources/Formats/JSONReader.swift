@@ -79,37 +79,41 @@ struct JSONReader {
   }
 
   private mutating func object(depth: Int) throws(JSONReaderError) -> JSONReaderValue {
-    guard depth <= Self.maxDepth else { throw JSONReaderError(offset: i, detail: "nesting deeper than \(Self.maxDepth) levels") }
-    i += 1
     var members: [JSONReaderMember] = []
-    skipSpace()
-    if take("}") { return .object(members) }
-    while true {
-      skipSpace()
-      guard i < text.count, text[i] == UInt8(ascii: "\"") else { throw unexpected("a string key") }
-      let key = try string()
-      skipSpace()
-      guard take(":") else { throw unexpected("':' after the key") }
-      skipSpace()
-      members.append(JSONReaderMember(key: key, value: try value(depth: depth)))
-      skipSpace()
-      if take("}") { return .object(members) }
-      guard take(",") else { throw unexpected("',' or '}' in the object") }
+    try items(depth: depth, close: "}", in: "object") { (r: inout JSONReader) throws(JSONReaderError) in
+      guard r.i < r.text.count, r.text[r.i] == UInt8(ascii: "\"") else { throw r.unexpected("a string key") }
+      let key = try r.string()
+      r.skipSpace()
+      guard r.take(":") else { throw r.unexpected("':' after the key") }
+      r.skipSpace()
+      members.append(JSONReaderMember(key: key, value: try r.value(depth: depth)))
     }
+    return .object(members)
   }
 
   private mutating func array(depth: Int) throws(JSONReaderError) -> JSONReaderValue {
+    var elements: [JSONReaderValue] = []
+    try items(depth: depth, close: "]", in: "array") { (r: inout JSONReader) throws(JSONReaderError) in
+      elements.append(try r.value(depth: depth))
+    }
+    return .array(elements)
+  }
+
+  /// An object's or array's items, from its opening bracket past `close`: each read by `item`,
+  /// with commas between them.
+  private mutating func items(
+    depth: Int, close: Unicode.Scalar, in what: String, _ item: (inout JSONReader) throws(JSONReaderError) -> Void
+  ) throws(JSONReaderError) {
     guard depth <= Self.maxDepth else { throw JSONReaderError(offset: i, detail: "nesting deeper than \(Self.maxDepth) levels") }
     i += 1
-    var elements: [JSONReaderValue] = []
     skipSpace()
-    if take("]") { return .array(elements) }
+    if take(close) { return }
     while true {
       skipSpace()
-      elements.append(try value(depth: depth))
+      try item(&self)
       skipSpace()
-      if take("]") { return .array(elements) }
-      guard take(",") else { throw unexpected("',' or ']' in the array") }
+      if take(close) { return }
+      guard take(",") else { throw unexpected("',' or '\(close)' in the \(what)") }
     }
   }
 

@@ -4,15 +4,7 @@ import XCTest
 
 /// `scripts/lint-functions`: which functions it counts, how long it says they are, its exit status.
 final class LintFunctionsTests: XCTestCase {
-  private var tmp = ""
   private var script: String { TestPaths.packageRoot + "/scripts/lint-functions" }
-
-  override func setUpWithError() throws {
-    tmp = NSTemporaryDirectory() + "vae-dist-lint-tests-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
 
   /// A function of exactly `lines` lines (declaration and closing brace included).
   private func function(_ signature: String, lines: Int, indent: String = "  ") -> String {
@@ -31,6 +23,8 @@ final class LintFunctionsTests: XCTestCase {
       "  func oneLine() { let s = \"}\"; _ = s }",
       "}",
     ].joined(separator: "\n")
+    let dir = try TempDir()
+    let tmp = dir.path
     try source.write(toFile: tmp + "/S.swift", atomically: true, encoding: .utf8)
     try "struct G { \(function("func huge()", lines: 100)) }".write(toFile: tmp + "/G.pb.swift", atomically: true, encoding: .utf8)
     let r = try Subprocess.run([script, tmp])
@@ -48,7 +42,7 @@ final class LintFunctionsTests: XCTestCase {
     let help = try Subprocess.run([script, "--help"])
     XCTAssertEqual(help.status, 0)
     XCTAssertTrue(help.stdout.contains("Usage: scripts/lint-functions"), help.stdout)
-    for args in [["--max"], ["--max", "0"], ["--bogus"], [tmp + "/missing"]] {
+    for args in [["--max"], ["--max", "0"], ["--bogus"], ["/nonexistent/Sources"]] {
       let r = try Subprocess.run([script] + args)
       XCTAssertEqual(r.status, 2, "\(args): \(r.stdout)")
       XCTAssertEqual(r.stderrLines.count, 1, "\(args): \(r.stderr)")

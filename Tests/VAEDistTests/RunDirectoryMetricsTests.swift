@@ -7,17 +7,9 @@ import XCTest
 
 /// metrics.jsonl lines go through the one JSON writer: valid JSON whatever the values.
 final class RunDirectoryMetricsTests: XCTestCase {
-  private var dir = ""
-
-  override func setUpWithError() throws {
-    dir = NSTemporaryDirectory() + "run-directory-metrics-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
-
   func testNonFiniteMetricsAreNullWithTheReasonAndEveryLineParses() throws {
-    let files = RunDirectory(path: dir)
+    let dir = try TempDir()
+    let files = RunDirectory(path: dir.path)
     try files.openMetrics()
     try files.appendMetrics(["step": 10, "loss": .number(.nan), "kl": .number(.infinity), "lr": 0.001])
     // The text form the training loop has passed so far goes through the same writer.
