@@ -92,9 +92,7 @@ public struct SafeTensorsFile: Sendable {
   }
 
   private static func positions(_ tensors: [SafeTensor]) -> [String: Int] {
-    var positions = [String: Int](minimumCapacity: tensors.count)
-    for (i, t) in tensors.enumerated() where positions[t.name] == nil { positions[t.name] = i }
-    return positions
+    Dictionary(tensors.indices.lazy.map { (tensors[$0].name, $0) }, uniquingKeysWith: { first, _ in first })
   }
 
   /// The tensor called `name`, or nil (a hash lookup).
