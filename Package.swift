@@ -69,7 +69,7 @@ let package = Package(
     // Shared by the test targets that run programs (binary locator, subprocess runner, paths).
     .target(name: "TestSupport", dependencies: ["CZlib"], path: "Tests/TestSupport"),
     .testTarget(name: "FormatsTests", dependencies: ["Formats", "CZlib", "TestSupport"]),
-    .testTarget(name: "VAETests", dependencies: ["VAE"]),
+    .testTarget(name: "VAETests", dependencies: ["VAE", "TestSupport"]),
     // Runs the fuzz replayers, which any full build makes. Not dependencies: a test target's
     // executable dependencies are linked into its bundle, and each defines LLVMFuzzerTestOneInput.
     .testTarget(name: "FuzzCorpusTests", dependencies: ["TestSupport"]),

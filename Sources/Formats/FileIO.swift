@@ -26,13 +26,13 @@ public struct FileIOError: Error, CustomStringConvertible, Equatable, Sendable {
 
   /// `step` failed with the system error `code` (by default `errno`, read before `step` is
   /// built, so that building the message cannot change it).
-  static func system(_ path: String, code: Int32 = errno, _ step: @autoclosure () -> String) -> FileIOError {
+  public static func system(_ path: String, code: Int32 = errno, _ step: @autoclosure () -> String) -> FileIOError {
     let reason = String(cString: strerror(code))
     return FileIOError(path: path, detail: "\(step()): \(reason) (errno \(code))", reason: reason)
   }
 
   /// No system call failed; `reason` says what is wrong.
-  static func plain(_ path: String, _ reason: String) -> FileIOError {
+  public static func plain(_ path: String, _ reason: String) -> FileIOError {
     FileIOError(path: path, detail: reason, reason: reason)
   }
 
@@ -86,18 +86,38 @@ public enum FileIO {
   /// - Throws: `FileIOError` with the system's reason (`No space left on device`, `File too
   ///   large` past a `ulimit -f` when SIGXFSZ is ignored, …).
   public static func writeAll(_ bytes: [UInt8], fd: Int32, path: String, what: String = "write") throws(FileIOError) {
-    try bytes.withUnsafeBytes { raw in Result { () throws(FileIOError) in try writeAll(raw, fd: fd, path: path, what: what) } }
-      .get()
+    var written = 0
+    try writeAll(bytes, fd: fd, path: path, what: what, written: &written)
+  }
+
+  /// As `writeAll(_:fd:path:what:)`, for `bytes[written...]`; `written` advances as bytes go
+  /// out, so after an error it tells how many did (a caller can keep the rest for a retry).
+  public static func writeAll(
+    _ bytes: [UInt8], fd: Int32, path: String, what: String = "write", written: inout Int
+  ) throws(FileIOError) {
+    var done = written
+    defer { written = done }
+    try bytes.withUnsafeBytes { raw in
+      Result { () throws(FileIOError) in try writeAll(raw, fd: fd, path: path, what: what, written: &done) }
+    }.get()
   }
 
   /// As `writeAll(_:fd:path:what:)` for bytes in memory the caller owns.
   public static func writeAll(
     _ bytes: UnsafeRawBufferPointer, fd: Int32, path: String, what: String = "write"
   ) throws(FileIOError) {
-    guard let base = bytes.baseAddress else { return }
     var written = 0
+    try writeAll(bytes, fd: fd, path: path, what: what, written: &written)
+  }
+
+  /// The one write loop: `bytes[written...]` to `fd`, `written` advancing as bytes go out.
+  public static func writeAll(
+    _ bytes: UnsafeRawBufferPointer, fd: Int32, path: String, what: String = "write", written: inout Int
+  ) throws(FileIOError) {
+    guard let base = bytes.baseAddress else { return }
     while written < bytes.count {
-      let n = retryingOnEINTR { write(fd, base + written, bytes.count - written) }
+      let at = written
+      let n = retryingOnEINTR { write(fd, base + at, bytes.count - at) }
       guard n >= 0 else { throw .system(path, "\(what) failed") }
       if n == 0 { throw .plain(path, "\(what) made no progress") }
       written += n

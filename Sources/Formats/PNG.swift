@@ -154,8 +154,9 @@ public enum PNG {
     return (width, height, pixels)
   }
 
-  /// `v` in [0, 1] as a grey level 0…255 (clamped; NaN is 0).
-  static func greyLevel(_ v: Float) -> UInt8 {
+  /// `v` in [0, 1] as a grey level 0…255: `round(v × 255)`, clamped to [0, 1] first; NaN is 0
+  /// (black). Every grey image of the package maps values to pixels with this.
+  public static func greyLevel(_ v: Float) -> UInt8 {
     guard !v.isNaN else { return 0 }
     return UInt8((min(max(v, 0), 1) * 255).rounded())
   }

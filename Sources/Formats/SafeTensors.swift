@@ -75,22 +75,29 @@ public struct SafeTensorsFile: Sendable {
   /// The tensors in file order: by position in the data block (ties between empty tensors
   /// broken by their order in the header). For files written by `SafeTensors.encode` this is
   /// the order the tensors were given in.
-  public var tensors: [SafeTensor]
+  public var tensors: [SafeTensor] { didSet { positions = Self.positions(tensors) } }
   /// The header's `__metadata__` (empty when absent).
   public var metadata: [String: String]
   /// The file name used in error messages.
   public var file: String
+  /// Each name's position in `tensors` (the first, should a name occur twice).
+  private var positions: [String: Int]
 
   /// Creates a file value; `file` is only used to name the file in errors.
   public init(tensors: [SafeTensor], metadata: [String: String], file: String) {
     self.tensors = tensors
     self.metadata = metadata
     self.file = file
+    positions = Self.positions(tensors)
   }
 
-  /// The tensor called `name`, or nil.
+  private static func positions(_ tensors: [SafeTensor]) -> [String: Int] {
+    Dictionary(tensors.indices.lazy.map { (tensors[$0].name, $0) }, uniquingKeysWith: { first, _ in first })
+  }
+
+  /// The tensor called `name`, or nil (a hash lookup).
   public func tensor(_ name: String) -> SafeTensor? {
-    tensors.first { $0.name == name }
+    positions[name].map { tensors[$0] }
   }
 
   /// The elements of the `F32` tensor `name`.
@@ -208,13 +215,13 @@ public enum SafeTensors {
     header.append(UInt8(ascii: "{"))
     var first = true
     if !metadata.isEmpty {
-      appendJSONString("__metadata__", to: &header)
+      JSONText.appendString("__metadata__", to: &header)
       header.append(contentsOf: Array(":{".utf8))
       for (i, key) in metadata.keys.sorted().enumerated() {
         if i > 0 { header.append(UInt8(ascii: ",")) }
-        appendJSONString(key, to: &header)
+        JSONText.appendString(key, to: &header)
         header.append(UInt8(ascii: ":"))
-        appendJSONString(metadata[key] ?? "", to: &header)
+        JSONText.appendString(metadata[key] ?? "", to: &header)
       }
       header.append(UInt8(ascii: "}"))
       first = false
@@ -230,9 +237,9 @@ public enum SafeTensors {
         "safetensors: tensor \(t.name): \(t.bytes.count) bytes do not match shape \(t.shape) × \(t.dtype)")
       if !first { header.append(UInt8(ascii: ",")) }
       first = false
-      appendJSONString(t.name, to: &header)
+      JSONText.appendString(t.name, to: &header)
       header.append(contentsOf: Array(":{\"dtype\":".utf8))
-      appendJSONString(t.dtype.rawValue, to: &header)
+      JSONText.appendString(t.dtype.rawValue, to: &header)
       header.append(contentsOf: Array(",\"shape\":[".utf8))
       header.append(contentsOf: Array(t.shape.map(String.init).joined(separator: ",").utf8))
       let end = offset + t.bytes.count
@@ -249,30 +256,6 @@ public enum SafeTensors {
     out.append(contentsOf: header)
     for t in tensors { out.append(contentsOf: t.bytes) }
     return out
-  }
-
-  /// Appends `s` as a JSON string literal (quotes, backslash and control characters escaped;
-  /// other characters as raw UTF-8), like serde_json.
-  private static func appendJSONString(_ s: String, to out: inout [UInt8]) {
-    let hex = Array("0123456789abcdef".utf8)
-    out.append(UInt8(ascii: "\""))
-    for b in s.utf8 {
-      switch b {
-      case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-      case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-      case 0x08: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "b")])
-      case 0x0C: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "f")])
-      case 0x0A: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-      case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-      case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-      case 0..<0x20:
-        out.append(contentsOf: Array("\\u00".utf8))
-        out.append(hex[Int(b >> 4)])
-        out.append(hex[Int(b & 0xF)])
-      default: out.append(b)
-      }
-    }
-    out.append(UInt8(ascii: "\""))
   }
 
   // MARK: Files

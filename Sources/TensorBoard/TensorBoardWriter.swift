@@ -52,7 +52,7 @@ public final class TensorBoardWriter {
         break
       }
       let code = errno
-      guard code == EEXIST, n < 1000 else { throw Self.systemError(candidate, code, "cannot create events file") }
+      guard code == EEXIST, n < 1000 else { throw FileIOError.system(candidate, code: code, "cannot create events file") }
       n += 1
       candidate = base + ".\(n)"
     }
@@ -108,21 +108,13 @@ public final class TensorBoardWriter {
   public func flush() throws {
     guard fd >= 0 else {
       guard pending.isEmpty else {
-        throw FileIOError(path: path, detail: "write after close", reason: "write after close")
+        throw FileIOError.plain(path, "write after close")
       }
       return
     }
     var written = 0
     defer { pending.removeFirst(written) }
-    while written < pending.count {
-      let n = pending.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
-      if n < 0 {
-        if errno == EINTR { continue }
-        throw Self.systemError(path, errno, "write failed")
-      }
-      guard n > 0 else { throw FileIOError(path: path, detail: "write made no progress", reason: "no progress") }
-      written += n
-    }
+    try FileIO.writeAll(pending, fd: fd, path: path, written: &written)
   }
 
   /// Flushes and closes the file. Closing twice is allowed; records after `close` are an error
@@ -133,7 +125,7 @@ public final class TensorBoardWriter {
     guard fd >= 0 else { return }
     let rc = closeFile(fd)
     fd = -1
-    guard rc == 0 else { throw Self.systemError(path, errno, "close failed") }
+    guard rc == 0 else { throw FileIOError.system(path, "close failed") }
   }
 
   /// The current time in seconds since the Unix epoch, with microseconds, as `time.time()`.
@@ -162,15 +154,10 @@ public final class TensorBoardWriter {
 
   // MARK: Files
 
-  private static func systemError(_ path: String, _ code: Int32, _ step: String) -> FileIOError {
-    let reason = String(cString: strerror(code))
-    return FileIOError(path: path, detail: "\(step): \(reason) (errno \(code))", reason: reason)
-  }
-
   /// `mkdir -p directory`.
   private static func makeDirectories(_ directory: String) throws {
     guard !directory.isEmpty else {
-      throw FileIOError(path: directory, detail: "empty directory name", reason: "empty directory name")
+      throw FileIOError.plain(directory, "empty directory name")
     }
     var prefix = directory.hasPrefix("/") ? "/" : ""
     for part in directory.split(separator: "/") {
@@ -179,7 +166,7 @@ public final class TensorBoardWriter {
         let code = errno
         var st = stat()
         guard code == EEXIST, stat(prefix, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-          throw systemError(prefix, code == EEXIST ? ENOTDIR : code, "cannot create directory")
+          throw FileIOError.system(prefix, code: code == EEXIST ? ENOTDIR : code, "cannot create directory")
         }
       }
       prefix += "/"

@@ -15,6 +15,8 @@ public struct ParameterLayout: Sendable, Hashable {
   public let specs: [TensorSpec]
   public let offsets: [Int]
   public let total: Int
+  /// Each name's index in `specs` (the first, should a name occur twice).
+  private let indices: [String: Int]
 
   public init(specs: [TensorSpec]) {
     var offsets: [Int] = []
@@ -26,7 +28,15 @@ public struct ParameterLayout: Sendable, Hashable {
     self.specs = specs
     self.offsets = offsets
     self.total = at
+    var indices = [String: Int](minimumCapacity: specs.count)
+    for (i, s) in specs.enumerated() where indices[s.name] == nil { indices[s.name] = i }
+    self.indices = indices
   }
+
+  /// Layouts are equal when their specs are (the rest follows from them).
+  public static func == (a: ParameterLayout, b: ParameterLayout) -> Bool { a.specs == b.specs }
+
+  public func hash(into hasher: inout Hasher) { hasher.combine(specs) }
 
   /// Each layer's `weight` [out, in] then `bias` [out], in order.
   public init(linears: [LinearSpec]) {
@@ -38,7 +48,8 @@ public struct ParameterLayout: Sendable, Hashable {
 
   public func range(of index: Int) -> Range<Int> { offsets[index]..<(offsets[index] + specs[index].count) }
 
-  public func index(of name: String) -> Int? { specs.firstIndex { $0.name == name } }
+  /// The index of the tensor called `name` in `specs` (a hash lookup), or nil.
+  public func index(of name: String) -> Int? { indices[name] }
 
   public func range(named name: String) -> Range<Int>? { index(of: name).map(range(of:)) }
 }

@@ -91,12 +91,12 @@ public enum ModelImages {
     let pad = 2, cell = side + pad
     let rows = (tiles.count + columns - 1) / columns
     let w = columns * cell + pad, h = rows * cell + pad
-    var small = [UInt8](repeating: 128, count: w * h * 3)
+    var small = [UInt8](repeating: PNG.paddingGrey, count: w * h * 3)
     for (k, tile) in tiles.enumerated() {
       let top = pad + (k / columns) * cell, left = pad + (k % columns) * cell
       for (i, (v, marked)) in tile.enumerated() {
         let o = ((top + i / side) * w + left + i % side) * 3
-        let g = UInt8((min(max(v.isNaN ? 0 : v, 0), 1) * 255).rounded())
+        let g = PNG.greyLevel(v)
         let rgb: (UInt8, UInt8, UInt8) = marked ? (v >= 0.5 ? (255, 48, 48) : (96, 0, 0)) : (g, g, g)
         small[o] = rgb.0
         small[o + 1] = rgb.1

@@ -68,13 +68,13 @@ final class RunDirectory {
     metrics = fd
   }
 
-  /// One JSON object per line. A failed write (disk full, quota, file-size limit) stops the
-  /// run: nothing is lost silently.
-  func appendMetrics(_ fields: JSONFields) throws {
+  /// Appends `fields` as one line (`JSONObject.line`: non-finite numbers become null with a
+  /// `<key>_nonfinite` note). A failed write (disk full, quota, file-size limit) stops the run:
+  /// nothing is lost silently.
+  func appendMetrics(_ fields: JSONObject) throws {
     guard let fd = metrics else { return }
-    let line = "{" + fields.map { "\(jsonString($0.0)): \($0.1.json)" }.joined(separator: ", ") + "}\n"
     do {
-      try FileIO.writeAll(Array(line.utf8), fd: fd, path: metricsPath, what: "appending a line")
+      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: metricsPath, what: "appending a line")
     } catch {
       throw TrainError.io(error.description)
     }

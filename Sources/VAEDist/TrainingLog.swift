@@ -4,50 +4,22 @@ import TensorBoard
 import VAE
 import VAEData
 
-/// A value of a metrics.jsonl line.
-enum MetricValue {
-  case int(Int)
-  case double(Double)
-  case string(String)
-  /// JSON text: numbers as they are (non-finite ones as null), strings escaped.
-  var json: String {
-    switch self {
-    case .int(let i): String(i)
-    case .double(let x): x.isFinite ? "\(x)" : "null"
-    case .string(let s): jsonString(s)
-    }
-  }
-  var number: Double? {
+/// A metrics line's fields in order.
+typealias JSONFields = [(String, JSONValue)]
+
+extension JSONValue {
+  /// The value as a number, for TensorBoard scalars (nil for text).
+  var scalar: Double? {
     switch self {
     case .int(let i): Double(i)
-    case .double(let x): x
-    case .string: nil
+    case .number(let x): x
+    default: nil
     }
   }
-}
-
-/// A metrics line's fields in order.
-typealias JSONFields = [(String, MetricValue)]
-
-/// A JSON string literal (RFC 8259 escapes).
-func jsonString(_ s: String) -> String {
-  var out = "\""
-  for u in s.unicodeScalars {
-    switch u {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-    default: out.unicodeScalars.append(u)
-    }
-  }
-  return out + "\""
 }
 
 /// Rounded to milliseconds (times in metrics.jsonl).
-func milliseconds(_ seconds: Double) -> MetricValue { .double((seconds * 1000).rounded() / 1000) }
+func milliseconds(_ seconds: Double) -> JSONValue { .number((seconds * 1000).rounded() / 1000) }
 
 /// metrics.jsonl and TensorBoard event files (rank 0): the same scalars, and at every
 /// evaluation a picture of the model (VAE: samples and reconstructions; conditional kinds:
@@ -67,13 +39,13 @@ extension TrainingRun {
     if comm.isRoot {
       let wall = Date().timeIntervalSince1970
       let fields: JSONFields = [
-        ("step", .int(step)), ("epoch", .int(epoch)), ("loss", .double(recon + kl)), ("recon", .double(recon)),
-        ("kl", .double(kl)), ("world_size", .int(comm.size)), ("lr", .double(Double(config.adam.lr))),
-        ("grad_norm", .double(sums[3].squareRoot())), ("samples_per_sec", .double(sps.rounded())),
-        ("allreduce_ms", .double((exchangeMs * 1000).rounded() / 1000)), ("time_s", milliseconds(clock.elapsed)),
+        ("step", .int(step)), ("epoch", .int(epoch)), ("loss", .number(recon + kl)), ("recon", .number(recon)),
+        ("kl", .number(kl)), ("world_size", .int(comm.size)), ("lr", .number(Double(config.adam.lr))),
+        ("grad_norm", .number(sums[3].squareRoot())), ("samples_per_sec", .number(sps.rounded())),
+        ("allreduce_ms", .number((exchangeMs * 1000).rounded() / 1000)), ("time_s", milliseconds(clock.elapsed)),
         ("wall_time", milliseconds(wall)),
       ]
-      try files.appendMetrics(fields)
+      try files.appendMetrics(JSONObject(fields))
       try tensorboardScalars(fields, prefix: "train", wallTime: wall)
       options.events(
         .progress(
@@ -89,12 +61,12 @@ extension TrainingRun {
   func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
     guard comm.isRoot else { return }
     let wall = Date().timeIntervalSince1970
-    try files.appendMetrics([
-      ("step", .int(completedSteps)), ("epoch", .int(epoch)), ("test_elbo", .double(e.elbo)),
-      ("test_recon", .double(e.recon)), ("test_kl", .double(e.kl)), ("time_s", milliseconds(elapsed)),
+    try files.appendMetrics(JSONObject([
+      ("step", .int(completedSteps)), ("epoch", .int(epoch)), ("test_elbo", .number(e.elbo)),
+      ("test_recon", .number(e.recon)), ("test_kl", .number(e.kl)), ("time_s", milliseconds(elapsed)),
       ("wall_time", milliseconds(wall)),
-    ])
-    try tensorboardScalars([("elbo", .double(e.elbo)), ("recon", .double(e.recon)), ("kl", .double(e.kl))], prefix: "test", wallTime: wall)
+    ]))
+    try tensorboardScalars([("elbo", .number(e.elbo)), ("recon", .number(e.recon)), ("kl", .number(e.kl))], prefix: "test", wallTime: wall)
     try tensorboardImages(wallTime: wall)
     options.events(.evaluation(step: completedSteps, elbo: e.elbo, recon: e.recon, kl: e.kl))
   }
@@ -102,10 +74,10 @@ extension TrainingRun {
   /// The metrics line of an agreed stop.
   func logStop(signal: Int32, elapsed: Double) throws {
     let name = [SIGINT: "SIGINT", SIGUSR1: "SIGUSR1", SIGTERM: "SIGTERM"][signal] ?? "signal \(signal)"
-    try files.appendMetrics([
+    try files.appendMetrics(JSONObject([
       ("step", .int(completedSteps)), ("event", .string("stopped")), ("signal", .string(name)),
       ("time_s", milliseconds(elapsed)),
-    ])
+    ]))
   }
 
   /// Rank 0 closes metrics.jsonl and the event file at the end of the run.
@@ -147,7 +119,7 @@ extension TrainingRun {
   func tensorboardScalars(_ fields: JSONFields, prefix: String, wallTime: Double) throws {
     guard let tb = tensorboard else { return }
     for (key, value) in fields where !["step", "epoch", "world_size", "time_s", "wall_time"].contains(key) {
-      if let x = value.number { tb.scalar("\(prefix)/\(key)", x, step: completedSteps, wallTime: wallTime) }
+      if let x = value.scalar { tb.scalar("\(prefix)/\(key)", x, step: completedSteps, wallTime: wallTime) }
     }
     try flushTensorBoard(tb)
   }

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import TensorBoard
 import VAE
@@ -119,7 +120,7 @@ public final class TrainingRun {
       try files.writeConfig(configFileText)
       try files.openMetrics()
       try openTensorBoard()
-      if let e = resumeEvent { try files.appendMetrics(e) }
+      if let e = resumeEvent { try files.appendMetrics(JSONObject(e)) }
       announce()
     }
     window = MetricsWindow(step: completedSteps, exchangeSeconds: trainer.exchange.seconds, sums: window)

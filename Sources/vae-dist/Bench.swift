@@ -1,4 +1,5 @@
 import ArgumentParser
+import Formats
 import Foundation
 import VAE
 import VAEData
@@ -96,10 +97,16 @@ struct Bench: ParsableCommand {
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
     let names = Self.phaseNames
     if json {
-      let profileJSON = phases.map { p in
-        ", \"profile_ms_per_step\": {" + names.indices.map { "\"\(names[$0])\": \(p[$0])" }.joined(separator: ", ") + "}"
-      } ?? ""
-      Console.out("{\"config\": \"\(config)\", \"kernel\": \"\(BLASInfo.coreName)\", \"threads\": \(BLASInfo.threads), \"world_size\": \(ranks), \"shard_optimizer\": \(parallelism.shardOptimizer), \"batch\": \(c.batch), \"steps_per_sec\": \(median), \"samples_per_sec\": \(sps), \"allreduce_share\": \(share), \"wait_share\": \(wait), \"gemm_gflops\": \(gflops), \"all_steps_per_sec\": \(rates)\(profileJSON)}")
+      var fields: JSONObject = [
+        "config": .string(config), "kernel": .string(BLASInfo.coreName), "threads": .int(BLASInfo.threads),
+        "world_size": .int(ranks), "shard_optimizer": .bool(parallelism.shardOptimizer), "batch": .int(c.batch),
+        "steps_per_sec": .number(median), "samples_per_sec": .number(sps), "allreduce_share": .number(share),
+        "wait_share": .number(wait), "gemm_gflops": .number(gflops), "all_steps_per_sec": .numbers(rates),
+      ]
+      if let phases {
+        fields.append("profile_ms_per_step", .object(JSONObject(names.indices.map { (names[$0], .numbers(phases[$0])) })))
+      }
+      Console.out(fields.line)
     } else {
       for (i, k) in names.enumerated() {
         guard let p = phases?[i] else { break }

@@ -62,9 +62,44 @@ struct Eval: ParsableCommand {
     try checkPositive(threads, "threads")
   }
 
+  /// The active-unit count (Burda et al. 2016) and the KL split between active and inactive units.
+  typealias ActiveUnits = (count: Int, klPerUnit: Double, klActive: Double, klInactive: Double)
+
   func run() throws {
     applyThreads(threads)
     FloatingPointEnvironment.enableFlushToZero()
+    let (ck, testX, count) = try heldOutSet()
+    let est = Estimator(config: ck.model, params: ck.params)
+    let start = Date()
+    let noise: EvalNoise = meanZ ? .zero : .sampled(CounterRNG(seed: heldOutBinarizationSeed))
+    let t = testX.withUnsafeBufferPointer {
+      est.elbo(x: $0.baseAddress!, count: count, firstIndex: 0, samples: meanZ ? 1 : samples, noise: noise)
+    }
+    let recon = -t.recon / Double(count), kl = t.kl / Double(count)
+    var fields: JSONObject = [
+      "checkpoint": .string(checkpoint), "kind": .string(ck.model.kind.rawValue), "step": .int(ck.state.step),
+      "images": .int(count), "elbo": .number(-(recon + kl)), "recon": .number(recon), "kl": .number(kl),
+      "samples": .int(meanZ ? 0 : samples),
+    ]
+    let iwBound = iw.map { importanceWeightedBound(est, testX, count: count, samples: $0) }
+    if let iw, let iwBound { fields.append(contentsOf: ["iw_k": .int(iw), "iw_bound": .number(iwBound)]) }
+    let active = activeUnits ? try activeUnitSplit(ck, est, testX, count: count) : nil
+    if let a = active {
+      fields.append(contentsOf: [
+        "active_units": .int(a.count), "kl_per_active_unit": .number(a.klPerUnit),
+        "kl_active_units": .number(a.klActive), "kl_inactive_units": .number(a.klInactive),
+      ])
+    }
+    fields.append("seconds", .number((Date().timeIntervalSince(start) * 1000).rounded() / 1000))
+    if json {
+      Console.out(fields.line)
+    } else {
+      printText(ck, count: count, recon: recon, kl: kl, iwBound: iwBound, active: active)
+    }
+  }
+
+  /// The checkpoint and its held-out images (binarised with the fixed seed), at most `--limit`.
+  func heldOutSet() throws -> (LoadedCheckpoint, [Float], Int) {
     let (ck, runConfig) = try loadCheckpoint(checkpoint)
     let rc = try requireRunConfig(runConfig, checkpoint)
     let data = try dataOptions.load(rc)
@@ -76,65 +111,52 @@ struct Eval: ParsableCommand {
     }
     let count = min(limit ?? data.test.count, data.test.count)
     let testX = Batcher.heldOut(data.test, binarization: rc.binarize, conditioning: rc.conditioning, limit: count)
-    let est = Estimator(config: ck.model, params: ck.params)
-    let noise: EvalNoise = meanZ ? .zero : .sampled(CounterRNG(seed: heldOutBinarizationSeed))
-    let start = Date()
-    let t = testX.withUnsafeBufferPointer {
-      est.elbo(x: $0.baseAddress!, count: count, firstIndex: 0, samples: meanZ ? 1 : samples, noise: noise)
+    return (ck, testX, count)
+  }
+
+  /// The importance-weighted bound with `samples` samples per image, averaged over the images.
+  func importanceWeightedBound(_ est: Estimator, _ testX: [Float], count: Int, samples: Int) -> Double {
+    var out = [Double](repeating: 0, count: count)
+    testX.withUnsafeBufferPointer { x in
+      out.withUnsafeMutableBufferPointer { o in
+        est.importanceWeighted(x: x.baseAddress!, count: count, firstIndex: 0, samples: samples,
+                               rng: CounterRNG(seed: heldOutBinarizationSeed), out: o.baseAddress!)
+      }
     }
-    let recon = -t.recon / Double(count), kl = t.kl / Double(count)
-    var fields: [(String, String)] = [
-      ("checkpoint", "\"\(checkpoint)\""), ("kind", "\"\(ck.model.kind.rawValue)\""), ("step", "\(ck.state.step)"),
-      ("images", "\(count)"),
-      ("elbo", "\(-(recon + kl))"), ("recon", "\(recon)"), ("kl", "\(kl)"),
-      ("samples", "\(meanZ ? 0 : samples)"),
-    ]
-    var iwBound: Double?
-    if let iw {
-      var out = [Double](repeating: 0, count: count)
-      testX.withUnsafeBufferPointer { x in
-        out.withUnsafeMutableBufferPointer { o in
-          est.importanceWeighted(x: x.baseAddress!, count: count, firstIndex: 0, samples: iw,
-                                 rng: CounterRNG(seed: heldOutBinarizationSeed), out: o.baseAddress!)
-        }
-      }
-      let b = out.reduce(0, +) / Double(count)
-      iwBound = b
-      fields += [("iw_k", "\(iw)"), ("iw_bound", "\(b)")]
+    return out.reduce(0, +) / Double(count)
+  }
+
+  /// Units whose posterior mean varies over the images with variance > 0.01, and the KL term
+  /// split between them and the others.
+  func activeUnitSplit(_ ck: LoadedCheckpoint, _ est: Estimator, _ testX: [Float], count: Int) throws -> ActiveUnits {
+    guard ck.model.kind != .regressor else {
+      throw ConfigError("--active-units: \(checkpoint) is a regressor: it has no latent units")
     }
-    var active: (count: Int, klPerUnit: Double, klInactive: Double)?
-    if activeUnits {
-      guard ck.model.kind != .regressor else {
-        throw ConfigError("--active-units: \(checkpoint) is a regressor: it has no latent units")
+    let s = testX.withUnsafeBufferPointer { est.latentStatistics(x: $0.baseAddress!, count: count) }
+    let isActive = s.meanVariance.map { $0 > 0.01 }
+    let n = isActive.filter { $0 }.count
+    let klActive = zip(s.kl, isActive).filter(\.1).map(\.0).reduce(0, +)
+    let klInactive = zip(s.kl, isActive).filter { !$0.1 }.map(\.0).reduce(0, +)
+    return (n, n > 0 ? klActive / Double(n) : 0, klActive, klInactive)
+  }
+
+  func printText(
+    _ ck: LoadedCheckpoint, count: Int, recon: Double, kl: Double, iwBound: Double?, active: ActiveUnits?
+  ) {
+    let what =
+      switch ck.model.kind {
+      case .vae: "ELBO"
+      case .cvae: "conditional ELBO of log p(Y|X)"
+      case .regressor: "log p(Y|X)"
       }
-      let s = testX.withUnsafeBufferPointer { est.latentStatistics(x: $0.baseAddress!, count: count) }
-      let isActive = s.meanVariance.map { $0 > 0.01 }
-      let n = isActive.filter { $0 }.count
-      let klActive = zip(s.kl, isActive).filter(\.1).map(\.0).reduce(0, +)
-      let klInactive = zip(s.kl, isActive).filter { !$0.1 }.map(\.0).reduce(0, +)
-      active = (n, n > 0 ? klActive / Double(n) : 0, klInactive)
-      fields += [("active_units", "\(n)"), ("kl_per_active_unit", "\(active!.klPerUnit)"),
-                 ("kl_active_units", "\(klActive)"), ("kl_inactive_units", "\(klInactive)")]
+    Console.out(String(format: "%@ (step %d), %d test images: %@ %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
+                       checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
+    if let b = iwBound, let k = iw {
+      Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
     }
-    fields.append(("seconds", String(format: "%.3f", Date().timeIntervalSince(start))))
-    if json {
-      Console.out("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
-    } else {
-      let what =
-        switch ck.model.kind {
-        case .vae: "ELBO"
-        case .cvae: "conditional ELBO of log p(Y|X)"
-        case .regressor: "log p(Y|X)"
-        }
-      Console.out(String(format: "%@ (step %d), %d test images: %@ %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
-                         checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
-      if let b = iwBound, let k = iw {
-        Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
-      }
-      if let a = active {
-        Console.out(String(format: "active units: %d of %d (KL %.3f nats per active unit; %.3f nats in all %d inactive units)",
-                           a.count, ck.model.zdim, a.klPerUnit, a.klInactive, ck.model.zdim - a.count))
-      }
+    if let a = active {
+      Console.out(String(format: "active units: %d of %d (KL %.3f nats per active unit; %.3f nats in all %d inactive units)",
+                         a.count, ck.model.zdim, a.klPerUnit, a.klInactive, ck.model.zdim - a.count))
     }
   }
 }

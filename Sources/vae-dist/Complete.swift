@@ -114,12 +114,15 @@ struct Complete: ParsableCommand {
 
   func printReports(_ reports: [Report], count: Int) {
     if json {
-      let parts = reports.map { r in
-        "\"\(r.kind.rawValue)\": {\"log_p_y_given_x\": \(r.logLikelihood), \"entropy\": \(r.primary.entropy), "
-          + "\"diversity\": \(r.primary.diversity), \"diversity_over_x\": \(r.overX.diversity), "
-          + "\"mean_sq_error\": \(r.primary.meanSquaredError), \"best_of_5_sq_error\": \(r.primary.bestSquaredError)}"
+      var fields: JSONObject = ["images": .int(count), "figure": .string(out)]
+      for r in reports {
+        fields.append(r.kind.rawValue, .object([
+          "log_p_y_given_x": .number(r.logLikelihood), "entropy": .number(r.primary.entropy),
+          "diversity": .number(r.primary.diversity), "diversity_over_x": .number(r.overX.diversity),
+          "mean_sq_error": .number(r.primary.meanSquaredError), "best_of_5_sq_error": .number(r.primary.bestSquaredError),
+        ]))
       }
-      Console.out("{\"images\": \(count), \"figure\": \"\(out)\", " + parts.joined(separator: ", ") + "}")
+      Console.out(fields.line)
       return
     }
     Console.out("wrote \(out); numbers over \(count) held-out images (nats per image; entropy per pixel):")

@@ -718,6 +718,31 @@ final class CLITests: XCTestCase {
     XCTAssertNotNil(obj["profile_ms_per_step"] as? [String: Any], b.stdout)
   }
 
+  /// `--json` output is JSON whatever the paths hold: a checkpoint or config named with a quote,
+  /// a backslash, a newline and a non-ASCII letter comes back from Python's json.loads intact.
+  func testJSONOutputEscapesAwkwardPaths() throws {
+    let run = tmp + "/awkward-run"
+    let t = try vaeDist(["train", "--config", try tinyConfig(), "--out", run, "--quiet"])
+    XCTAssertEqual(t.status, 0, t.stderr)
+    let ck = tmp + "/a\"b\\c\nü.safetensors"
+    try FileManager.default.copyItem(atPath: run + "/final.safetensors", toPath: ck)
+    let config = tmp + "/c\"o\\n\nfig ü.yaml"
+    try FileManager.default.copyItem(atPath: try tinyConfig(), toPath: config)
+    let outputs = [
+      ("checkpoint", ck, try vaeDist(["eval", "--checkpoint", ck, "--json", "--limit", "20"])),
+      ("config", config, try vaeDist(["bench", "--config", config, "--warmup", "1", "--steps", "2", "--repeats", "1", "--json"])),
+    ]
+    for (field, path, r) in outputs {
+      XCTAssertEqual(r.status, 0, r.stderr)
+      XCTAssertEqual(r.stdout.split(separator: "\n").count, 1, "one line expected: \(r.stdout)")
+      let py = try Subprocess.python(
+        "import json, sys; print(json.dumps(json.loads(sys.argv[1])[sys.argv[2]]))", [r.stdout, field])
+      XCTAssertEqual(py.status, 0, "json.loads failed on \(r.stdout): \(py.stderr)")
+      let back = try JSONSerialization.jsonObject(with: Data(py.stdout.utf8), options: .fragmentsAllowed) as? String
+      XCTAssertEqual(back, path)
+    }
+  }
+
   /// Preemption: SIGTERM stops a run after the current step with a checkpoint at that step, a
   /// metrics line saying why and exit status 143; --resume auto then ends on the same bytes as
   /// a run that was never interrupted.

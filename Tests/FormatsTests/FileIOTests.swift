@@ -17,6 +17,25 @@ final class FileIOTests: XCTestCase {
     }
   }
 
+  func testWriteAllReportsHowMuchWentOutBeforeAFailure() throws {
+    let dir = try TempDir()
+    let path = dir.path + "/out.bin"
+    let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+    defer { close(fd) }
+    var written = 2
+    try FileIO.writeAll([1, 2, 3, 4, 5], fd: fd, path: path, written: &written)
+    XCTAssertEqual(written, 5)
+    XCTAssertEqual(try FileIO.readAll(path: path), [3, 4, 5])
+    let full = open("/dev/full", O_WRONLY)
+    guard full >= 0 else { throw XCTSkip("no /dev/full") }
+    defer { close(full) }
+    written = 0
+    XCTAssertThrowsError(try FileIO.writeAll([1, 2, 3], fd: full, path: "/dev/full", what: "appending", written: &written)) {
+      XCTAssertEqual("\($0)", "/dev/full: I/O error: appending failed: \(String(cString: strerror(ENOSPC))) (errno \(ENOSPC))")
+    }
+    XCTAssertEqual(written, 0)
+  }
+
   func testReadDirectoryIsAnError() throws {
     let dir = try TempDir()
     XCTAssertThrowsError(try FileIO.readAll(path: dir.path)) { error in

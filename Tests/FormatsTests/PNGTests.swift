@@ -189,6 +189,11 @@ final class PNGTests: XCTestCase {
     XCTAssertFalse(PNG.encodeGray(width: odd.width, height: odd.height, pixels: odd.pixels).isEmpty)
   }
 
+  func testGreyLevelsRoundClampAndMakeNaNBlack() {
+    let values: [Float] = [0, 1, 0.5, 0.2, 1 / 255, 0.499 / 255, -3, 7, .nan, .infinity, -.infinity]
+    XCTAssertEqual(values.map(PNG.greyLevel), [0, 255, 128, 51, 1, 0, 0, 255, 0, 255, 0])
+  }
+
   func testWriteGrayRejectsBadSizes() {
     for (w, h, n) in [(0, 1, 0), (2, 2, 3), (-1, -1, 1), (Int.max, 2, 4)] {
       let path = dir + "/bad.png"

@@ -353,6 +353,46 @@ final class SafeTensorsTests: XCTestCase {
     XCTAssertEqual(f.tensor("bü\"")?.bytes, [20])
   }
 
+  func testDuplicateFieldsAndDeepNestingAreOneLineErrors() {
+    let twice = rawFile(#"{"t":{"dtype":"U8","shape":[1],"dtype":"U8","data_offsets":[0,1]}}"#, [0])
+    assertDecodeFails(twice, mentions: "\"dtype\" given twice") {
+      if case .badEntry(_, "t", _) = $0 { return true }
+      return false
+    }
+    let deep = rawFile("{\"t\":" + String(repeating: "[", count: 50_000) + String(repeating: "]", count: 50_000) + "}", [])
+    assertDecodeFails(deep, mentions: "nesting deeper than") {
+      if case .badHeaderJSON = $0 { return true }
+      return false
+    }
+    assertDecodeFails(rawFile(#"{"t":{"dtype":"U8","shape":[1.5e3],"data_offsets":[0,1]}}"#, [0]), mentions: "the number 1.5e3") {
+      if case .badEntry(_, "t", _) = $0 { return true }
+      return false
+    }
+  }
+
+  /// A header of `n` one-byte tensors, in shuffled header order (so that sorting by offset has
+  /// work to do), as `SafeTensors.encode` would not write it.
+  private func manyTensorsFile(_ n: Int) -> [UInt8] {
+    var rng = SeededRNG(seed: 0x11_7EA2)
+    let order = (0..<n).shuffled(using: &rng)
+    let entries = order.map { #""tensor.\#($0)":{"dtype":"U8","shape":[1],"data_offsets":[\#($0),\#($0 + 1)]}"# }
+    return rawFile(#"{"__metadata__":{"format":"test"},"# + entries.joined(separator: ",") + "}", [UInt8](repeating: 7, count: n))
+  }
+
+  /// Decoding a header and looking up every tensor by name costs the same per tensor at 30,000
+  /// tensors as at 3,000 (a lookup or scan that is linear per tensor makes it 10 times as much).
+  /// The bound is loose, and each size is timed at its fastest of three runs, so a busy machine
+  /// does not fail it.
+  func testDecodeAndLookupStayLinearInTheNumberOfTensors() throws {
+    let growth = try Scaling.perItemGrowth(small: 3_000, large: 30_000, prepare: manyTensorsFile) { bytes in
+      let f = try SafeTensors.decode(bytes, file: "many.safetensors")
+      for i in stride(from: 0, to: f.tensors.count, by: 1) {
+        guard f.tensor("tensor.\(i)")?.bytes == [7] else { return XCTFail("tensor.\(i) not found") }
+      }
+    }
+    XCTAssertLessThan(growth, 4, "time per tensor grew \(growth)× from 3,000 to 30,000 tensors")
+  }
+
   func testRandomCorruptionNeverTraps() {
     let good = SafeTensors.encode(tensors: sampleTensors(), metadata: sampleMetadata)
     var rng = SeededRNG(seed: 0x5AFE_7E45)

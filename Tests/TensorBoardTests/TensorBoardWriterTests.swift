@@ -131,6 +131,28 @@ final class TensorBoardWriterTests: XCTestCase {
     XCTAssertThrowsError(try w.flush()) { XCTAssertTrue("\($0)".hasPrefix(w.path + ": "), "\($0)") }
   }
 
+  /// A flush that fails (here: the file's descriptor pointed at /dev/full) names the file and
+  /// the system's reason, and keeps the records; once writes work again they all arrive.
+  func testFailedFlushKeepsTheRecordsForTheNextOne() throws {
+    let w = try TensorBoardWriter(directory: tmp)
+    let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init)
+    let fd = try XCTUnwrap(fds.first { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) == w.path })
+    let full = open("/dev/full", O_WRONLY)
+    guard full >= 0 else { throw XCTSkip("no /dev/full") }
+    XCTAssertEqual(dup2(full, fd), fd)
+    close(full)
+    w.scalar("x", 1, step: 1, wallTime: 1)
+    w.scalar("x", 2, step: 2, wallTime: 2)
+    XCTAssertThrowsError(try w.flush()) { error in
+      XCTAssertEqual("\(error)", "\(w.path): I/O error: write failed: \(String(cString: strerror(ENOSPC))) (errno \(ENOSPC))")
+    }
+    let file = open(w.path, O_WRONLY | O_APPEND)
+    XCTAssertEqual(dup2(file, fd), fd)
+    close(file)
+    try w.close()
+    XCTAssertEqual(try TFRecord.records(in: FileIO.readAll(path: w.path), path: w.path).count, 3)
+  }
+
   func testDroppedWriterWritesWhatItBuffered() throws {
     var path = ""
     do {
