@@ -12,21 +12,35 @@ public enum Likelihood: Sendable, Hashable, Codable {
   case bernoulli
   /// Gaussian N(f(z), σ²I) with fixed σ (tutorial eq. 5, §2.4); the decoder output is the mean.
   case gaussian(sigma: Float)
+  /// Gaussian N(μ(z), diag σ²(z)) with a learned per-dimension variance (Kingma & Welling's
+  /// Frey Face model): the decoder outputs μ and then log σ² for every dimension.
+  case gaussianLearned
 
   public var name: String {
     switch self {
     case .bernoulli: "bernoulli"
-    case .gaussian: "gaussian"
+    case .gaussian, .gaussianLearned: "gaussian"
     }
   }
+
+  /// Decoder outputs per predicted value: 2 when the variance is learned (μ, then log σ²).
+  public var outputsPerValue: Int { self == .gaussianLearned ? 2 : 1 }
+
+  /// Whether log p(x|z) is a density (continuous data: the ELBO may be positive).
+  public var isDensity: Bool { self != .bernoulli }
 
   /// A decoder output as a pixel in [0, 1]: the Bernoulli mean σ(logit), or the Gaussian mean
   /// clamped.
   public func pixel(_ output: Float) -> Float {
     switch self {
     case .bernoulli: 1 / (1 + expf(-output))
-    case .gaussian: min(max(output, 0), 1)
+    case .gaussian, .gaussianLearned: min(max(output, 0), 1)
     }
+  }
+
+  /// A decoder output as the value it predicts: the Bernoulli mean σ(logit), or the Gaussian mean.
+  public func mean(_ output: Float) -> Float {
+    self == .bernoulli ? 1 / (1 + expf(-output)) : output
   }
 }
 
@@ -276,6 +290,35 @@ public final class VAEModel: @unchecked Sendable {
         perExample?[r] = lp
         total += Double(lp)
       }
+    case .gaussianLearned:
+      total = learnedGaussian(x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
+    }
+    return total
+  }
+
+  /// log N(x; μ, diag exp(log σ²)) per row, from outputs [μ (n) | log σ² (n)] per row;
+  /// d(−log p)/dμ = (μ − x)·exp(−log σ²), d(−log p)/d log σ² = ½·(1 − (x − μ)²·exp(−log σ²)).
+  func learnedGaussian(
+    x: UnsafePointer<Float>, outputs l: UnsafePointer<Float>, batch: Int,
+    perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
+  ) -> Double {
+    let n = config.targetSize
+    let log2pi = logf(2 * Float.pi)
+    var total = 0.0
+    for r in 0..<batch {
+      var acc: Float = 0
+      let xr = x + r * n, mu = l + r * 2 * n, lv = mu + n
+      for j in 0..<n {
+        let diff = mu[j] - xr[j]
+        let precision = expf(-lv[j])
+        acc += log2pi + lv[j] + diff * diff * precision
+        if let g = gradient {
+          g[r * 2 * n + j] = diff * precision
+          g[r * 2 * n + n + j] = 0.5 * (1 - diff * diff * precision)
+        }
+      }
+      perExample?[r] = -0.5 * acc
+      total += Double(-0.5 * acc)
     }
     return total
   }

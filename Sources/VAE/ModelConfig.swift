@@ -47,6 +47,8 @@ public struct ModelConfig: Sendable, Hashable, Codable {
 
   /// Values the model predicts per row: the whole input (VAE) or Y.
   public var targetSize: Int { kind == .vae ? inputSize : inputSize - conditionSize }
+  /// Decoder outputs per row: the target, twice over when the variance is learned (μ, log σ²).
+  public var outputSize: Int { targetSize * likelihood.outputsPerValue }
   /// Width of the reparameterisation noise ε per row (0 for the regressor).
   public var latentSize: Int { kind == .regressor ? 0 : zdim }
 
@@ -60,6 +62,9 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     let count = linears.reduce(0.0) { $0 + Double($1.inFeatures + 1) * Double($1.outFeatures) }
     if count > Double(Self.maxParameters) {
       return "the model has \(String(format: "%.0f", count)) parameters; at most \(Self.maxParameters) (2^31 - 1: the gradient exchange's counts are 32-bit)"
+    }
+    if likelihood == .gaussianLearned && kind != .vae {
+      return "model.sigma: learned needs model.kind vae (a \(kind.rawValue) predicts Y with a fixed sigma)"
     }
     switch kind {
     case .vae:
@@ -106,7 +111,7 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     out.append(LinearSpec(name: "encoder.mu", inFeatures: top, outFeatures: zdim))
     out.append(LinearSpec(name: "encoder.logvar", inFeatures: top, outFeatures: zdim))
     let last = chain("decoder", from: zdim, decoderHidden)
-    out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: targetSize))
+    out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: outputSize))
     if kind == .cvae { _ = chain("cond", from: conditionSize, conditionHidden) }
     return out
   }

@@ -45,6 +45,8 @@ public enum ConfigRule: Sendable {
   case bool
   /// A file path: one line of text.
   case path
+  /// A number > 0 or the word `learned`.
+  case positiveOrLearned
 
   public var expected: String {
     switch self {
@@ -57,6 +59,7 @@ public enum ConfigRule: Sendable {
     case .layers: "a list of layer sizes from 1 to 100000, e.g. [500, 500]"
     case .bool: "true or false"
     case .path: "a file path on one line"
+    case .positiveOrLearned: "learned, or a number > 0 that a 32-bit float holds"
     }
   }
 
@@ -72,6 +75,7 @@ public enum ConfigRule: Sendable {
     case .layers: "list of sizes 1…100000"
     case .bool: "true, false"
     case .path: "file path"
+    case .positiveOrLearned: "number > 0, learned"
     }
   }
 
@@ -86,7 +90,7 @@ public enum ConfigRule: Sendable {
       let parts = t.split(separator: ",", omittingEmptySubsequences: false)
       let sizes = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
       return sizes.count == parts.count ? check(sizes) : nil
-    case .positive, .nonNegative, .unitInterval, .choice, .bool, .path: return check(text)
+    case .positive, .nonNegative, .unitInterval, .choice, .bool, .path, .positiveOrLearned: return check(text)
     }
   }
 
@@ -112,6 +116,9 @@ public enum ConfigRule: Sendable {
     case .choice(let allowed):
       guard let s = v as? String, allowed.contains(s) else { return nil }
       return .string(s)
+    case .positiveOrLearned:
+      if let s = v as? String, s == "learned" { return .string(s) }
+      return ConfigRule.positive.check(v)
     case .path:
       guard let s = v as? String, !s.isEmpty, s.utf8.count <= 4096,
         !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "\u{FEFF}" || $0 == "\u{85}" || $0 == "\u{2028}" || $0 == "\u{2029}" })
@@ -219,12 +226,23 @@ public enum ConfigSchema {
     key("model", "zdim", .int(1...10_000), "Latent dimensions.",
         { $0.model.kind == .regressor ? nil : .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
     key("model", "likelihood", .choice(["bernoulli", "gaussian"]),
-        "p(x|z): bernoulli (from logits, stable form) or gaussian (fixed sigma; the decoder output is the mean).",
+        "p(x|z): bernoulli (from logits, stable form; values in [0, 1]) or gaussian (continuous data: the decoder outputs the mean, and with sigma: learned also a per-dimension log-variance; the ELBO is then a density and may be positive).",
         { .string($0.model.likelihood.name) },
         { c, v in if case .string(let s) = v { c.model.likelihood = s == "gaussian" ? .gaussian(sigma: 1) : .bernoulli } }),
-    key("model", "sigma", .positive, "Standard deviation of the Gaussian likelihood.",
-        { if case .gaussian(let s) = $0.model.likelihood { .float(s) } else { nil } },
-        { c, v in if case .float(let f) = v, case .gaussian = c.model.likelihood { c.model.likelihood = .gaussian(sigma: f) } }),
+    key("model", "sigma", .positiveOrLearned,
+        "Standard deviation of the Gaussian likelihood, or learned: the decoder also outputs log σ² per dimension (Kingma & Welling's Frey Face model).",
+        {
+          switch $0.model.likelihood {
+          case .gaussian(let s): .float(s)
+          case .gaussianLearned: .string("learned")
+          case .bernoulli: nil
+          }
+        },
+        { c, v in
+          guard c.model.likelihood != .bernoulli else { return }
+          if case .float(let f) = v { c.model.likelihood = .gaussian(sigma: f) }
+          if case .string("learned") = v { c.model.likelihood = .gaussianLearned }
+        }),
     key("data", "dataset", .choice(DatasetRegistry.names), "Data set by name (or give data.train).",
         { $0.trainFile == nil ? .string($0.dataset) : nil }, { c, v in if case .string(let s) = v { c.dataset = s } }),
     key("data", "train", .path,
@@ -379,7 +397,7 @@ public enum ConfigSchema {
     }
     if sections["model"]?["decoder_hidden"].map(isPresent) != true { c.model.decoderHidden = c.model.hidden.reversed() }
     try checkDataKeys(sections["data"] ?? [:], c)
-    if sections["data"]?["binarize"].map(isPresent) != true, case .gaussian = c.model.likelihood { c.binarize = .none }
+    if sections["data"]?["binarize"].map(isPresent) != true, c.model.likelihood != .bernoulli { c.binarize = .none }
     if let cond = c.conditioning {
       let given = sections["model"]?["condition_size"].map(isPresent) == true ? c.model.conditionSize : nil
       guard cond.pixels == c.model.inputSize else {

@@ -6,10 +6,10 @@ import VAE
 /// lattice, and grids of tiles written as PNG (`vae-dist sample`, `reconstruct`).
 public enum ModelImages {
   /// Decoder outputs of the last `decode` as [0, 1] images: Bernoulli means σ(logit), Gaussian
-  /// means clamped.
+  /// means clamped (a learned variance's outputs, after the means, are not pictured).
   public static func decoded(_ model: VAEModel, rows: Int) -> [[Float]] {
-    let n = model.config.targetSize, likelihood = model.config.likelihood
-    return (0..<rows).map { r in (0..<n).map { j in likelihood.pixel(model.logits[r * n + j]) } }
+    let n = model.config.targetSize, stride = model.config.outputSize, likelihood = model.config.likelihood
+    return (0..<rows).map { r in (0..<n).map { j in likelihood.pixel(model.logits[r * stride + j]) } }
   }
 
   /// `count` draws z ~ N(0, I) of `dim` dimensions, row r from stream (sample, index r) of `seed`.

@@ -172,6 +172,7 @@ struct ConfigOverride: Sendable {
     case .layers: "sizes"
     case .bool: "true|false"
     case .path: "file"
+    case .positiveOrLearned: "x|learned"
     }
   }
 

@@ -45,6 +45,7 @@ final class ConditionalModelTests: XCTestCase {
       switch likelihood {
       case .bernoulli: lik = .bernoulli
       case .gaussian(let s): lik = .gaussian(sigma: Double(s))
+      case .gaussianLearned: preconditionFailure("conditional kinds have a fixed sigma")
       }
       return ReferenceConditional(
         kind: kind == .cvae ? .cvae : .regressor, inputSize: inputSize, conditionSize: conditionSize,

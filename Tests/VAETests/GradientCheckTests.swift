@@ -24,6 +24,7 @@ final class GradientCheckTests: XCTestCase {
       switch likelihood {
       case .bernoulli: lik = .bernoulli
       case .gaussian(let s): lik = .gaussian(sigma: Double(s))
+      case .gaussianLearned: lik = .gaussianLearned
       }
       return ReferenceVAE(
         inputSize: inputSize, hidden: hidden, decoderHidden: decoderHidden, zdim: zdim,
@@ -50,6 +51,14 @@ final class GradientCheckTests: XCTestCase {
   func testZdimOneBernoulli() throws {
     try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 1, likelihood: .bernoulli))
   }
+  /// The learned-variance Gaussian (decoder outputs μ and log σ² per dimension).
+  func testDeepGaussianLearnedVariance() throws {
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .gaussianLearned))
+  }
+  func testNoHiddenLayersGaussianLearnedVariance() throws {
+    try check(Case(hidden: [], decoderHidden: [], zdim: 2, likelihood: .gaussianLearned))
+  }
+
   func testZdimOneGaussian() throws {
     try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 1, likelihood: .gaussian(sigma: Self.sigma)))
   }
@@ -99,7 +108,7 @@ final class GradientCheckTests: XCTestCase {
       let x: [Float] = (0..<(c.batch * c.inputSize)).map { _ in
         switch c.likelihood {
         case .bernoulli: s.nextFloat() < 0.5 ? 0 : 1
-        case .gaussian: s.nextFloat()
+        case .gaussian, .gaussianLearned: s.nextFloat()
         }
       }
       let eps = (0..<(c.batch * c.zdim)).map { _ in s.nextNormal() }

@@ -8,6 +8,13 @@ struct ReferenceVAE {
   enum Likelihood {
     case bernoulli
     case gaussian(sigma: Double)
+    /// The decoder outputs μ for every dimension, then log σ² for every dimension.
+    case gaussianLearned
+
+    var outputsPerValue: Int {
+      if case .gaussianLearned = self { return 2 }
+      return 1
+    }
   }
 
   let inputSize: Int
@@ -35,7 +42,7 @@ struct ReferenceVAE {
       linear("decoder.\(i)", prev, h)
       prev = h
     }
-    linear("decoder.out", prev, inputSize)
+    linear("decoder.out", prev, inputSize * likelihood.outputsPerValue)
     return out.map { (name: $0.0, shape: $0.1) }
   }
 
@@ -75,7 +82,15 @@ struct ReferenceVAE {
     case .gaussian(let sigma):
       let d = x - l
       return -d * d / (2 * sigma * sigma) - 0.5 * log(2 * Double.pi * sigma * sigma)
+    case .gaussianLearned:
+      preconditionFailure("a learned variance needs two outputs: logDensity(x:mean:logVariance:)")
     }
+  }
+
+  /// log N(x; mean, exp(logVariance)) for one element.
+  static func logDensity(x: Double, mean: Double, logVariance: Double) -> Double {
+    let d = x - mean
+    return -0.5 * (log(2 * Double.pi) + logVariance + d * d / exp(logVariance))
   }
 
   func evaluate(params: [String: [Double]], x: [Double], eps: [Double], batch: Int) -> Output {
@@ -122,15 +137,20 @@ struct ReferenceVAE {
       d = reluLayer(d, "decoder.\(i)", prev, n)
       prev = n
     }
+    let width = inputSize * likelihood.outputsPerValue
     let out = Self.linear(
-      d, rows: batch, inF: prev, outF: inputSize, weight: p("decoder.out.weight"),
+      d, rows: batch, inF: prev, outF: width, weight: p("decoder.out.weight"),
       bias: p("decoder.out.bias"))
     var recon = [Double](repeating: 0, count: batch)
     for r in 0..<batch {
       var acc = 0.0
       for j in 0..<inputSize {
-        acc += Self.logLikelihood(
-          x: x[r * inputSize + j], l: out[r * inputSize + j], likelihood: likelihood)
+        if case .gaussianLearned = likelihood {
+          acc += Self.logDensity(
+            x: x[r * inputSize + j], mean: out[r * width + j], logVariance: out[r * width + inputSize + j])
+        } else {
+          acc += Self.logLikelihood(x: x[r * inputSize + j], l: out[r * width + j], likelihood: likelihood)
+        }
       }
       recon[r] = acc
     }
