@@ -1,6 +1,7 @@
 import Formats
 import Foundation
 import VAE
+import VAEData
 
 /// Pictures of a model: decoder outputs as [0, 1] images, latent draws, the 2-D manifold
 /// lattice, and grids of tiles written as PNG (`vae-dist sample`, `reconstruct`).
@@ -60,13 +61,58 @@ public enum ModelImages {
     return s * s == inputSize ? (s, s) : (1, inputSize)
   }
 
+  /// The picture shape [H, W] or [H, W, C] of one example of `config`'s data: its training
+  /// file's row shape when that is an image ([H, W], or [H, W, 1 or 3]) and the file can be read,
+  /// else square when `inputSize` is a square, else one row.
+  public static func pictureShape(_ config: RunConfig) -> [Int] {
+    if let file = config.trainFile, let s = try? DataFiles.rowShape(path: file),
+      s.count == 2 || (s.count == 3 && (s[2] == 1 || s[2] == 3)), s.reduce(1, *) == config.model.inputSize
+    {
+      return s
+    }
+    return squareOrRow(config.model.inputSize)
+  }
+
+  /// [H, W] of `shape(inputSize:)`.
+  public static func squareOrRow(_ inputSize: Int) -> [Int] {
+    let (h, w) = shape(inputSize: inputSize)
+    return [h, w]
+  }
+
   /// Writes `tiles` (each `inputSize` values in [0, 1]) as a grid PNG of `columns` columns,
-  /// every pixel `scale` × `scale`.
+  /// every pixel `scale` × `scale`: square tiles when `inputSize` is a square, else one row.
   public static func writeGrid(_ tiles: [[Float]], inputSize: Int, columns: Int, scale: Int = 1, to path: String) throws {
     let (h, w) = shape(inputSize: inputSize)
-    let g = PNG.grid(images: tiles, rows: h, cols: w, gridColumns: columns)
-    let big = upscale(g.pixels, width: g.width, height: g.height, channels: 1, by: scale)
-    try PNG.writeGray(path: path, width: g.width * scale, height: g.height * scale, pixels: big)
+    try writeGrid(tiles, shape: [h, w], columns: columns, scale: scale, to: path)
+  }
+
+  /// As above, for tiles of `shape` [H, W] (grey) or [H, W, 3] (colour, channels last).
+  public static func writeGrid(_ tiles: [[Float]], shape: [Int], columns: Int, scale: Int = 1, to path: String) throws {
+    let (h, w) = (shape[0], shape[1])
+    guard shape.count == 3 && shape[2] == 3 else {
+      let g = PNG.grid(images: tiles, rows: h, cols: w, gridColumns: columns)
+      let big = upscale(g.pixels, width: g.width, height: g.height, channels: 1, by: scale)
+      return try PNG.writeGray(path: path, width: g.width * scale, height: g.height * scale, pixels: big)
+    }
+    let g = rgbGrid(tiles, height: h, width: w, columns: columns)
+    let big = upscale(g.pixels, width: g.width, height: g.height, channels: 3, by: scale)
+    try PNG.writeRGB(path: path, width: g.width * scale, height: g.height * scale, pixels: big)
+  }
+
+  /// Colour tiles ([H, W, 3] values in [0, 1]) in a grid with 2-pixel mid-grey borders.
+  static func rgbGrid(_ tiles: [[Float]], height h: Int, width w: Int, columns: Int) -> (width: Int, height: Int, pixels: [UInt8]) {
+    let pad = 2, rows = (tiles.count + columns - 1) / columns
+    let cw = columns * (w + pad) + pad, ch = rows * (h + pad) + pad
+    var out = [UInt8](repeating: PNG.paddingGrey, count: cw * ch * 3)
+    for (k, tile) in tiles.enumerated() {
+      let top = pad + (k / columns) * (h + pad), left = pad + (k % columns) * (w + pad)
+      for y in 0..<h {
+        for x in 0..<w {
+          for c in 0..<3 { out[((top + y) * cw + left + x) * 3 + c] = PNG.greyLevel(tile[(y * w + x) * 3 + c]) }
+        }
+      }
+    }
+    return (cw, ch, out)
   }
 
   /// Nearest-neighbour enlargement of an image by `k` in each direction.

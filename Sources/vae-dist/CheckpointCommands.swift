@@ -217,8 +217,10 @@ struct Sample: ParsableCommand {
     }
     model.decode(UnsafePointer(z.ptr), batch: count)
     let columns = manifold ? grid : Int(Double(count).squareRoot().rounded(.up))
+    // The checkpoint's config names its data files, whose shape the pictures take.
+    let shape = (try? ConfigLoader.parse(ck.configYAML, file: checkpoint, defaultName: "run")).map(ModelImages.pictureShape)
     try ModelImages.writeGrid(
-      ModelImages.decoded(model, rows: count), inputSize: ck.model.inputSize, columns: columns, scale: picture.scale,
+      ModelImages.decoded(model, rows: count), shape: shape ?? ModelImages.squareOrRow(ck.model.inputSize), columns: columns, scale: picture.scale,
       to: picture.out)
     Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(picture.out)")
   }
@@ -257,7 +259,7 @@ struct Reconstruct: ParsableCommand {
     let columns = min(count, 8)
     let tiles = ModelImages.pairedRows(
       originals: originals, reconstructions: ModelImages.decoded(model, rows: count), columns: columns)
-    try ModelImages.writeGrid(tiles, inputSize: dim, columns: columns, scale: picture.scale, to: picture.out)
+    try ModelImages.writeGrid(tiles, shape: ModelImages.pictureShape(rc), columns: columns, scale: picture.scale, to: picture.out)
     Console.out("wrote \(count) originals and reconstructions to \(picture.out)")
   }
 }

@@ -116,4 +116,27 @@ final class OwnDataTests: XCTestCase {
     let given = try train("data:\n  train: wide.npy\n  test_fraction: 0.2\n" + Self.body.replacingOccurrences(of: "model:\n", with: "model:\n  input_size: 11\n"), "given")
     XCTAssertTrue(given.stderr.contains("model.input_size is 11, but \(tmp)/wide.npy has examples of 10 values"), given.stderr)
   }
+
+  /// Rows of shape [H, W, 3] are colour images: `sample` draws H × W tiles in RGB (PNG colour
+  /// type 2), taking the shape from the training file the checkpoint's config names.
+  func testColourRowsAreSampledAsColourTiles() throws {
+    var values = [Float](repeating: 0, count: 200 * 6 * 5 * 3)
+    for i in values.indices { values[i] = Float((i * 37) % 101) / 100 }
+    try NPY.write(path: tmp + "/rgb.npy", shape: [200, 6, 5, 3], values: values)
+    let yaml = "model:\n  hidden: [16]\n  zdim: 2\n  likelihood: gaussian\n  sigma: learned\n"
+      + "data:\n  train: rgb.npy\n  test_fraction: 0.1\ntrain:\n  batch: 20\n  steps: 10\n"
+    let r = try train(yaml, "rgb")
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let png = tmp + "/rgb.png"
+    let s = try Subprocess.run(
+      [binary, "sample", "--checkpoint", tmp + "/runs/rgb/final.safetensors", "--out", png, "--n", "4"], cwd: tmp)
+    XCTAssertEqual(s.status, 0, s.stderr)
+    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: png)))
+    func be32(_ at: Int) -> Int { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
+    // 2 × 2 tiles of 5 wide × 6 high with 2-pixel borders; colour type 2 (RGB).
+    XCTAssertEqual(be32(16), 2 * (5 + 2) + 2)
+    XCTAssertEqual(be32(20), 2 * (6 + 2) + 2)
+    XCTAssertEqual(bytes[25], 2)
+  }
 }
