@@ -70,7 +70,7 @@ private func checkCheckpoint(_ bytes: [UInt8]) {
   }
   let saved = Checkpoint.encode(
     params: ck.params, moments: ck.adamM.map { ($0, ck.adamV!) }, state: ck.state,
-    modelJSON: RunConfig.modelJSON(ck.model), configYAML: ck.configYAML)
+    modelJSON: RunConfig.modelJSON(ck.model), configYAML: ck.configYAML, standardization: ck.standardization)
   let back: LoadedCheckpoint
   do {
     back = try Checkpoint.load(bytes: saved, path: "resaved.safetensors")

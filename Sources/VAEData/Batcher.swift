@@ -23,6 +23,8 @@ public final class Batcher: @unchecked Sendable {
   public let globalBatch: Int
   /// Conditional models: rows are [X | Y] (see `Conditioning`); nil: the image as it is.
   public let conditioning: Conditioning?
+  /// Continuous data: each row standardised after it is read (with `binarization` none).
+  public let standardization: Standardization?
   private var staticBits: [UInt8] = []
   /// One image-order row, rearranged into [X | Y] (conditional models only).
   private let imageRow: UnsafeMutablePointer<Float>
@@ -31,15 +33,17 @@ public final class Batcher: @unchecked Sendable {
 
   public init(
     dataset: Dataset, binarization: Binarization, rng: CounterRNG, globalBatch: Int,
-    conditioning: Conditioning? = nil
+    conditioning: Conditioning? = nil, standardization: Standardization? = nil
   ) {
     precondition(globalBatch > 0 && globalBatch <= dataset.count)
+    precondition(standardization == nil || (binarization == .none && conditioning == nil))
     precondition(conditioning == nil || conditioning!.pixels == dataset.pixelsPerImage)
     self.dataset = dataset
     self.binarization = binarization
     self.rng = rng
     self.globalBatch = globalBatch
     self.conditioning = conditioning
+    self.standardization = standardization
     imageRow = .allocate(capacity: max(dataset.pixelsPerImage, 1))
     if binarization == .static {
       staticBits = Batcher.binarize(dataset: dataset, rng: rng, purpose: .binarizeStatic)
@@ -90,6 +94,7 @@ public final class Batcher: @unchecked Sendable {
       switch binarization {
       case .none:
         Batcher.scaledRow(dataset, idx, dst)
+        standardization?.apply(dst)
       case .static:
         staticBits.withUnsafeBufferPointer { bits in
           let b = bits.baseAddress! + idx * n
@@ -161,7 +166,7 @@ public final class Batcher: @unchecked Sendable {
   /// "resampled X" of `vae-dist complete`'s diversity numbers.
   public static func heldOut(
     _ dataset: Dataset, binarization: Binarization, conditioning: Conditioning? = nil, limit: Int? = nil,
-    xDraw: Int? = nil
+    xDraw: Int? = nil, standardization: Standardization? = nil
   ) -> [Float] {
     if let conditioning, let raw = dataset.values.uint8 {
       let images = heldOut(dataset, binarization: .static, limit: limit)
@@ -188,6 +193,7 @@ public final class Batcher: @unchecked Sendable {
         let dst = o.baseAddress! + i * n
         if binarization == .none {
           scaledRow(dataset, i, dst)
+          standardization?.apply(dst)
         } else {
           var s = rng.stream(.testBinarize, index: UInt64(i))
           bernoulliRow(dataset, i, dst, &s)

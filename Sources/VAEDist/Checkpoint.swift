@@ -1,6 +1,7 @@
 import Formats
 import Foundation
 import VAE
+import VAEData
 
 /// Training state stored beside the tensors of a checkpoint (as safetensors string metadata).
 /// Nothing time-dependent is stored, so two runs with the same seed write identical bytes.
@@ -46,6 +47,8 @@ public struct LoadedCheckpoint {
   public let state: TrainingState
   public let configYAML: String
   public let file: SafeTensorsFile
+  /// The data's standardisation (`data.standardize`): tensors `data.mean` and `data.std`.
+  public var standardization: Standardization? = nil
 }
 
 public enum CheckpointError: Error, CustomStringConvertible {
@@ -77,7 +80,8 @@ public enum Checkpoint {
   public static let format = "vae-dist/1"
 
   public static func encode(
-    params: Arena, moments: (m: Arena, v: Arena)?, state: TrainingState, modelJSON: String, configYAML: String
+    params: Arena, moments: (m: Arena, v: Arena)?, state: TrainingState, modelJSON: String, configYAML: String,
+    standardization: Standardization? = nil
   ) -> [UInt8] {
     var tensors: [SafeTensor] = []
     func add(_ prefix: String, _ arena: Arena) {
@@ -91,6 +95,12 @@ public enum Checkpoint {
     if let moments {
       add("adam.m.", moments.m)
       add("adam.v.", moments.v)
+    }
+    if let st = standardization {
+      for (name, values) in [("data.mean", st.mean), ("data.std", st.std)] {
+        let bytes = values.withUnsafeBufferPointer { floatBytes($0) }
+        tensors.append(SafeTensor(name: name, dtype: .F32, shape: [values.count], bytes: bytes))
+      }
     }
     // One CRC-32 per tensor: other safetensors writers reorder the data block, and a mismatch
     // can name the tensor.
@@ -116,10 +126,11 @@ public enum Checkpoint {
 
   public static func save(
     path: String, params: Arena, moments: (m: Arena, v: Arena)?, state: TrainingState, modelJSON: String,
-    configYAML: String
+    configYAML: String, standardization: Standardization? = nil
   ) throws {
     let bytes = encode(
-      params: params, moments: moments, state: state, modelJSON: modelJSON, configYAML: configYAML)
+      params: params, moments: moments, state: state, modelJSON: modelJSON, configYAML: configYAML,
+      standardization: standardization)
     try FileIO.writeAtomically(bytes, to: path)
   }
 
@@ -146,7 +157,27 @@ public enum Checkpoint {
     let v = m == nil ? nil : try arena(file, "adam.v.", layout: layout, required: true)
     return LoadedCheckpoint(
       path: path, model: model, params: params, adamM: m, adamV: v, state: try meta.state(),
-      configYAML: file.metadata["config"] ?? "", file: file)
+      configYAML: file.metadata["config"] ?? "", file: file,
+      standardization: try standardization(file, width: model.targetSize))
+  }
+
+  /// `data.mean` and `data.std` when present: both, F32 of the model's width, std finite and > 0.
+  static func standardization(_ file: SafeTensorsFile, width: Int) throws -> Standardization? {
+    let mean = file.tensor("data.mean"), std = file.tensor("data.std")
+    guard mean != nil || std != nil else { return nil }
+    var values: [[Float]] = []
+    for (name, t) in [("data.mean", mean), ("data.std", std)] {
+      guard let t else { throw SafeTensorsError.missingTensor(file: file.file, tensor: name) }
+      guard t.dtype == .F32 else { throw SafeTensorsError.wrongDtype(file: file.file, tensor: name, expected: .F32, found: t.dtype) }
+      guard t.shape == [width] else {
+        throw SafeTensorsError.shapeMismatch(file: file.file, tensor: name, expected: [width], found: t.shape)
+      }
+      values.append(floatsFromBytes(t.bytes))
+    }
+    guard values[0].allSatisfy(\.isFinite), values[1].allSatisfy({ $0.isFinite && $0 > 0 }) else {
+      throw CheckpointError.badMetadata(file: file.file, field: "data.std", expected: "finite means and standard deviations > 0")
+    }
+    return Standardization(mean: values[0], std: values[1])
   }
 
   /// `tensor_crc32` is a JSON object of one CRC-32 per tensor (or, in checkpoints written

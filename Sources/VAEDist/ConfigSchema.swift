@@ -253,6 +253,9 @@ public enum ConfigSchema {
     key("data", "test_fraction", .unitInterval,
         "with data.train and no data.test: hold out this fraction of the training file (a split seeded by train.seed).",
         default: "none", { $0.testFraction.map { .float($0) } }, { c, v in if case .float(let f) = v { c.testFraction = f } }),
+    key("data", "standardize", .bool,
+        "Continuous data (likelihood gaussian): standardise every dimension with the training split's mean and standard deviation; stored in checkpoints, undone by sample, decode and reconstruct; ELBOs stay in the data's own units.",
+        default: "false", { $0.standardize ? .string("true") : nil }, { c, v in if case .string(let s) = v { c.standardize = s == "true" } }),
     key("data", "binarize", .choice(Binarization.allCases.map(\.rawValue)),
         "Pixels: none (intensity / 255), static (one seeded draw per image), dynamic (a new draw every epoch and image).",
         default: "dynamic (none for gaussian)",
@@ -398,6 +401,7 @@ public enum ConfigSchema {
     if sections["model"]?["decoder_hidden"].map(isPresent) != true { c.model.decoderHidden = c.model.hidden.reversed() }
     try checkDataKeys(sections["data"] ?? [:], c)
     if sections["data"]?["binarize"].map(isPresent) != true, c.model.likelihood != .bernoulli { c.binarize = .none }
+    try checkStandardize(c)
     if let cond = c.conditioning {
       let given = sections["model"]?["condition_size"].map(isPresent) == true ? c.model.conditionSize : nil
       guard cond.pixels == c.model.inputSize else {
@@ -429,6 +433,16 @@ public enum ConfigSchema {
     }
     if (c.testFraction ?? 0.5) <= 0 { throw ConfigConflict("data.test_fraction: expected a fraction in (0, 1)") }
     if c.model.kind != .vae { throw ConfigConflict("data.train: model.kind \(c.model.kind.rawValue) reads the named data sets only") }
+  }
+
+  /// Standardised values are not probabilities: a Gaussian likelihood, no binarisation, a VAE.
+  static func checkStandardize(_ c: RunConfig) throws {
+    guard c.standardize else { return }
+    if c.model.likelihood == .bernoulli {
+      throw ConfigConflict("data.standardize: standardised values are not in [0, 1]; use model.likelihood gaussian")
+    }
+    if c.binarize != .none { throw ConfigConflict("data.standardize: needs data.binarize none (got \(c.binarize.rawValue))") }
+    if c.model.kind != .vae { throw ConfigConflict("data.standardize: needs model.kind vae") }
   }
 
   /// Two keys that exclude each other were both given.

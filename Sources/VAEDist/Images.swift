@@ -8,9 +8,15 @@ import VAEData
 public enum ModelImages {
   /// Decoder outputs of the last `decode` as [0, 1] images: Bernoulli means σ(logit), Gaussian
   /// means clamped (a learned variance's outputs, after the means, are not pictured).
-  public static func decoded(_ model: VAEModel, rows: Int) -> [[Float]] {
+  /// With `standardization`, the means are put back in the data's units first.
+  public static func decoded(_ model: VAEModel, rows: Int, standardization: Standardization? = nil) -> [[Float]] {
     let n = model.config.targetSize, stride = model.config.outputSize, likelihood = model.config.likelihood
-    return (0..<rows).map { r in (0..<n).map { j in likelihood.pixel(model.logits[r * stride + j]) } }
+    guard let st = standardization else {
+      return (0..<rows).map { r in (0..<n).map { j in likelihood.pixel(model.logits[r * stride + j]) } }
+    }
+    return (0..<rows).map { r in
+      (0..<n).map { j in min(max(likelihood.mean(model.logits[r * stride + j]) * st.std[j] + st.mean[j], 0), 1) }
+    }
   }
 
   /// `count` draws z ~ N(0, I) of `dim` dimensions, row r from stream (sample, index r) of `seed`.

@@ -50,7 +50,7 @@ extension TrainingRun {
     do {
       try Checkpoint.save(
         path: path, params: trainer.model.params, moments: moments, state: state, modelJSON: config.modelJSON,
-        configYAML: config.yaml)
+        configYAML: config.yaml, standardization: standardization)
     } catch let e as FileIOError {
       // Disk full, quota, read-only: stop rather than train on without checkpoints, and say
       // what is safe. The write was atomic, so every earlier checkpoint is intact.

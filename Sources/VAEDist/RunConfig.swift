@@ -12,6 +12,8 @@ public struct RunConfig: Sendable, Hashable {
   public var trainFile: String?
   public var testFile: String?
   public var testFraction: Float?
+  /// Standardise every dimension with the training split's mean and standard deviation.
+  public var standardize = false
   public var binarize: Binarization
   public var trainLimit: Int?
   /// Conditional kinds: which pixels are X, and how X is binarised in training.

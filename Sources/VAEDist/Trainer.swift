@@ -34,9 +34,10 @@ public final class Trainer {
 
   /// Under MPI, call this after the ranks agreed on the options (`TrainingRun` does): building
   /// the exchange is collective.
-  public init(config: RunConfig, train: Dataset, comm: Communicator, parallel: ParallelOptions = ParallelOptions())
-    throws
-  {
+  public init(
+    config: RunConfig, train: Dataset, comm: Communicator, parallel: ParallelOptions = ParallelOptions(),
+    standardization: Standardization? = nil
+  ) throws {
     self.config = config
     let shard = comm.shard(of: config.batch)
     let k = parallel.microBatches
@@ -53,7 +54,7 @@ public final class Trainer {
     noiseRNG = CounterRNG(seed: config.seed)
     batcher = Batcher(
       dataset: train, binarization: config.binarize, rng: noiseRNG, globalBatch: config.batch,
-      conditioning: config.conditioning)
+      conditioning: config.conditioning, standardization: standardization)
     x = Buffer(rows * config.model.inputSize)
     eps = Buffer(rows * config.model.latentSize)
     indices = .allocate(capacity: rows)

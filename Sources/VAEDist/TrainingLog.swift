@@ -35,7 +35,7 @@ extension TrainingRun {
     let now = MonotonicClock.now()
     let sps = Double(config.batch * steps) / max(now - window.clockStart, 1e-9)
     let exchangeMs = (trainer.exchange.seconds - window.exchangeSecondsAtStart) / Double(max(steps, 1)) * 1000
-    let recon = -sums[0] / sums[2], kl = sums[1] / sums[2]
+    let recon = -sums[0] / sums[2] + (standardization?.logJacobian ?? 0), kl = sums[1] / sums[2]
     if comm.isRoot {
       let wall = Date().timeIntervalSince1970
       let fields: JSONFields = [

@@ -21,6 +21,8 @@ public final class TrainingRun {
   let testX: [Float]
   let testRange: Range<Int>
   let dataChecksum: UInt32
+  /// `data.standardize`: the training split's per-dimension mean and standard deviation.
+  let standardization: Standardization?
   /// The loss sums and timing of the steps since the last metrics line.
   var window: MetricsWindow
   /// Run time logged before a resume.
@@ -47,8 +49,10 @@ public final class TrainingRun {
     options.events(.waiting("the config handshake (broadcast of rank 0's config)"))
     dataChecksum = data.dataChecksum()
     try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: config.model.layout.total)
+    standardization = config.standardize ? Standardization.fit(data.train) : nil
     options.events(.waiting("the gradient exchange (shared-memory window) and the initial parameters"))
-    trainer = try Trainer(config: config, train: data.train, comm: comm, parallel: options.parallel)
+    trainer = try Trainer(
+      config: config, train: data.train, comm: comm, parallel: options.parallel, standardization: standardization)
     self.config = config
     self.comm = comm
     self.data = data
@@ -57,7 +61,8 @@ public final class TrainingRun {
     files = RunDirectory(path: runDirectory)
     estimator = Estimator(config: config.model, params: trainer.model.params)
     testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
-    testX = Batcher.heldOut(data.test, binarization: config.binarize, conditioning: config.conditioning)
+    testX = Batcher.heldOut(
+      data.test, binarization: config.binarize, conditioning: config.conditioning, standardization: standardization)
     totalSteps = config.totalSteps(trainCount: data.train.count)
     window = MetricsWindow(step: 0, exchangeSeconds: 0)
   }
@@ -210,7 +215,8 @@ public final class TrainingRun {
     }
     let sums = try comm.allreduceSum([local.recon, local.kl])
     let count = Double(data.test.count)
-    let recon = -sums[0] / count
+    // In the data's own units: log p(x) = log p(x') − Σ log std.
+    let recon = -sums[0] / count + (standardization?.logJacobian ?? 0)
     let kl = sums[1] / count
     return (-(recon + kl), recon, kl)
   }

@@ -75,13 +75,15 @@ struct Eval: ParsableCommand {
     let t = testX.withUnsafeBufferPointer {
       est.elbo(x: $0.baseAddress!, count: count, firstIndex: 0, samples: meanZ ? 1 : samples, noise: noise)
     }
-    let recon = -t.recon / Double(count), kl = t.kl / Double(count)
+    // Standardised data: log p(x) = log p(x') − Σ log std, in the data's own units.
+    let jacobian = ck.standardization?.logJacobian ?? 0
+    let recon = -t.recon / Double(count) + jacobian, kl = t.kl / Double(count)
     var fields: JSONObject = [
       "checkpoint": .string(checkpoint), "kind": .string(ck.model.kind.rawValue), "step": .int(ck.state.step),
       "images": .int(count), "elbo": .number(-(recon + kl)), "recon": .number(recon), "kl": .number(kl),
       "samples": .int(meanZ ? 0 : samples),
     ]
-    let iwBound = iw.map { importanceWeightedBound(est, testX, count: count, samples: $0) }
+    let iwBound = iw.map { importanceWeightedBound(est, testX, count: count, samples: $0) - jacobian }
     if let iw, let iwBound { fields.append(contentsOf: ["iw_k": .int(iw), "iw_bound": .number(iwBound)]) }
     let active = activeUnits ? try activeUnitSplit(ck, est, testX, count: count) : nil
     if let a = active {
@@ -110,7 +112,8 @@ struct Eval: ParsableCommand {
       throw ConfigError("--iw: \(checkpoint) is a regressor: its log p(Y|X) is exact, there is no bound to tighten")
     }
     let count = min(limit ?? data.test.count, data.test.count)
-    let testX = Batcher.heldOut(data.test, binarization: rc.binarize, conditioning: rc.conditioning, limit: count)
+    let testX = Batcher.heldOut(
+      data.test, binarization: rc.binarize, conditioning: rc.conditioning, limit: count, standardization: ck.standardization)
     return (ck, testX, count)
   }
 
@@ -220,7 +223,8 @@ struct Sample: ParsableCommand {
     // The checkpoint's config names its data files, whose shape the pictures take.
     let shape = (try? ConfigLoader.parse(ck.configYAML, file: checkpoint, defaultName: "run")).map(ModelImages.pictureShape)
     try ModelImages.writeGrid(
-      ModelImages.decoded(model, rows: count), shape: shape ?? ModelImages.squareOrRow(ck.model.inputSize), columns: columns, scale: picture.scale,
+      ModelImages.decoded(model, rows: count, standardization: ck.standardization),
+      shape: shape ?? ModelImages.squareOrRow(ck.model.inputSize), columns: columns, scale: picture.scale,
       to: picture.out)
     Console.out("wrote \(count) \(manifold ? "latent-grid images" : "samples") to \(picture.out)")
   }
@@ -251,14 +255,18 @@ struct Reconstruct: ParsableCommand {
     let data = try dataOptions.load(rc)
     let count = min(n, data.test.count)
     let dim = ck.model.inputSize
-    let x = Batcher.heldOut(data.test, binarization: rc.binarize, limit: count)
+    let st = ck.standardization
+    let x = Batcher.heldOut(data.test, binarization: rc.binarize, limit: count, standardization: st)
     let model = VAEModel(config: ck.model, maxBatch: count, params: ck.params)
     x.withUnsafeBufferPointer { model.encode($0.baseAddress!, batch: count) }
     model.decode(UnsafePointer(model.mu.ptr), batch: count)
-    let originals = (0..<count).map { Array(x[($0 * dim)..<(($0 + 1) * dim)]) }
+    let originals = (0..<count).map { i in
+      let row = Array(x[(i * dim)..<((i + 1) * dim)])
+      return st.map { $0.undo(row).map { min(max($0, 0), 1) } } ?? row
+    }
     let columns = min(count, 8)
     let tiles = ModelImages.pairedRows(
-      originals: originals, reconstructions: ModelImages.decoded(model, rows: count), columns: columns)
+      originals: originals, reconstructions: ModelImages.decoded(model, rows: count, standardization: st), columns: columns)
     try ModelImages.writeGrid(tiles, shape: ModelImages.pictureShape(rc), columns: columns, scale: picture.scale, to: picture.out)
     Console.out("wrote \(count) originals and reconstructions to \(picture.out)")
   }

@@ -139,4 +139,43 @@ final class OwnDataTests: XCTestCase {
     XCTAssertEqual(be32(20), 2 * (6 + 2) + 2)
     XCTAssertEqual(bytes[25], 2)
   }
+
+  /// data.standardize: the checkpoint stores the training file's per-dimension mean and standard
+  /// deviation (as NumPy computes them, to float precision), training and `eval` report the same
+  /// ELBO in the data's own units, and a Bernoulli model refuses standardised data.
+  func testStandardizationIsStoredAndTheELBOStaysInTheDataUnits() throws {
+    var values = [Float](repeating: 0, count: 300 * 12)
+    for i in values.indices { values[i] = Float((i * 7919) % 997) / 99.7 + Float(i % 12) }
+    try NPY.write(path: tmp + "/train.npy", shape: [250, 12], values: Array(values[..<(250 * 12)]))
+    try NPY.write(path: tmp + "/test.npy", shape: [50, 12], values: Array(values[(250 * 12)...]))
+    let yaml = "model:\n  hidden: [16]\n  zdim: 2\n  likelihood: gaussian\n  sigma: learned\n"
+      + "data:\n  train: train.npy\n  test: test.npy\n  standardize: true\ntrain:\n  batch: 25\n  steps: 30\n"
+    let r = try train(yaml, "std")
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let ck = try SafeTensors.read(path: tmp + "/runs/std/final.safetensors")
+    let mean = floatsFromBytes(try XCTUnwrap(ck.tensor("data.mean")).bytes)
+    let std = floatsFromBytes(try XCTUnwrap(ck.tensor("data.std")).bytes)
+    let numpy = try Subprocess.python(
+      "import numpy as np, sys; x = np.load(sys.argv[1]).astype(np.float64); "
+        + "print(' '.join(repr(float(v)) for v in x.mean(0)), '|', ' '.join(repr(float(v)) for v in x.std(0)))", [tmp + "/train.npy"])
+    guard numpy.status == 0 else { throw XCTSkip("no NumPy: \(numpy.stderr)") }
+    let parts = numpy.stdout.split(separator: "|").map { $0.split(whereSeparator: \.isWhitespace).compactMap { Double($0) } }
+    XCTAssertEqual(parts.map(\.count), [12, 12], numpy.stdout)
+    guard parts.map(\.count) == [12, 12] else { return }
+    for j in 0..<12 {
+      XCTAssertEqual(Double(mean[j]), parts[0][j], accuracy: 1e-5 * max(1, abs(parts[0][j])))
+      XCTAssertEqual(Double(std[j]), parts[1][j], accuracy: 1e-5 * max(1, abs(parts[1][j])))
+    }
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let e = try Subprocess.run([binary, "eval", "--checkpoint", tmp + "/runs/std/final.safetensors", "--json"], cwd: tmp)
+    XCTAssertEqual(e.status, 0, e.stderr)
+    let evalELBO = try XCTUnwrap(
+      (try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as? [String: Any])?["elbo"] as? Double)
+    let line = try XCTUnwrap(r.stdout.split(separator: "\n").last { $0.hasPrefix("held-out ELBO") })
+    let trained = try XCTUnwrap(Double(line.split(separator: " ")[2]))
+    XCTAssertEqual(evalELBO, trained, accuracy: 0.006, "train's and eval's ELBO in the same units")
+    let bernoulli = try train(yaml.replacingOccurrences(of: "  likelihood: gaussian\n  sigma: learned\n", with: ""), "stdb")
+    XCTAssertEqual(bernoulli.status, 1)
+    XCTAssertTrue(bernoulli.stderr.contains("data.standardize: standardised values are not in [0, 1]"), bernoulli.stderr)
+  }
 }
