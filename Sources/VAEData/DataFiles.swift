@@ -53,7 +53,7 @@ public enum DataFiles {
   }
 
   /// The training file and the held-out file, or (`testFraction`) a seeded split of the
-  /// training file: a permutation by `seed` puts ⌈fraction · N⌉ examples in the test split.
+  /// training file: a permutation by `seed` puts round(fraction · N) examples in the test split.
   /// `trainLimit` keeps the first N training examples.
   public static func load(
     train: String, test: String?, testFraction: Float?, seed: UInt64, trainLimit: Int?
@@ -68,7 +68,8 @@ public enum DataFiles {
       }
     } else {
       let fraction = testFraction ?? 0
-      let k = Int((Double(fraction) * Double(trainSet.count)).rounded(.up))
+      // The fraction as written (0.1, not the Float nearest it), rounded to the nearest count.
+      let k = Int(((Double("\(fraction)") ?? Double(fraction)) * Double(trainSet.count)).rounded())
       guard fraction > 0, k >= 1, k < trainSet.count else {
         throw Problem(
           "\(train): data.test_fraction \(fraction) of \(trainSet.count) examples leaves no test or no training example: give data.test or a fraction in (0, 1)")

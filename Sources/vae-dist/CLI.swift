@@ -112,8 +112,21 @@ struct DataOptions: ParsableArguments {
     valueName: "dir"))
   var data: String?
 
+  @Option(name: .customLong("test-file"), help: ArgumentHelp(
+    "Held-out data from this file (.npy or IDX) instead of the one the config (or the checkpoint's config) names; for data from files (data.train).",
+    valueName: "file"))
+  var testFile: String?
+
   func load(_ config: RunConfig) throws -> DataSplits {
-    try config.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data))
+    var c = config
+    if let testFile {
+      guard c.trainFile != nil else {
+        throw ValidationError("--test-file: the config names the data set '\(c.dataset)', not files; it applies to data.train configs")
+      }
+      c.testFile = (testFile as NSString).standardizingPath
+      c.testFraction = nil
+    }
+    return try c.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data))
   }
 }
 

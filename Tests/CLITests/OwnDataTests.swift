@@ -81,6 +81,14 @@ final class OwnDataTests: XCTestCase {
     XCTAssertEqual(try tensors("a"), try tensors("b"))
     let config = try String(contentsOfFile: tmp + "/runs/a/config.yaml", encoding: .utf8)
     XCTAssertTrue(config.contains("input_size: 64") && config.contains("test_fraction: 0.1"), config)
+    // eval reads the held-out split the checkpoint's config names, or the file --test-file names.
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let ck = tmp + "/runs/a/final.safetensors"
+    let own = try Subprocess.run([binary, "eval", "--checkpoint", ck], cwd: tmp)
+    XCTAssertTrue(own.stdout.contains("60 test images"), own.stdout + own.stderr)
+    try NPY.write(path: tmp + "/other.npy", shape: [37, 64], values: Array(values[..<(37 * 64)]))
+    let other = try Subprocess.run([binary, "eval", "--checkpoint", ck, "--test-file", tmp + "/other.npy"], cwd: tmp)
+    XCTAssertTrue(other.stdout.contains("37 test images"), other.stdout + other.stderr)
   }
 
   /// Files that cannot be used: one line naming the file and what was expected, exit 1, and
