@@ -2,8 +2,8 @@
 ceiling's list of GEMMs and calls (vae_dist.gemm_ceiling). No timing is asserted."""
 
 import csv
-import ctypes
 import json
+import os
 import subprocess
 import sys
 import types
@@ -14,6 +14,14 @@ from vae_dist import gemm_ceiling as gc
 from vae_dist import vs_pytorch as vs
 
 KEYS = [k for k, _ in vs.CONFIGURATIONS]
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(gc.__file__)))
+
+
+def ceiling(*args):
+    """``python -m vae_dist.gemm_ceiling ARGS`` with this checkout's package, wherever pytest runs."""
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "vae_dist.gemm_ceiling", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env)
 
 
 def samples(**over):
@@ -105,17 +113,15 @@ def test_prepared_calls_compute_the_products():
         assert list(c) == [0.25 * 0.25 * k] * len(c), call  # every entry: K products of 0.25 · 0.25
 
 
-def test_ceiling_prints_one_json_line(tmp_path):
+def test_ceiling_prints_one_json_line():
     openblas_or_skip()
-    r = subprocess.run([sys.executable, "-m", "vae_dist.gemm_ceiling", "--hidden", "8", "--zdim", "2",
-                        "--input-size", "16", "--batch", "4", "--warmup", "0", "--steps", "1", "--repeats", "1"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = ceiling("--hidden", "8", "--zdim", "2", "--input-size", "16", "--batch", "4", "--warmup", "0", "--steps", "1",
+                "--repeats", "1")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["gemms_per_step"] == 14 and out["samples_per_sec"] == pytest.approx(4 * out["steps_per_sec"])
 
 
 def test_ceiling_bad_flag_is_one_line():
-    r = subprocess.run([sys.executable, "-m", "vae_dist.gemm_ceiling", "--threads", "0"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = ceiling("--threads", "0")
     assert r.returncode == 2 and "--threads: expected a positive integer, got '0'" in r.stderr
