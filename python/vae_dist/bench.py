@@ -2,9 +2,10 @@
 one setting, for several OpenBLAS kernels interleaved, or under mpirun for several rank counts,
 and prints medians, ratios, speed-ups and the gradient exchange's share of a step.
 
-Usage: python -m vae_dist.bench --bin BIN --config FILE --mode single|kernels|scaling
+Usage: python -m vae_dist.bench --bin BIN --config FILE --mode single|kernels|scaling|vs-pytorch
          [--threads N] [--steps N] [--repeats N] [--rounds R] [--kernels "K1 K2"] [--nps "1 2 4"]
-Standard library only.
+         [--csv FILE]
+Standard library only (--mode vs-pytorch is vae_dist.vs_pytorch; its PyTorch runs need torch).
 """
 
 import argparse
@@ -111,18 +112,25 @@ def scaling(a):
           f"of {a.steps} steps)")
 
 
+def vs_pytorch(a):
+    from . import vs_pytorch as vs
+
+    vs.run(a, bench_argv(a), run_json)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m vae_dist.bench", description="scripts/bench's runs and tables")
     p.add_argument("--bin", required=True)
     p.add_argument("--config", required=True)
-    p.add_argument("--mode", choices=["single", "kernels", "scaling"], default="single")
+    p.add_argument("--mode", choices=["single", "kernels", "scaling", "vs-pytorch"], default="single")
     for name, default in (("threads", 1), ("steps", 50), ("repeats", 5), ("rounds", 3)):
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--kernels", default="")
     p.add_argument("--nps", default="1 2 4 8")
+    p.add_argument("--csv", default="", help="--mode vs-pytorch: also write the runs and ratios here")
     a = p.parse_args(argv)
     try:
-        {"single": single, "kernels": kernels, "scaling": scaling}[a.mode](a)
+        {"single": single, "kernels": kernels, "scaling": scaling, "vs-pytorch": vs_pytorch}[a.mode](a)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

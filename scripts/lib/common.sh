@@ -65,15 +65,21 @@ ensure_python_venv() {
     { say "installing matplotlib into $venv"; "${pip[@]}" matplotlib || echo "warning: matplotlib not installed" >&2; }
   "$VAE_DIST_PYTHON" -c "import tensorboard" 2>/dev/null ||
     { say "installing tensorboard into $venv"; "${pip[@]}" tensorboard || echo "warning: tensorboard not installed" >&2; }
-  local wheels=${VAE_DIST_WHEELS:-/opt/wheels}
-  if ! "$VAE_DIST_PYTHON" -c "import torch" 2>/dev/null && ls "$wheels"/torch-*.whl >/dev/null 2>&1; then
-    say "installing PyTorch (CPU) from $wheels into $venv"
-    "${pip[@]}" --find-links "$wheels" "torch==2.13.0+cpu" || echo "warning: torch not installed; its tests will be skipped" >&2
-  fi
+  install_torch "$venv" || echo "warning: torch not installed; its tests will be skipped" >&2
   "$VAE_DIST_PYTHON" -c "import pytest" 2>/dev/null ||
     { say "installing pytest into $venv"; "${pip[@]}" pytest || echo "warning: pytest not installed; python/tests will not run" >&2; }
   "$VAE_DIST_PYTHON" -c "import vae_dist" 2>/dev/null || "${pip[@]}" -e "$ROOT/python" >/dev/null 2>&1 || true
   export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# PyTorch's CPU wheel into the venv VENV from $VAE_DIST_WHEELS (default /opt/wheels) when it is
+# missing there and the directory has one. Fails when torch is still missing afterwards.
+install_torch() {
+  local venv=$1 wheels=${VAE_DIST_WHEELS:-/opt/wheels}
+  "$venv/bin/python" -c "import torch" 2>/dev/null && return 0
+  ls "$wheels"/torch-*.whl >/dev/null 2>&1 || return 1
+  say "installing PyTorch (CPU) from $wheels into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$wheels" "torch==2.13.0+cpu"
 }
 
 # The Python that runs the project's tools (`"$VAE_DIST_PYTHON" -m vae_dist.<tool>`): your
