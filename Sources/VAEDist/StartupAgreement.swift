@@ -14,21 +14,26 @@ public enum StartupSetting: String, Sendable, CaseIterable {
 }
 
 /// One field of the start-up agreement: a value every rank must share and how to show it.
-struct StartupField {
-  let setting: StartupSetting
-  let value: UInt64
-  let show: (UInt64) -> String
+public struct StartupField {
+  public let setting: StartupSetting
+  public let value: UInt64
+  public let show: (UInt64) -> String
+  public init(setting: StartupSetting, value: UInt64, show: @escaping (UInt64) -> String) {
+    self.setting = setting
+    self.value = value
+    self.show = show
+  }
 }
 
 /// The start-up record: a fixed header (format version, field count) that any two builds can
 /// compare, then the fields. Both are one allgather every rank always reaches.
-enum StartupRecord {
+public enum StartupRecord {
   /// Bumped whenever the meaning of a field changes.
-  static let formatVersion: UInt64 = 2
+  public static let formatVersion: UInt64 = 2
 
   /// When a rank's record differs from rank 0's, the lowest such rank throws one line naming
   /// its first differing field; the others wait for the job's end.
-  static func agree(_ fields: [StartupField], comm: Communicator) throws {
+  public static func agree(_ fields: [StartupField], comm: Communicator) throws {
     guard comm.size > 1 else { return }
     let header = try comm.allgather(words: [formatVersion, UInt64(fields.count)])
     if let bad = header.firstIndex(where: { $0 != header[0] }) {
@@ -47,7 +52,7 @@ enum StartupRecord {
   }
 
   /// The options that decide which collectives run at start-up and in every step.
-  static func fields(parallel: ParallelOptions, start: StartOptions) -> [StartupField] {
+  public static func fields(parallel: ParallelOptions, start: StartOptions) -> [StartupField] {
     func enabled(_ v: UInt64) -> String { v == 1 ? "enabled" : "disabled" }
     func path(_ p: String?, _ setting: StartupSetting) -> StartupField {
       let mine = p.map { fnv1a(Array($0.utf8)) | 1 } ?? 0  // | 1: never 0 for a path

@@ -9,7 +9,7 @@
 //   vae-dist-fault-injection startup-record EXTRA_FIELDS_RANK
 //     that rank's start-up record has one more field than the others' (another build).
 import Foundation
-@testable import VAEDist
+import VAEDist
 import VAE
 import VAEData
 
