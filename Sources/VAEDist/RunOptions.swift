@@ -103,13 +103,16 @@ public enum TrainError: Error, CustomStringConvertible {
   case invalidOption(StartupSetting, String)
   /// The loss went NaN or infinite: the message names the step and the term.
   case nonFinite(String)
+  /// A mapped data file changed during the run: the message names the file, what changed, the
+  /// step and the newest checkpoint.
+  case dataChanged(String)
   /// Another rank found the problem and prints it; this rank waits for the job to end.
   case peerFailed
 
   public var description: String {
     switch self {
     case .runExists(let dir): "\(dir) already holds a run (checkpoints or final.safetensors)"
-    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .optionMismatch(_, let s), .invalidOption(_, let s): s
+    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .dataChanged(let s), .optionMismatch(_, let s), .invalidOption(_, let s): s
     case .peerFailed: "another rank reported an error"
     }
   }

@@ -131,6 +131,7 @@ public final class TrainingRun {
     let step = completedSteps, epoch = trainer.epochNumber(afterSteps: step)
     if step % config.logEvery == 0 || step == totalSteps { try logWindow(epoch: epoch, clock) }
     if config.evalEvery > 0 && step % config.evalEvery == 0 && step < totalSteps {
+      try checkDataUnchanged()
       try logEvaluation(try evaluate(), epoch: epoch, elapsed: clock.elapsed)
       window.restartClock(step: step, exchangeSeconds: trainer.exchange.seconds)
     }
@@ -174,6 +175,7 @@ public final class TrainingRun {
   /// The final evaluation, replica check and `final.safetensors`.
   func finish(_ clock: RunClock) throws -> TrainSummary {
     let elapsed = clock.elapsed
+    try checkDataUnchanged()
     let e = try evaluate()
     try logEvaluation(e, epoch: trainer.epochNumber(afterSteps: completedSteps), elapsed: elapsed)
     try replicas.checkParameters(trainer.model.params, what: "final parameters")

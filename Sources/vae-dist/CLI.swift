@@ -112,8 +112,12 @@ struct DataOptions: ParsableArguments {
     valueName: "dir"))
   var data: String?
 
-  func load(_ config: RunConfig) throws -> DataSplits {
-    try config.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data))
+  /// The config's data; mapped files are registered with `MappedFileGuard` before their
+  /// values are read (`reader` names who reads them in its message).
+  func load(_ config: RunConfig, reader: String = "vae-dist") throws -> DataSplits {
+    try config.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data)) {
+      MappedFileGuard.register($0, reader: reader, rankPrefix: VAEDistCLI.rankPrefix)
+    }
   }
 }
 

@@ -108,7 +108,7 @@ struct Train: ParsableCommand {
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
     parallelism.applyThreads(ranks: comm.size)
-    let data = try dataOptions.load(c)
+    let data = try dataOptions.load(c, reader: "training")
     let outDir = out ?? "runs/\(c.name)"
     FloatingPointEnvironment.enableFlushToZero()
     let console = RunConsole(style: outputStyle(isRoot: comm.isRoot, ranks: comm.size))
