@@ -36,6 +36,19 @@ public struct ParallelOptions: Sendable {
   }
 }
 
+/// Where start-up time goes, for the `"event": "startup"` metrics line: when the command
+/// started (`MonotonicClock`) and the phases the caller timed before making the run (e.g.
+/// `data_load_s`, `data_check_s`); the run adds its own phases and the total to the first step.
+public struct StartupTimes: Sendable {
+  public var since: Double
+  /// (field name ending in `_s`, seconds), in order.
+  public var phases: [(name: String, seconds: Double)]
+  public init(since: Double = MonotonicClock.now(), phases: [(name: String, seconds: Double)] = []) {
+    self.since = since
+    self.phases = phases
+  }
+}
+
 /// Everything about a run that is not in its config.
 public struct RunOptions {
   public var parallel: ParallelOptions
@@ -47,10 +60,14 @@ public struct RunOptions {
   public var stopRequest: () -> Int32
   /// What the run reports (see `RunEvent`); nothing by default. Called on the training thread.
   public var events: (RunEvent) -> Void
+  /// The command's start and its phases before the run (the run's `startup` line).
+  public var startup: StartupTimes
   public init(
     parallel: ParallelOptions = ParallelOptions(), start: StartOptions = StartOptions(), tensorboard: Bool = true,
-    stopRequest: @escaping () -> Int32 = { 0 }, events: @escaping (RunEvent) -> Void = { _ in }
+    stopRequest: @escaping () -> Int32 = { 0 }, events: @escaping (RunEvent) -> Void = { _ in },
+    startup: StartupTimes = StartupTimes()
   ) {
+    self.startup = startup
     self.parallel = parallel
     self.start = start
     self.tensorboard = tensorboard

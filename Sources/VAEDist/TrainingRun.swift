@@ -34,6 +34,8 @@ public final class TrainingRun {
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
   var resumeEvent: JSONFields?
+  /// The command's start and the start-up phases timed so far (the `startup` metrics line).
+  var startup: StartupTimes
 
   /// Start-up, in the order every rank follows: the option record, then config, data and model
   /// size, then the exchange (shared-memory window) and the initial parameters.
@@ -42,11 +44,16 @@ public final class TrainingRun {
   {
     try Self.validate(config: config, data: data, comm: comm, microBatches: options.parallel.microBatches)
     let replicas = ReplicaCheck(comm: comm)
+    let t0 = MonotonicClock.now()
     options.events(.waiting("the start-up option agreement (an allgather every rank makes first)"))
     try StartupRecord.agree(StartupRecord.fields(parallel: options.parallel, start: options.start), comm: comm)
     options.events(.waiting("the config handshake (broadcast of rank 0's config)"))
+    let t1 = MonotonicClock.now()
     dataChecksum = data.dataChecksum()
+    let t2 = MonotonicClock.now()
     try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: config.model.layout.total)
+    startup = options.startup
+    startup.phases += [("data_checksum_s", t2 - t1), ("handshake_s", t1 - t0 + MonotonicClock.now() - t2)]
     options.events(.waiting("the gradient exchange (shared-memory window) and the initial parameters"))
     trainer = try Trainer(config: config, train: data.train, comm: comm, parallel: options.parallel)
     self.config = config
@@ -121,6 +128,7 @@ public final class TrainingRun {
       try files.openMetrics()
       try openTensorBoard()
       if let e = resumeEvent { try files.appendMetrics(JSONObject(e)) }
+      try files.appendMetrics(JSONObject(startupFields()))
       announce()
     }
     window = MetricsWindow(step: completedSteps, exchangeSeconds: trainer.exchange.seconds, sums: window)

@@ -114,9 +114,10 @@ struct DataOptions: ParsableArguments {
 
   /// The config's data; mapped files are registered with `MappedFileGuard` before their
   /// values are read (`reader` names who reads them in its message).
-  func load(_ config: RunConfig, reader: String = "vae-dist") throws -> DataSplits {
+  func load(_ config: RunConfig, reader: String = "vae-dist", whenMapped: () -> Void = {}) throws -> DataSplits {
     try config.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data)) {
       MappedFileGuard.register($0, reader: reader, rankPrefix: VAEDistCLI.rankPrefix)
+      whenMapped()
     }
   }
 }

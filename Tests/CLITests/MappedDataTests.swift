@@ -119,4 +119,28 @@ final class MappedDataTests: XCTestCase {
     XCTAssertEqual(p.terminationStatus, SIGBUS)
     XCTAssertFalse(lines.contains { $0.contains("the data file changed") }, lines.joined(separator: "\n"))
   }
+
+  /// Every run's metrics start with a `startup` line: the time to the first step and the
+  /// phases inside it (a mapped file's check among them), which add up to no more than it.
+  func testStartupLineTimesThePhasesBeforeTheFirstStep() throws {
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    try "data:\n  train: rows.npy\n  test_fraction: 0.05\nmodel:\n  hidden: [8]\n  zdim: 2\ntrain:\n  batch: 50\n  steps: 5\n"
+      .write(toFile: dir.path + "/short.yaml", atomically: true, encoding: .utf8)
+    let r = try Subprocess.run(
+      [binary, "train", "--config", dir.path + "/short.yaml", "--out", dir.path + "/short", "--quiet", "--no-tensorboard"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let first = try XCTUnwrap(try String(contentsOfFile: dir.path + "/short/metrics.jsonl", encoding: .utf8).split(separator: "\n").first)
+    let line = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any])
+    XCTAssertEqual(line["event"] as? String, "startup")
+    XCTAssertEqual(line["step"] as? Int, 0)
+    let total = try XCTUnwrap(line["startup_s"] as? Double)
+    var phases = 0.0
+    for key in ["data_load_s", "data_check_s", "data_checksum_s", "handshake_s"] {
+      let s = try XCTUnwrap(line[key] as? Double, "\(key) missing from \(first)")
+      XCTAssertGreaterThanOrEqual(s, 0, key)
+      phases += s
+    }
+    XCTAssertLessThanOrEqual(phases, total + 0.004, "phases (each rounded to 1 ms) within startup_s: \(first)")
+    XCTAssertLessThan(total, r.seconds, "startup_s is part of the command's time")
+  }
 }
