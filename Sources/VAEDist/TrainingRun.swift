@@ -128,7 +128,8 @@ public final class TrainingRun {
       try files.openMetrics()
       try openTensorBoard()
       if let e = resumeEvent { try files.appendMetrics(JSONObject(e)) }
-      try files.appendMetrics(JSONObject(startupFields()))
+      // A fresh run's start-up; a resumed one keeps it, so its lines stay the uninterrupted run's.
+      if completedSteps == 0 { try files.appendMetrics(JSONObject(startupFields())) }
       announce()
     }
     window = MetricsWindow(step: completedSteps, exchangeSeconds: trainer.exchange.seconds, sums: window)
