@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <signal.h>
+#include <stdint.h>
+#include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #include <pmmintrin.h>
@@ -174,3 +176,65 @@ void vae_install_stop_handlers(void) {
 int vae_stop_signal(void) { return (int)vae_stop_requested; }
 
 void vae_ignore_file_size_signal(void) { signal(SIGXFSZ, SIG_IGN); }
+
+/* The mapped-file guard (csupport.h). The table is written by the main thread before the
+ * mapped memory is read and only read by the handler; `count` is published last. */
+struct vae_mapped_range {
+  uintptr_t start, end;
+  size_t line_length;
+  char line[VAE_MAPPED_FILE_GUARD_LINE];
+};
+static struct vae_mapped_range vae_mapped_ranges[VAE_MAPPED_FILE_GUARD_SLOTS];
+static volatile sig_atomic_t vae_mapped_count = 0;
+static struct sigaction vae_previous_bus, vae_previous_segv;
+
+static void vae_on_mapped_fault(int sig, siginfo_t *info, void *context) {
+  (void)context;
+  uintptr_t a = (uintptr_t)info->si_addr;
+  int fault = info->si_code > 0; /* raised by the kernel for an access, not sent by kill(2) */
+  for (int i = 0; fault && i < vae_mapped_count; i++) {
+    const struct vae_mapped_range *r = &vae_mapped_ranges[i];
+    if (a >= r->start && a < r->end) {
+      size_t done = 0;
+      while (done < r->line_length) {
+        ssize_t n = write(STDERR_FILENO, r->line + done, r->line_length - done);
+        if (n <= 0) break;
+        done += (size_t)n;
+      }
+      _exit(1);
+    }
+  }
+  /* Not a mapped data file: the action from before the guard (the default, or the Swift
+   * runtime's backtracer) is restored. Returning re-executes the faulting instruction, which
+   * faults again and gets that action. */
+  sigaction(sig, sig == SIGBUS ? &vae_previous_bus : &vae_previous_segv, NULL);
+  if (!fault) raise(sig); /* sent by kill(2): deliver it again */
+}
+
+void vae_mapped_file_guard_install(void) {
+  static int installed = 0;
+  if (installed) return;
+  installed = 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = vae_on_mapped_fault;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGBUS, &sa, &vae_previous_bus);
+  sigaction(SIGSEGV, &sa, &vae_previous_segv);
+}
+
+int vae_mapped_file_guard_register(const void *start, size_t length, const char *line) {
+  int i = vae_mapped_count;
+  if (i >= VAE_MAPPED_FILE_GUARD_SLOTS) return -1;
+  struct vae_mapped_range *r = &vae_mapped_ranges[i];
+  r->start = (uintptr_t)start;
+  r->end = (uintptr_t)start + length;
+  size_t n = strlen(line);
+  if (n > sizeof r->line) n = sizeof r->line;
+  memcpy(r->line, line, n);
+  r->line_length = n;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  vae_mapped_count = i + 1;
+  return 0;
+}

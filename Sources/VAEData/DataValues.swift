@@ -42,6 +42,8 @@ public final class DataValues: @unchecked Sendable {
   deinit { allocated?.deallocate() }
 
   public var byteCount: Int { count * element.size }
+  /// The mapped file these values are borrowed from, or nil when they are in memory.
+  public var mappedFile: NPYFile? { owner as? NPYFile }
   /// The values as bytes, when they are bytes.
   public var uint8: UnsafePointer<UInt8>? { element == .uint8 ? raw.assumingMemoryBound(to: UInt8.self) : nil }
   /// The values as floats, when they are floats.

@@ -101,6 +101,25 @@ public struct DataSplits: Sendable {
     self.test = test
   }
 
+  /// The mapped files the values are borrowed from, each once (none for data in memory): what
+  /// a process's fault handler compares an address with (`NPYFile.mappedBytes`).
+  public var mappedFiles: [NPYFile] {
+    var files: [NPYFile] = []
+    for f in [train.values.mappedFile, test.values.mappedFile].compactMap({ $0 })
+    where !files.contains(where: { $0 === f }) {
+      files.append(f)
+    }
+    return files
+  }
+
+  /// Throws when a mapped file's size, modification time or identity changed since it was
+  /// opened (`NPYFile.checkUnchanged`): a file rewritten in place changes the values read.
+  /// Two system calls per file.
+  /// - Throws: `NPYError.changed` naming the file and what changed.
+  public func checkFilesUnchanged() throws {
+    for f in mappedFiles { try f.checkUnchanged() }
+  }
+
   /// CRC-32 (zlib) over train values, train labels, test values, test labels, in that order.
   /// Recorded in checkpoints to detect a resume on different data.
   public func dataChecksum() -> UInt32 {

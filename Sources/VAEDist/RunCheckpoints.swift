@@ -17,6 +17,7 @@ extension TrainingRun {
   /// Adam's moments and the metrics window are gathered to rank 0, which writes the file
   /// (`checkpoints/step-N` or `final.safetensors`) and prunes old ones; a stop also logs why.
   func save(_ reason: SaveReason) throws {
+    try checkDataUnchanged()
     try checkParametersFinite()
     let moments = try gatherMoments()
     let w = try comm.allreduceSum(window.sums)
@@ -28,6 +29,17 @@ extension TrainingRun {
       if case .stop(let signal, let elapsed) = reason { try logStop(signal: signal, elapsed: elapsed) }
     }
     lastCheckpointTime = MonotonicClock.now()
+  }
+
+  /// A data file rewritten in place (or truncated, before a read faulted) since the run mapped
+  /// it: the steps since may have read other data, so nothing more is saved.
+  func checkDataUnchanged() throws {
+    do {
+      try data.checkFilesUnchanged()
+    } catch {
+      throw TrainError.dataChanged(
+        "\(error); stopped at step \(completedSteps) before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint")
+    }
   }
 
   /// An update from a non-finite gradient (whose loss was still finite) must not become the

@@ -83,13 +83,16 @@ public struct RunConfig: Sendable, Hashable {
   public static let defaults = RunConfig(name: "", model: ModelConfig(hidden: [500, 500], zdim: 20))
 
   /// The data this config names: its files (`trainFile`, checked: finite, and in [0, 1] for a
-  /// Bernoulli likelihood), else the named data set from `dataDirectory`.
-  public func loadData(dataDirectory: String) throws -> DataSplits {
+  /// Bernoulli likelihood), else the named data set from `dataDirectory`. `whenMapped` sees the
+  /// splits as soon as the files are mapped, before their values are first read (the check,
+  /// the checksum), e.g. to register `DataSplits.mappedFiles` with a fault handler.
+  public func loadData(dataDirectory: String, whenMapped: (DataSplits) -> Void = { _ in }) throws -> DataSplits {
     guard let trainFile else {
       return try DatasetRegistry.load(name: dataset, dataDirectory: dataDirectory, trainLimit: trainLimit)
     }
     let splits = try DataFiles.load(
       train: trainFile, test: testFile, testFraction: testFraction, seed: seed, trainLimit: trainLimit)
+    whenMapped(splits)
     var unit = false
     if case .bernoulli = model.likelihood { unit = true }
     try DataFiles.checkValues(splits.train, unitInterval: unit)

@@ -36,6 +36,19 @@ public struct ParallelOptions: Sendable {
   }
 }
 
+/// Where start-up time goes, for the `"event": "startup"` metrics line: when the command
+/// started (`MonotonicClock`) and the phases the caller timed before making the run (e.g.
+/// `data_load_s`, `data_check_s`); the run adds its own phases and the total to the first step.
+public struct StartupTimes: Sendable {
+  public var since: Double
+  /// (field name ending in `_s`, seconds), in order.
+  public var phases: [(name: String, seconds: Double)]
+  public init(since: Double = MonotonicClock.now(), phases: [(name: String, seconds: Double)] = []) {
+    self.since = since
+    self.phases = phases
+  }
+}
+
 /// Everything about a run that is not in its config.
 public struct RunOptions {
   public var parallel: ParallelOptions
@@ -47,10 +60,14 @@ public struct RunOptions {
   public var stopRequest: () -> Int32
   /// What the run reports (see `RunEvent`); nothing by default. Called on the training thread.
   public var events: (RunEvent) -> Void
+  /// The command's start and its phases before the run (the run's `startup` line).
+  public var startup: StartupTimes
   public init(
     parallel: ParallelOptions = ParallelOptions(), start: StartOptions = StartOptions(), tensorboard: Bool = true,
-    stopRequest: @escaping () -> Int32 = { 0 }, events: @escaping (RunEvent) -> Void = { _ in }
+    stopRequest: @escaping () -> Int32 = { 0 }, events: @escaping (RunEvent) -> Void = { _ in },
+    startup: StartupTimes = StartupTimes()
   ) {
+    self.startup = startup
     self.parallel = parallel
     self.start = start
     self.tensorboard = tensorboard
@@ -103,13 +120,16 @@ public enum TrainError: Error, CustomStringConvertible {
   case invalidOption(StartupSetting, String)
   /// The loss went NaN or infinite: the message names the step and the term.
   case nonFinite(String)
+  /// A mapped data file changed during the run: the message names the file, what changed, the
+  /// step and the newest checkpoint.
+  case dataChanged(String)
   /// Another rank found the problem and prints it; this rank waits for the job to end.
   case peerFailed
 
   public var description: String {
     switch self {
     case .runExists(let dir): "\(dir) already holds a run (checkpoints or final.safetensors)"
-    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .optionMismatch(_, let s), .invalidOption(_, let s): s
+    case .badSetting(let s), .io(let s), .handshake(let s), .nonFinite(let s), .dataChanged(let s), .optionMismatch(_, let s), .invalidOption(_, let s): s
     case .peerFailed: "another rank reported an error"
     }
   }

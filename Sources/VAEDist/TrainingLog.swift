@@ -115,6 +115,14 @@ extension TrainingRun {
     tensorboard = try TensorBoardWriter(directory: runDirectory)
   }
 
+  /// The `startup` event line: seconds from the command's start to the first step
+  /// (`startup_s`), then the phases timed (`StartupTimes`).
+  func startupFields() -> JSONFields {
+    [("step", .int(completedSteps)), ("event", .string("startup")),
+     ("startup_s", milliseconds(MonotonicClock.now() - startup.since))]
+      + startup.phases.map { ($0.name, milliseconds($0.seconds)) }
+  }
+
   /// The scalars of one metrics line, tagged `train/<field>` (JSON numbers only).
   func tensorboardScalars(_ fields: JSONFields, prefix: String, wallTime: Double) throws {
     guard let tb = tensorboard else { return }

@@ -36,6 +36,8 @@ public final class TrainingRun {
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
   var resumeEvent: JSONFields?
+  /// The command's start and the start-up phases timed so far (the `startup` metrics line).
+  var startup: StartupTimes
 
   /// Start-up, in the order every rank follows: the option record, then config, data and model
   /// size, then the exchange (shared-memory window) and the initial parameters.
@@ -44,11 +46,16 @@ public final class TrainingRun {
   {
     try Self.validate(config: config, data: data, comm: comm, microBatches: options.parallel.microBatches)
     let replicas = ReplicaCheck(comm: comm)
+    let t0 = MonotonicClock.now()
     options.events(.waiting("the start-up option agreement (an allgather every rank makes first)"))
     try StartupRecord.agree(StartupRecord.fields(parallel: options.parallel, start: options.start), comm: comm)
     options.events(.waiting("the config handshake (broadcast of rank 0's config)"))
+    let t1 = MonotonicClock.now()
     dataChecksum = data.dataChecksum()
+    let t2 = MonotonicClock.now()
     try replicas.handshake(configYAML: config.yaml, dataChecksum: dataChecksum, parameterCount: config.model.layout.total)
+    startup = options.startup
+    startup.phases += [("data_checksum_s", t2 - t1), ("handshake_s", t1 - t0 + MonotonicClock.now() - t2)]
     standardization = config.standardize ? Standardization.fit(data.train) : nil
     options.events(.waiting("the gradient exchange (shared-memory window) and the initial parameters"))
     trainer = try Trainer(
@@ -126,6 +133,8 @@ public final class TrainingRun {
       try files.openMetrics()
       try openTensorBoard()
       if let e = resumeEvent { try files.appendMetrics(JSONObject(e)) }
+      // A fresh run's start-up; a resumed one keeps it, so its lines stay the uninterrupted run's.
+      if completedSteps == 0 { try files.appendMetrics(JSONObject(startupFields())) }
       announce()
     }
     window = MetricsWindow(step: completedSteps, exchangeSeconds: trainer.exchange.seconds, sums: window)
@@ -136,6 +145,7 @@ public final class TrainingRun {
     let step = completedSteps, epoch = trainer.epochNumber(afterSteps: step)
     if step % config.logEvery == 0 || step == totalSteps { try logWindow(epoch: epoch, clock) }
     if config.evalEvery > 0 && step % config.evalEvery == 0 && step < totalSteps {
+      try checkDataUnchanged()
       try logEvaluation(try evaluate(), epoch: epoch, elapsed: clock.elapsed)
       window.restartClock(step: step, exchangeSeconds: trainer.exchange.seconds)
     }
@@ -179,6 +189,7 @@ public final class TrainingRun {
   /// The final evaluation, replica check and `final.safetensors`.
   func finish(_ clock: RunClock) throws -> TrainSummary {
     let elapsed = clock.elapsed
+    try checkDataUnchanged()
     let e = try evaluate()
     try logEvaluation(e, epoch: trainer.epochNumber(afterSteps: completedSteps), elapsed: elapsed)
     try replicas.checkParameters(trainer.model.params, what: "final parameters")

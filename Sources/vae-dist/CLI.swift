@@ -117,7 +117,9 @@ struct DataOptions: ParsableArguments {
     valueName: "file"))
   var testFile: String?
 
-  func load(_ config: RunConfig) throws -> DataSplits {
+  /// The config's data (with `--test-file`'s held-out file); mapped files are registered with
+  /// `MappedFileGuard` before their values are read (`reader` names who reads them in its message).
+  func load(_ config: RunConfig, reader: String = "vae-dist", whenMapped: () -> Void = {}) throws -> DataSplits {
     var c = config
     if let testFile {
       guard c.trainFile != nil else {
@@ -126,7 +128,10 @@ struct DataOptions: ParsableArguments {
       c.testFile = (testFile as NSString).standardizingPath
       c.testFraction = nil
     }
-    return try c.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data))
+    return try c.loadData(dataDirectory: DatasetRegistry.resolveDataDirectory(explicit: data)) {
+      MappedFileGuard.register($0, reader: reader, rankPrefix: VAEDistCLI.rankPrefix)
+      whenMapped()
+    }
   }
 }
 

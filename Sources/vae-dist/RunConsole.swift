@@ -1,7 +1,9 @@
 import CSupport
+import Formats
 import Foundation
 import MPIShim
 import VAE
+import VAEData
 import VAEDist
 
 /// How `train` shows a run (none of it changes a number).
@@ -91,4 +93,25 @@ enum StartupWatchdog {
 enum StopSignals {
   static func install() { vae_install_stop_handlers() }
   static var pending: Int32 { vae_stop_signal() }
+}
+
+/// Data files mapped into memory (`.npy`) fault (SIGBUS) when they are truncated while a command
+/// reads them. Registered here after loading, such a fault ends the process with one line naming
+/// the file and exit status 1 instead of a crash; other faults crash as before.
+enum MappedFileGuard {
+  /// Installs the handlers (once) and registers every mapped file of `data`; `reader` says who
+  /// read it ("training"), `rankPrefix` is "" or "rank N: ".
+  static func register(_ data: DataSplits, reader: String, rankPrefix: String) {
+    let files = data.mappedFiles
+    guard !files.isEmpty else { return }
+    vae_mapped_file_guard_install()
+    for f in files {
+      let line = "vae-dist: error: \(rankPrefix)\(oneLine(f.path)): the data file changed while \(reader) read it (truncated or rewritten); stopped\n"
+      let bytes = f.mappedBytes
+      let ok = line.withCString { vae_mapped_file_guard_register(bytes.baseAddress, bytes.count, $0) }
+      if ok != 0 {
+        Console.error("vae-dist: warning: \(rankPrefix)more than \(VAE_MAPPED_FILE_GUARD_SLOTS) mapped data files: \(oneLine(f.path)) changing would crash instead of a one-line error")
+      }
+    }
+  }
 }

@@ -94,6 +94,7 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
+    var startup = StartupTimes()
     let mpi = self.comm.usesMPI
     if startupTimeout > 0, mpi {
       StartupWatchdog.setRank(LaunchEnvironment.current.rank ?? -1)
@@ -108,18 +109,30 @@ struct Train: ParsableCommand {
     VAEDistCLI.rankPrefix = comm.size > 1 ? "rank \(comm.rank): " : ""
     let c = try resolvedConfig()
     parallelism.applyThreads(ranks: comm.size)
-    let data = try dataOptions.load(c)
+    let data = try loadData(c, startup: &startup)
     let outDir = out ?? "runs/\(c.name)"
     FloatingPointEnvironment.enableFlushToZero()
     let console = RunConsole(style: outputStyle(isRoot: comm.isRoot, ranks: comm.size))
     if comm.isRoot, let w = BLASInfo.fallbackWarning() { console.warningsAtStart.append(w + "; scripts/train does this for you") }
     let options = RunOptions(
       parallel: parallelism.parallel, start: StartOptions(resume: resume ?? .none, initialWeights: initFrom),
-      tensorboard: tensorboard, stopRequest: { StopSignals.pending }, events: console.handle)
+      tensorboard: tensorboard, stopRequest: { StopSignals.pending }, events: console.handle, startup: startup)
     let run = try TrainingRun(config: c, data: data, comm: comm, runDirectory: outDir, options: options)
     StopSignals.install()
     let s = try run.run()
     report(s, comm: comm, outDir: outDir)
+  }
+
+  /// The config's data, timing its phases: `data_load_s` (opening and mapping, or reading a
+  /// data set into memory) and, for mapped files, `data_check_s` (every value checked).
+  func loadData(_ c: RunConfig, startup: inout StartupTimes) throws -> DataSplits {
+    let start = MonotonicClock.now()
+    var mapped: Double?
+    let data = try dataOptions.load(c, reader: "training") { mapped = MonotonicClock.now() }
+    let end = MonotonicClock.now()
+    startup.phases.append(("data_load_s", (mapped ?? end) - start))
+    if let mapped { startup.phases.append(("data_check_s", end - mapped)) }
+    return data
   }
 
   /// `--resume FILE` and `--init FILE` are read by rank 0 alone (and broadcast), so only rank 0

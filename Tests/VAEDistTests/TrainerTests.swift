@@ -77,7 +77,10 @@ enum TT {
   }
 
   /// Fields of metrics.jsonl that measure wall-clock time (they differ between identical runs).
-  static let timingFields = ["samples_per_sec", "time_s", "allreduce_ms", "wall_time"]
+  static let timingFields = [
+    "samples_per_sec", "time_s", "allreduce_ms", "wall_time", "startup_s", "data_load_s", "data_check_s",
+    "data_checksum_s", "handshake_s",
+  ]
 
   /// metrics.jsonl as parsed objects with the wall-clock fields removed, in file order.
   /// The lines of a run's metrics.jsonl as dictionaries.

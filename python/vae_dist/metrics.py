@@ -3,7 +3,8 @@
 Three kinds of line (docs/ARCHITECTURE.md lists their fields):
   training    has ``loss`` (and ``step``, ``epoch``, ``recon``, ``kl``, ``time_s``, ...)
   evaluation  has ``test_elbo`` (and ``test_recon``, ``test_kl``, ``step``, ``time_s``, ...)
-  event       has ``event``: ``"stopped"`` (with ``signal``) or ``"resume"`` (with ``changed``)
+  event       has ``event``: ``"stopped"`` (with ``signal``), ``"resume"`` (with ``changed``) or
+              ``"startup"`` (with ``startup_s`` and its phases, ``data_load_s``, ...)
 Standard library only.
 """
 

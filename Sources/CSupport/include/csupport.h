@@ -44,4 +44,19 @@ int vae_stop_signal(void);
  * error naming the file. */
 void vae_ignore_file_size_signal(void);
 
+/* Mapped data files: a read of a mapped file that was truncated raises SIGBUS. The guard's
+ * handler (SIGBUS and SIGSEGV) compares the fault address with the ranges registered here; in
+ * one, it writes the line prepared at registration (naming the file) to stderr with write(2) and
+ * calls _exit(1); any other fault gets the action installed before the guard (the default crash,
+ * or the Swift runtime's backtracer), as without the guard.
+ * vae_mapped_file_guard_install sets the handlers (once; later calls do nothing).
+ * vae_mapped_file_guard_register adds a range [start, start + length) and the whole line to
+ * print (at most VAE_MAPPED_FILE_GUARD_LINE bytes; longer is cut); it returns 0, or -1 when all
+ * VAE_MAPPED_FILE_GUARD_SLOTS are taken. Call both from the main thread before the mapped
+ * memory is read; registration is never undone (the ranges live until the process ends). */
+#define VAE_MAPPED_FILE_GUARD_SLOTS 16
+#define VAE_MAPPED_FILE_GUARD_LINE 4096
+void vae_mapped_file_guard_install(void);
+int vae_mapped_file_guard_register(const void *start, size_t length, const char *line);
+
 #endif
