@@ -20,14 +20,17 @@ public enum Likelihood: Sendable, Hashable, Codable {
     }
   }
 
-  /// A decoder output as a pixel in [0, 1]: the Bernoulli mean σ(logit), or the Gaussian mean
-  /// clamped.
-  public func pixel(_ output: Float) -> Float {
+  /// The mean of p(x|z) from a decoder output: σ(logit) for Bernoulli, the output itself for
+  /// a Gaussian.
+  public func mean(_ output: Float) -> Float {
     switch self {
     case .bernoulli: 1 / (1 + expf(-output))
-    case .gaussian: min(max(output, 0), 1)
+    case .gaussian: output
     }
   }
+
+  /// A decoder output as a pixel in [0, 1]: the mean, clamped (a Bernoulli mean always is in range).
+  public func pixel(_ output: Float) -> Float { min(max(mean(output), 0), 1) }
 }
 
 /// Loss terms summed over a batch: `recon` = Σ log p(x|z), `kl` = Σ KL(q(z|x) ‖ N(0, I)).
