@@ -44,8 +44,10 @@ struct Encode: ParsableCommand {
       shape. Outputs appear only when complete: on an error nothing is left behind and an \
       existing file is kept.
       Example:
-        vae-dist encode --checkpoint runs/mnist/final.safetensors --input test.npy --out z.npy --logvar logvar.npy
-        python -c "import numpy as np; z = np.load('z.npy'); print(z.shape, z.dtype)"   # (N, 20) float32
+        vae-dist encode --checkpoint runs/mnist/final.safetensors \\
+            --input test.npy --out z.npy --logvar logvar.npy
+        python -c "import numpy as np; z = np.load('z.npy'); print(z.shape, z.dtype)"
+        # (N, 20) float32 for a zdim 20 model
       """)
   @OptionGroup var options: LatentCodeOptions
   @Option(name: .long, help: ArgumentHelp("The data to encode: a .npy array [N, ...] of uint8 or float32.", valueName: "X.npy"))
@@ -94,8 +96,10 @@ struct Decode: ParsableCommand {
       [28, 28] for mnist, fashion-mnist and synthetic, else [input_size]. The output appears \
       only when complete: on an error nothing is left behind and an existing file is kept.
       Example:
-        vae-dist decode --checkpoint runs/mnist/final.safetensors --input z.npy --out x.npy
-        python -c "import numpy as np; x = np.load('x.npy'); print(x.shape, x.min(), x.max())"   # (N, 28, 28) …
+        vae-dist decode --checkpoint runs/mnist/final.safetensors --input z.npy \\
+            --out x.npy
+        python -c "import numpy as np; x = np.load('x.npy'); print(x.shape, x.max())"
+        # (N, 28, 28) and a value ≤ 1 for an MNIST model
       """)
   @OptionGroup var options: LatentCodeOptions
   @Option(name: .long, help: ArgumentHelp("The latent codes to decode: a float32 .npy array [N, zdim].", valueName: "Z.npy"))
