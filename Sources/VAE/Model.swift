@@ -29,19 +29,17 @@ public enum Likelihood: Sendable, Hashable, Codable {
   /// Whether log p(x|z) is a density (continuous data: the ELBO may be positive).
   public var isDensity: Bool { self != .bernoulli }
 
-  /// A decoder output as a pixel in [0, 1]: the Bernoulli mean σ(logit), or the Gaussian mean
-  /// clamped.
-  public func pixel(_ output: Float) -> Float {
+  /// The mean of p(x|z) from a decoder output: σ(logit) for Bernoulli, the output itself for
+  /// a Gaussian (with a learned variance: the mean outputs, which come first).
+  public func mean(_ output: Float) -> Float {
     switch self {
     case .bernoulli: 1 / (1 + expf(-output))
-    case .gaussian, .gaussianLearned: min(max(output, 0), 1)
+    case .gaussian, .gaussianLearned: output
     }
   }
 
-  /// A decoder output as the value it predicts: the Bernoulli mean σ(logit), or the Gaussian mean.
-  public func mean(_ output: Float) -> Float {
-    self == .bernoulli ? 1 / (1 + expf(-output)) : output
-  }
+  /// A decoder output as a pixel in [0, 1]: the mean, clamped (a Bernoulli mean always is in range).
+  public func pixel(_ output: Float) -> Float { min(max(mean(output), 0), 1) }
 }
 
 /// Loss terms summed over a batch: `recon` = Σ log p(x|z), `kl` = Σ KL(q(z|x) ‖ N(0, I)).

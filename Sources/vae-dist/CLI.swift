@@ -17,8 +17,8 @@ struct VAEDistCLI: ParsableCommand {
       """,
     version: vaeDistVersion,
     subcommands: [
-      Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Info.self, Export.self, ConfigCommand.self,
-      Bench.self, BLAS.self,
+      Train.self, Eval.self, Sample.self, Reconstruct.self, Complete.self, Encode.self, Decode.self, Info.self, Export.self,
+      ConfigCommand.self, Bench.self, BLAS.self,
     ])
 
   /// "rank N: " before every error line of a multi-rank job, so a message names its rank. From

@@ -117,11 +117,13 @@ final class CLITests: XCTestCase {
 
   func testHelpOfEveryCommand() throws {
     let cases: [([String], [String])] = [
-      ([], ["train", "eval", "sample", "reconstruct", "info", "bench"]),
+      ([], ["train", "eval", "sample", "reconstruct", "encode", "decode", "info", "bench"]),
       (["train"], ["--config", "--data", "--out", "--zdim", "--epochs", "--steps", "--batch", "--lr", "--seed", "--resume", "--quiet"]),
       (["eval"], ["--checkpoint", "--data", "--samples", "--iw", "--limit", "--mean-z", "--json"]),
       (["sample"], ["--checkpoint", "--n", "--out", "--manifold", "--seed"]),
       (["reconstruct"], ["--checkpoint", "--out", "--n", "--data"]),
+      (["encode"], ["--checkpoint", "--input", "--out", "--logvar", "--threads", "[N, zdim]", "np.load"]),
+      (["decode"], ["--checkpoint", "--input", "--out", "--threads", "[N, zdim]", "np.load"]),
       (["info"], ["<checkpoint>"]),
       (["bench"], ["--config", "--warmup", "--steps", "--repeats", "--json"]),
       (["config"], ["--keys", "--markdown"]),

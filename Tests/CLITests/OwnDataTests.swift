@@ -182,6 +182,19 @@ final class OwnDataTests: XCTestCase {
     let line = try XCTUnwrap(r.stdout.split(separator: "\n").last { $0.hasPrefix("held-out ELBO") })
     let trained = try XCTUnwrap(Double(line.split(separator: " ")[2]))
     XCTAssertEqual(evalELBO, trained, accuracy: 0.006, "train's and eval's ELBO in the same units")
+    // encode reads rows as training standardised them; decode puts the means back in data units.
+    let ckPath = tmp + "/runs/std/final.safetensors"
+    let enc = try Subprocess.run([binary, "encode", "--checkpoint", ckPath, "--input", tmp + "/test.npy", "--out", tmp + "/z.npy"], cwd: tmp)
+    XCTAssertEqual(enc.status, 0, enc.stderr)
+    let dec = try Subprocess.run([binary, "decode", "--checkpoint", ckPath, "--input", tmp + "/z.npy", "--out", tmp + "/x.npy"], cwd: tmp)
+    XCTAssertEqual(dec.status, 0, dec.stderr)
+    let decoded = try NPYFile(path: tmp + "/x.npy")
+    let xs = try XCTUnwrap(decoded.float32Values)
+    XCTAssertEqual(decoded.header.shape, [50, 12])
+    for j in 0..<12 {
+      let columnMean = (0..<50).reduce(0.0) { $0 + Double(xs[$1 * 12 + j]) } / 50
+      XCTAssertEqual(columnMean, Double(mean[j]), accuracy: Double(std[j]), "column \(j): decoded means in the data's units")
+    }
     let bernoulli = try train(yaml.replacingOccurrences(of: "  likelihood: gaussian\n  sigma: learned\n", with: ""), "stdb")
     XCTAssertEqual(bernoulli.status, 1)
     XCTAssertTrue(bernoulli.stderr.contains("data.standardize: standardised values are not in [0, 1]"), bernoulli.stderr)
