@@ -247,11 +247,12 @@ def write_csv(rows, path):
     os.replace(path + ".tmp", path)
 
 
-def image_grid(rows_of_images, side=8, gap=1):
-    """Rows of [n, side*side] images in [0, 1] as one array with ``gap`` pixels of 1 between."""
+def image_grid(rows_of_images, side=8, gap=1, fill=0.2):
+    """Rows of [n, side*side] images, clipped to [0, 1], as one array with ``gap`` pixels of
+    ``fill`` around each."""
     n = max(len(r) for r in rows_of_images)
     h, w = len(rows_of_images) * (side + gap) + gap, n * (side + gap) + gap
-    grid = np.ones((h, w), dtype=np.float32)
+    grid = np.full((h, w), fill, dtype=np.float32)
     for i, row in enumerate(rows_of_images):
         for j, img in enumerate(row):
             y, x = gap + i * (side + gap), gap + j * (side + gap)
@@ -284,13 +285,15 @@ def draw(ckpt, data, out_png, n=16):
         recon = model.decode(mu)[:, :model.input_size]
         prior = model.decode(torch.randn(n, model.zdim, generator=torch.Generator().manual_seed(0)))
     grid = image_grid([x[:n].numpy(), recon[:n].numpy(), prior[:, :model.input_size].numpy()])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 1]})
     a.imshow(grid, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    a.set_axis_off()
-    a.set_title("held-out digits; their reconstructions (means at z = μ); samples from the prior (means)", fontsize=9)
+    a.set_xticks([])
+    a.set_yticks([4.5, 13.5, 22.5], ["held-out", "reconstructed\n(z = μ)", "from the prior"], fontsize=8)
+    a.tick_params(length=0)
+    a.set_title("held-out digits, their reconstructions and samples from the prior (decoder means)", fontsize=9)
     p = pca2(mu.numpy())
     for d in range(10):
-        b.scatter(*p[labels == d].T, s=6, color=plt.cm.tab10(d), marker=f"${d}$")
+        b.scatter(*p[labels == d].T, s=40, color=plt.cm.tab10(d), marker=f"${d}$", linewidths=0)
     b.set_title("held-out latent means (PCA of μ)", fontsize=9)
     b.set_xticks([]), b.set_yticks([])
     fig.tight_layout()
