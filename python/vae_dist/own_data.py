@@ -17,7 +17,6 @@ Needs NumPy; `data` needs scikit-learn, `torch` PyTorch, `report` matplotlib.
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import time
 import numpy as np
 
 from . import checkpoint, metrics
+from .results import StudyError, load_json, write_csv as _write_csv
 
 DATA_SEED = 0
 TEST_COUNT = 180
@@ -37,10 +37,6 @@ LEVELS = 17  # load_digits' values are 0..16
 # deterministic check, no bound); recon and kl: the terms of elbo.
 FIELDS = ["framework", "seed", "epochs", "steps", "elbo", "elbo_k", "k", "elbo_mean_z", "recon", "kl",
           "train_seconds"]
-
-
-class StudyError(Exception):
-    """A missing or unusable input; the message is one line naming the file or setting."""
 
 
 def dequantise(values, rng, levels=LEVELS):
@@ -188,14 +184,6 @@ def torch_row(a):
     return 0
 
 
-def load_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise StudyError(f"{path}: cannot read: {e}") from None
-
-
 def vae_dist_row(out, seed):
     """A row from OUT/vae-dist-seedS: eval.json (one z), eval-k.json (K z), eval-mean.json
     (z = μ), metrics.jsonl and config.yaml."""
@@ -240,11 +228,7 @@ def summary_text(rows):
 
 def write_csv(rows, path):
     """The rows as CSV (header FIELDS), written atomically."""
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(path + ".tmp", path)
+    _write_csv(rows, path, FIELDS)
 
 
 def image_grid(rows_of_images, side=8, gap=1, fill=0.2):
