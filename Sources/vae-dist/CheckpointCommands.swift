@@ -33,7 +33,8 @@ struct Eval: ParsableCommand {
     discussion: """
       The test set is binarised once with a fixed seed, so numbers are comparable across runs. \
       On a cvae checkpoint: the conditional ELBO of log p(Y|X) (and --iw for it); on a regressor: \
-      log p(Y|X) itself. X and Y are the held-out images' fixed bits. All in nats per image.
+      log p(Y|X) itself. X and Y are the held-out images' fixed bits. All in nats per image. \
+      With a Gaussian likelihood (continuous data) the ELBO is a density and may be positive.
       Example: vae-dist eval --checkpoint runs/mnist/final.safetensors --iw 5000 --limit 1000
       """)
   @Option(name: .long, help: ArgumentHelp("A .safetensors checkpoint written by vae-dist train.", valueName: "path"))
@@ -152,8 +153,10 @@ struct Eval: ParsableCommand {
       case .cvae: "conditional ELBO of log p(Y|X)"
       case .regressor: "log p(Y|X)"
       }
-    Console.out(String(format: "%@ (step %d), %d test images: %@ %.4f nats/image (reconstruction %.4f, KL %.4f)%@",
-                       checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : ""))
+    let density = ck.model.likelihood.isDensity ? " (a density: continuous data, may be positive)" : ""
+    Console.out(String(format: "%@ (step %d), %d test images: %@ %.4f nats/image (reconstruction %.4f, KL %.4f)%@%@",
+                       checkpoint, ck.state.step, count, what, -(recon + kl), recon, kl, meanZ ? " with z = μ" : "",
+                       density))
     if let b = iwBound, let k = iw {
       Console.out(String(format: "importance-weighted bound, K = %d: %.4f nats/image", k, b))
     }

@@ -91,6 +91,33 @@ final class OwnDataTests: XCTestCase {
     XCTAssertTrue(other.stdout.contains("37 test images"), other.stdout + other.stderr)
   }
 
+  /// Continuous data under a Gaussian with a learned variance: the model trains, and `eval`'s
+  /// text says its ELBO is a density (a Bernoulli model's does not); `--json` keeps its fields.
+  func testLearnedSigmaTrainsAndEvalSaysTheELBOIsADensity() throws {
+    var values = [Float](repeating: 0, count: 600 * 64)
+    for i in values.indices { values[i] = (Float((i * 7919) % 1000) + 0.5) / 1000 }
+    try NPY.write(path: tmp + "/vectors.npy", shape: [600, 64], values: values)
+    let data = "data:\n  train: vectors.npy\n  test_fraction: 0.1\n"
+    let gaussian = data + Self.body.replacingOccurrences(
+      of: "model:\n", with: "model:\n  likelihood: gaussian\n  sigma: learned\n")
+    for (name, yaml) in [("gaussian", gaussian), ("bernoulli", data + Self.body)] {
+      XCTAssertEqual(try train(yaml, name).status, 0, name)
+    }
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    func eval(_ name: String, _ extra: [String] = []) throws -> String {
+      let r = try Subprocess.run([binary, "eval", "--checkpoint", tmp + "/runs/\(name)/final.safetensors"] + extra)
+      XCTAssertEqual(r.status, 0, r.stderr)
+      return r.stdout
+    }
+    let note = "(a density: continuous data, may be positive)"
+    XCTAssertTrue(try eval("gaussian").contains("nats/image (reconstruction"), "the ELBO line")
+    XCTAssertTrue(try eval("gaussian").contains(note))
+    XCTAssertFalse(try eval("bernoulli").contains(note))
+    let json = try eval("gaussian", ["--json"])
+    XCTAssertFalse(json.contains("density"), json)
+    XCTAssertTrue(json.hasPrefix("{\"checkpoint\": "), json)
+  }
+
   /// Files that cannot be used: one line naming the file and what was expected, exit 1, and
   /// no run directory written.
   func testBadDataFilesAreOneLineErrors() throws {

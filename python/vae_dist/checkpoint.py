@@ -84,10 +84,12 @@ def model_config(metadata, path="checkpoint"):
     }
     if likelihood == "gaussian":
         sigma = m.get("sigma")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ValueError(f"{path}: metadata field 'model.sigma': expected a positive number, got {sigma!r}")
-        # vae-dist holds sigma as a 32-bit float.
-        out["sigma"] = float(np.float32(sigma))
+        if sigma == "learned":
+            out["sigma"] = sigma
+        elif isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"{path}: metadata field 'model.sigma': expected a positive number or 'learned', got {sigma!r}")
+        else:
+            out["sigma"] = float(np.float32(sigma))  # vae-dist holds sigma as a 32-bit float
     return out
 
 

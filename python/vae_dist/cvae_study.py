@@ -7,28 +7,15 @@ Usage: python -m vae_dist.cvae_study OUT IW_K
 Standard library only.
 """
 
-import csv
-import json
 import os
 import sys
 
 from . import metrics
+from .results import StudyError, load_json, write_csv as _write_csv
 
 MODELS = ("cvae", "regressor")
 FIELDS = ["model", "epochs", "steps", "log_p_y_given_x", "iw_bound", "iw_k", "iw_images", "entropy", "diversity",
           "diversity_over_x", "mean_sq_error", "best_of_5_sq_error", "images", "train_seconds"]
-
-
-class StudyError(Exception):
-    """A missing or unreadable input; the message is one line naming the file."""
-
-
-def load_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise StudyError(f"{path}: cannot read: {e}") from None
 
 
 def config_epochs(path):
@@ -65,11 +52,7 @@ def rows(out, iw):
 
 def write_csv(table, path):
     """The rows as CSV (header FIELDS), written atomically."""
-    with open(path + ".tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(table)
-    os.replace(path + ".tmp", path)
+    _write_csv(table, path, FIELDS)
 
 
 def verdicts(cv, rg):

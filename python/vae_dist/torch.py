@@ -17,7 +17,8 @@ from . import checkpoint as _checkpoint
 class VAE(nn.Module):
     """The vae-dist network. Encoder: input -> hidden... (ReLU) -> (mu, logvar) heads of size
     ``zdim``; decoder: zdim -> decoder_hidden... (ReLU) -> input-sized output, Bernoulli logits
-    or the Gaussian mean. Parameter names match vae-dist's tensors (``encoder.0.weight``,
+    or the Gaussian mean; with ``sigma="learned"`` the output is twice as wide, the means and
+    then one log-variance per dimension. Parameter names match vae-dist's tensors (``encoder.0.weight``,
     ``encoder.mu.bias``, ``decoder.out.weight``, ...), so ``state_dict()`` is a checkpoint's
     model part, name for name and in the same order."""
 
@@ -30,7 +31,7 @@ class VAE(nn.Module):
         decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else [int(h) for h in decoder_hidden]
         self.input_size, self.hidden, self.decoder_hidden = int(input_size), hidden, decoder_hidden
         self.zdim, self.likelihood = int(zdim), likelihood
-        self.sigma = float(sigma) if likelihood == "gaussian" else None
+        self.sigma = None if likelihood != "gaussian" else "learned" if sigma == "learned" else float(sigma)
         # ModuleDicts, not Sequentials: the ReLUs are functional, so layer i is "<part>.i".
         self.encoder = nn.ModuleDict()
         prev = self.input_size
@@ -44,7 +45,7 @@ class VAE(nn.Module):
         for i, h in enumerate(decoder_hidden):
             self.decoder[str(i)] = nn.Linear(prev, h)
             prev = h
-        self.decoder["out"] = nn.Linear(prev, self.input_size)
+        self.decoder["out"] = nn.Linear(prev, self.input_size * (2 if self.sigma == "learned" else 1))
 
     @classmethod
     def from_config(cls, model):
@@ -71,7 +72,8 @@ class VAE(nn.Module):
         return self.encoder["mu"](h), self.encoder["logvar"](h)
 
     def decode(self, z):
-        """Decoder output ``[batch, input_size]``: Bernoulli logits, or the Gaussian mean."""
+        """Decoder output ``[batch, input_size]``: Bernoulli logits, or the Gaussian mean;
+        ``[batch, 2 * input_size]`` (means, then log-variances) when sigma is learned."""
         h = z
         for i in range(len(self.decoder_hidden)):
             h = F.relu(self.decoder[str(i)](h))
@@ -90,9 +92,13 @@ class VAE(nn.Module):
 
     def log_likelihood(self, x, output):
         """log p(x|z) per example from the decoder output. Bernoulli, in the stable form
-        ``x*l - max(l, 0) - log1p(exp(-|l|))``; Gaussian N(output, sigma^2 I)."""
+        ``x*l - max(l, 0) - log1p(exp(-|l|))``; Gaussian N(output, sigma^2 I); with a learned
+        sigma, N(mu, diag exp(lv)) where output = [mu | lv]: a density, so it may be positive."""
         if self.likelihood == "bernoulli":
             return (x * output - F.relu(output) - torch.log1p(torch.exp(-output.abs()))).sum(-1)
+        if self.sigma == "learned":
+            mu, lv = output.split(self.input_size, dim=-1)
+            return -0.5 * (math.log(2 * math.pi) + lv + (x - mu) ** 2 * torch.exp(-lv)).sum(-1)
         s2 = self.sigma * self.sigma
         return -0.5 / s2 * ((output - x) ** 2).sum(-1) - 0.5 * x.shape[-1] * math.log(2 * math.pi * s2)
 

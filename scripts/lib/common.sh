@@ -66,6 +66,8 @@ ensure_python_venv() {
   "$VAE_DIST_PYTHON" -c "import tensorboard" 2>/dev/null ||
     { say "installing tensorboard into $venv"; "${pip[@]}" tensorboard || echo "warning: tensorboard not installed" >&2; }
   install_torch "$venv" || echo "warning: torch not installed; its tests will be skipped" >&2
+  "$VAE_DIST_PYTHON" -c "import sklearn" 2>/dev/null ||
+    { say "installing scikit-learn (its digits are the own-data example) into $venv"; "${pip[@]}" scikit-learn || echo "warning: scikit-learn not installed; its tests will be skipped" >&2; }
   "$VAE_DIST_PYTHON" -c "import pytest" 2>/dev/null ||
     { say "installing pytest into $venv"; "${pip[@]}" pytest || echo "warning: pytest not installed; python/tests will not run" >&2; }
   "$VAE_DIST_PYTHON" -c "import vae_dist" 2>/dev/null || "${pip[@]}" -e "$ROOT/python" >/dev/null 2>&1 || true
@@ -92,6 +94,17 @@ find_python() {
   command -v "$py" >/dev/null 2>&1 ||
     die "no Python to run the tools: '$py' not found (install python3 3.9+, or set VAE_DIST_PYTHON; scripts/test makes a venv in .venv)"
   export VAE_DIST_PYTHON=$py PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# After find_python: pip-installs PACKAGE when MODULE does not import, into a venv's Python only
+# (a system Python is never touched: then it says what to install).
+ensure_python_module() {
+  local module=$1 package=$2
+  "$VAE_DIST_PYTHON" -c "import $module" 2>/dev/null && return 0
+  "$VAE_DIST_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)" ||
+    die "$VAE_DIST_PYTHON has no $module and is no venv's Python: install $package into a venv and set VAE_DIST_PYTHON (or run scripts/test, which makes .venv)"
+  say "installing $package into the venv of $VAE_DIST_PYTHON"
+  "$VAE_DIST_PYTHON" -m pip install --quiet --disable-pip-version-check "$package" || die "pip install $package failed"
 }
 
 # OPENBLAS_CORETYPE: an explicit setting always wins. When unset and OpenBLAS would fall back
@@ -125,7 +138,7 @@ quiet_build() {
 
 build_release() {
   say "building (release)"
-  quiet_build -c release
+  quiet_build -c release --product vae-dist
   BIN="$ROOT/.build/release/vae-dist"
   [ -x "$BIN" ] || die "build produced no $BIN"
 }
