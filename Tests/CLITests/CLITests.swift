@@ -316,10 +316,12 @@ final class CLITests: XCTestCase {
       }
     }
     try assertFails(["train", "--config", try writeFile("deep.yaml", deep[0])], mentions: ["deep.yaml", "nested too deeply"])
-    // The shipped configs are far from the limit.
+    // The shipped configs are far from the limit (parsed as text: configs/digits.yaml names data
+    // files that scripts/own-data-study writes, which a clean clone does not have).
     let configs = Self.packageRoot + "/configs/"
     for name in try FileManager.default.contentsOfDirectory(atPath: configs) where name.hasSuffix(".yaml") {
-      XCTAssertNoThrow(try ConfigLoader.load(path: configs + name), name)
+      let text = try String(contentsOfFile: configs + name, encoding: .utf8)
+      XCTAssertNoThrow(try ConfigLoader.parse(text, file: name, defaultName: "c"), name)
     }
   }
 
