@@ -93,7 +93,7 @@ public final class Batcher: @unchecked Sendable {
       let dst = conditioning == nil ? x + r * n : imageRow
       switch binarization {
       case .none:
-        Batcher.scaledRow(dataset, idx, dst)
+        dataset.scaledRow(idx, into: dst)
         standardization?.apply(dst)
       case .static:
         staticBits.withUnsafeBufferPointer { bits in
@@ -113,18 +113,6 @@ public final class Batcher: @unchecked Sendable {
           }
         cond.split(imageRow, raw: bytes + dataset.offset(ofRow: idx), binarize: draw, into: x + r * n)
       }
-    }
-  }
-
-  /// Example `i` as model inputs: bytes / 255, floats as they are.
-  @inline(__always)
-  static func scaledRow(_ d: Dataset, _ i: Int, _ dst: UnsafeMutablePointer<Float>) {
-    let n = d.rowWidth, at = d.offset(ofRow: i)
-    if let b = d.values.uint8 {
-      let src = b + at
-      for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
-    } else if let f = d.values.float32 {
-      dst.update(from: f + at, count: n)
     }
   }
 
@@ -192,7 +180,7 @@ public final class Batcher: @unchecked Sendable {
       for i in 0..<count {
         let dst = o.baseAddress! + i * n
         if binarization == .none {
-          scaledRow(dataset, i, dst)
+          dataset.scaledRow(i, into: dst)
           standardization?.apply(dst)
         } else {
           var s = rng.stream(.testBinarize, index: UInt64(i))

@@ -38,18 +38,20 @@ public enum DataFiles {
 
   /// One file as a data set named by its path.
   public static func load(path: String) throws -> Dataset {
-    if isNPY(path) {
-      let file = try NPYFile(path: path)
-      let h = file.header
-      let element: DataValues.Element = h.dtype == .uint8 ? .uint8 : .float32
-      let values = DataValues(borrowing: file.data.baseAddress!, element: element, count: h.elementCount, owner: file)
-      let shape = h.shape.count == 1 ? [1] : Array(h.shape.dropFirst())
-      return Dataset(name: path, count: h.rows, shape: shape, values: values)
-    }
+    if isNPY(path) { return dataset(of: try NPYFile(path: path)) }
     try checkRegularFile(path)
     let images = try IDX.readImages(path: path)
     return Dataset(
       name: path, count: images.count, shape: [images.rows, images.cols], values: DataValues(bytes: images.pixels))
+  }
+
+  /// A mapped `.npy` file as a data set named by its path, its values read in place.
+  public static func dataset(of file: NPYFile) -> Dataset {
+    let h = file.header
+    let element: DataValues.Element = h.dtype == .uint8 ? .uint8 : .float32
+    let values = DataValues(borrowing: file.data.baseAddress!, element: element, count: h.elementCount, owner: file)
+    let shape = h.shape.count == 1 ? [1] : Array(h.shape.dropFirst())
+    return Dataset(name: file.path, count: h.rows, shape: shape, values: values)
   }
 
   /// The training file and the held-out file, or (`testFraction`) a seeded split of the
@@ -106,19 +108,23 @@ public enum DataFiles {
   /// Float data must be finite, and in [0, 1] for a Bernoulli likelihood (bytes always are):
   /// the first bad value is named by its row and column in the file.
   public static func checkValues(_ d: Dataset, unitInterval: Bool) throws {
+    guard d.values.element == .float32 else { return }
+    for i in 0..<d.count { try checkRow(d, i, unitInterval: unitInterval) }
+  }
+
+  /// `checkValues` for example `i` alone.
+  public static func checkRow(_ d: Dataset, _ i: Int, unitInterval: Bool) throws {
     guard let f = d.values.float32 else { return }
     let n = d.rowWidth
-    for i in 0..<d.count {
-      let at = d.offset(ofRow: i), row = f + at, fileRow = at / max(n, 1)
-      for j in 0..<n {
-        let v = row[j]
-        if !v.isFinite {
-          throw Problem("\(d.name): row \(fileRow), column \(j) is \(v): expected finite values")
-        }
-        if unitInterval && !(v >= 0 && v <= 1) {
-          throw Problem(
-            "\(d.name): row \(fileRow), column \(j) is \(v), outside [0, 1]: model.likelihood bernoulli needs values in [0, 1] (scale the data, or use likelihood: gaussian)")
-        }
+    let at = d.offset(ofRow: i), row = f + at, fileRow = at / max(n, 1)
+    for j in 0..<n {
+      let v = row[j]
+      if !v.isFinite {
+        throw Problem("\(d.name): row \(fileRow), column \(j) is \(v): expected finite values")
+      }
+      if unitInterval && !(v >= 0 && v <= 1) {
+        throw Problem(
+          "\(d.name): row \(fileRow), column \(j) is \(v), outside [0, 1]: model.likelihood bernoulli needs values in [0, 1] (scale the data, or use likelihood: gaussian)")
       }
     }
   }

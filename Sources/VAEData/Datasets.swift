@@ -50,6 +50,18 @@ public struct Dataset: Sendable {
   @inline(__always)
   public func offset(ofRow i: Int) -> Int { (rowMap.map { Int($0[i]) } ?? i) * rowWidth }
 
+  /// Example `i` as model inputs into `dst` (`rowWidth` values): bytes / 255, floats as they are.
+  @inline(__always)
+  public func scaledRow(_ i: Int, into dst: UnsafeMutablePointer<Float>) {
+    let n = rowWidth, at = offset(ofRow: i)
+    if let b = values.uint8 {
+      let src = b + at
+      for j in 0..<n { dst[j] = Float(src[j]) * (1 / 255) }
+    } else if let f = values.float32 {
+      dst.update(from: f + at, count: n)
+    }
+  }
+
   /// The bytes of every example in order (a copy; byte data only).
   public var images: [UInt8] {
     guard let b = values.uint8 else { preconditionFailure("Dataset.images: \(name) holds floats") }

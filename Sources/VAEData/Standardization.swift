@@ -24,7 +24,7 @@ public struct Standardization: Sendable, Equatable {
     var row = [Float](repeating: 0, count: n)
     row.withUnsafeMutableBufferPointer { r in
       for i in 0..<d.count {
-        Batcher.scaledRow(d, i, r.baseAddress!)
+        d.scaledRow(i, into: r.baseAddress!)
         for j in 0..<n {
           let v = Double(r[j])
           sum[j] += v

@@ -149,10 +149,11 @@ func dataRowShape(_ model: ModelConfig, _ config: RunConfig?) -> [Int] {
 }
 
 /// The rows of a `.npy` file given to `encode` or `decode`, mapped read-only and read a chunk at
-/// a time as model inputs: uint8 as value / 255 (as training reads it), float32 as it is, which
-/// must be finite.
+/// a time as model inputs the way training reads them (`Dataset.scaledRow`: uint8 as value / 255,
+/// float32 as it is, which must be finite: `DataFiles.checkRow`).
 struct NPYRows {
   let file: NPYFile
+  let data: Dataset
   var path: String { file.path }
   var rows: Int { file.header.rows }
   var width: Int { file.header.rowWidth }
@@ -160,6 +161,7 @@ struct NPYRows {
   /// Opens `path`, whose rows must have `width` values (`of`: whose width that is, "C has model.zdim").
   init(path: String, width: Int, of: String, float32Only: Bool = false) throws {
     file = try NPYFile(path: path)
+    data = DataFiles.dataset(of: file)
     let h = file.header
     let shape = "(" + h.shape.map(String.init).joined(separator: ", ") + (h.shape.count == 1 ? ",)" : ")")
     if float32Only && h.dtype != .float32 {
@@ -172,18 +174,9 @@ struct NPYRows {
 
   /// Rows `first ..< first + count` as floats into `out` (`count × width` values).
   func read(first: Int, count: Int, into out: UnsafeMutablePointer<Float>) throws {
-    let start = first * width, n = count * width
-    if let bytes = file.uint8Values {
-      for i in 0..<n { out[i] = Float(bytes[start + i]) * (1 / 255) }
-      return
-    }
-    let floats = file.float32Values!
-    for i in 0..<n {
-      let v = floats[start + i]
-      guard v.isFinite else {
-        throw ConfigError("\(path): row \(first + i / width), column \(i % width) is \(v): expected finite values")
-      }
-      out[i] = v
+    for r in 0..<count {
+      try DataFiles.checkRow(data, first + r, unitInterval: false)
+      data.scaledRow(first + r, into: out + r * width)
     }
   }
 }
