@@ -194,7 +194,7 @@ extension TrainingRun {
     if !changed.isEmpty {
       let list = changed.joined(separator: ", ")
       notes.append("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run")
-      resumeEvent = [("step", .int(c.state.step)), ("event", .string("resume")), ("changed", .string(list))]
+      resumeEvent = ["step": .int(c.state.step), "event": .string("resume"), "changed": .string(list)]
     }
     return notes
   }

@@ -4,9 +4,6 @@ import TensorBoard
 import VAE
 import VAEData
 
-/// A metrics line's fields in order.
-typealias JSONFields = [(String, JSONValue)]
-
 extension JSONValue {
   /// The value as a number, for TensorBoard scalars (nil for text).
   var scalar: Double? {
@@ -38,14 +35,14 @@ extension TrainingRun {
     let recon = -sums[0] / sums[2] + (standardization?.logJacobian ?? 0), kl = sums[1] / sums[2]
     if comm.isRoot {
       let wall = Date().timeIntervalSince1970
-      let fields: JSONFields = [
-        ("step", .int(step)), ("epoch", .int(epoch)), ("loss", .number(recon + kl)), ("recon", .number(recon)),
-        ("kl", .number(kl)), ("world_size", .int(comm.size)), ("lr", .number(Double(config.adam.lr))),
-        ("grad_norm", .number(sums[3].squareRoot())), ("samples_per_sec", .number(sps.rounded())),
-        ("allreduce_ms", .number((exchangeMs * 1000).rounded() / 1000)), ("time_s", milliseconds(clock.elapsed)),
-        ("wall_time", milliseconds(wall)),
+      let fields: JSONObject = [
+        "step": .int(step), "epoch": .int(epoch), "loss": .number(recon + kl), "recon": .number(recon),
+        "kl": .number(kl), "world_size": .int(comm.size), "lr": .number(Double(config.adam.lr)),
+        "grad_norm": .number(sums[3].squareRoot()), "samples_per_sec": .number(sps.rounded()),
+        "allreduce_ms": .number((exchangeMs * 1000).rounded() / 1000), "time_s": milliseconds(clock.elapsed),
+        "wall_time": milliseconds(wall),
       ]
-      try files.appendMetrics(JSONObject(fields))
+      try files.appendMetrics(fields)
       try tensorboardScalars(fields, prefix: "train", wallTime: wall)
       options.events(
         .progress(
@@ -61,12 +58,12 @@ extension TrainingRun {
   func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
     guard comm.isRoot else { return }
     let wall = Date().timeIntervalSince1970
-    try files.appendMetrics(JSONObject([
-      ("step", .int(completedSteps)), ("epoch", .int(epoch)), ("test_elbo", .number(e.elbo)),
-      ("test_recon", .number(e.recon)), ("test_kl", .number(e.kl)), ("time_s", milliseconds(elapsed)),
-      ("wall_time", milliseconds(wall)),
-    ]))
-    try tensorboardScalars([("elbo", .number(e.elbo)), ("recon", .number(e.recon)), ("kl", .number(e.kl))], prefix: "test", wallTime: wall)
+    try files.appendMetrics([
+      "step": .int(completedSteps), "epoch": .int(epoch), "test_elbo": .number(e.elbo),
+      "test_recon": .number(e.recon), "test_kl": .number(e.kl), "time_s": milliseconds(elapsed),
+      "wall_time": milliseconds(wall),
+    ])
+    try tensorboardScalars(["elbo": .number(e.elbo), "recon": .number(e.recon), "kl": .number(e.kl)], prefix: "test", wallTime: wall)
     try tensorboardImages(wallTime: wall)
     options.events(.evaluation(step: completedSteps, elbo: e.elbo, recon: e.recon, kl: e.kl))
   }
@@ -74,10 +71,9 @@ extension TrainingRun {
   /// The metrics line of an agreed stop.
   func logStop(signal: Int32, elapsed: Double) throws {
     let name = [SIGINT: "SIGINT", SIGUSR1: "SIGUSR1", SIGTERM: "SIGTERM"][signal] ?? "signal \(signal)"
-    try files.appendMetrics(JSONObject([
-      ("step", .int(completedSteps)), ("event", .string("stopped")), ("signal", .string(name)),
-      ("time_s", milliseconds(elapsed)),
-    ]))
+    try files.appendMetrics([
+      "step": .int(completedSteps), "event": .string("stopped"), "signal": .string(name), "time_s": milliseconds(elapsed),
+    ])
   }
 
   /// Rank 0 closes metrics.jsonl and the event file at the end of the run.
@@ -117,17 +113,18 @@ extension TrainingRun {
 
   /// The `startup` event line: seconds from the command's start to the first step
   /// (`startup_s`), then the phases timed (`StartupTimes`).
-  func startupFields() -> JSONFields {
-    [("step", .int(completedSteps)), ("event", .string("startup")),
-     ("startup_s", milliseconds(MonotonicClock.now() - startup.since))]
-      + startup.phases.map { ($0.name, milliseconds($0.seconds)) }
+  func startupFields() -> JSONObject {
+    JSONObject(
+      [("step", .int(completedSteps)), ("event", .string("startup")),
+       ("startup_s", milliseconds(MonotonicClock.now() - startup.since))]
+        + startup.phases.map { ($0.name, milliseconds($0.seconds)) })
   }
 
   /// The scalars of one metrics line, tagged `train/<field>` (JSON numbers only).
-  func tensorboardScalars(_ fields: JSONFields, prefix: String, wallTime: Double) throws {
+  func tensorboardScalars(_ line: JSONObject, prefix: String, wallTime: Double) throws {
     guard let tb = tensorboard else { return }
-    for (key, value) in fields where !["step", "epoch", "world_size", "time_s", "wall_time"].contains(key) {
-      if let x = value.scalar { tb.scalar("\(prefix)/\(key)", x, step: completedSteps, wallTime: wallTime) }
+    for f in line.fields where !["step", "epoch", "world_size", "time_s", "wall_time"].contains(f.key) {
+      if let x = f.value.scalar { tb.scalar("\(prefix)/\(f.key)", x, step: completedSteps, wallTime: wallTime) }
     }
     try flushTensorBoard(tb)
   }

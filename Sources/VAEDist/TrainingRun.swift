@@ -35,7 +35,7 @@ public final class TrainingRun {
   /// Rank 0's TensorBoard event file (nil when turned off or on other ranks).
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
-  var resumeEvent: JSONFields?
+  var resumeEvent: JSONObject?
   /// The command's start and the start-up phases timed so far (the `startup` metrics line).
   var startup: StartupTimes
 
@@ -132,9 +132,9 @@ public final class TrainingRun {
       try files.writeConfig(configFileText)
       try files.openMetrics()
       try openTensorBoard()
-      if let e = resumeEvent { try files.appendMetrics(JSONObject(e)) }
+      if let e = resumeEvent { try files.appendMetrics(e) }
       // A fresh run's start-up; a resumed one keeps it, so its lines stay the uninterrupted run's.
-      if completedSteps == 0 { try files.appendMetrics(JSONObject(startupFields())) }
+      if completedSteps == 0 { try files.appendMetrics(startupFields()) }
       announce()
     }
     window = MetricsWindow(step: completedSteps, exchangeSeconds: trainer.exchange.seconds, sums: window)
