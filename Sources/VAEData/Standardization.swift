@@ -54,6 +54,6 @@ public struct Standardization: Sendable, Equatable {
   }
 
   public func undo(_ row: [Float]) -> [Float] {
-    (0..<row.count).map { row[$0] * std[$0 % std.count] + mean[$0 % mean.count] }
+    zip(row, zip(std, mean)).map { $0 * $1.0 + $1.1 }
   }
 }

@@ -85,14 +85,8 @@ public enum ModelImages {
     return [h, w]
   }
 
-  /// Writes `tiles` (each `inputSize` values in [0, 1]) as a grid PNG of `columns` columns,
-  /// every pixel `scale` × `scale`: square tiles when `inputSize` is a square, else one row.
-  public static func writeGrid(_ tiles: [[Float]], inputSize: Int, columns: Int, scale: Int = 1, to path: String) throws {
-    let (h, w) = shape(inputSize: inputSize)
-    try writeGrid(tiles, shape: [h, w], columns: columns, scale: scale, to: path)
-  }
-
-  /// As above, for tiles of `shape` [H, W] (grey) or [H, W, 3] (colour, channels last).
+  /// Writes `tiles` (values in [0, 1]) of `shape` [H, W] (grey) or [H, W, 3] (colour, channels
+  /// last) as a grid PNG of `columns` columns, every pixel `scale` × `scale`.
   public static func writeGrid(_ tiles: [[Float]], shape: [Int], columns: Int, scale: Int = 1, to path: String) throws {
     let (h, w) = (shape[0], shape[1])
     guard shape.count == 3 && shape[2] == 3 else {
