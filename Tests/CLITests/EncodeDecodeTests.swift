@@ -7,14 +7,12 @@ import XCTest
 /// independent NumPy forward pass of the checkpoint (Tests/python/numpy_forward.py), across
 /// chunk boundaries, and one-line errors that leave no output behind.
 final class EncodeDecodeTests: XCTestCase {
-  var tmp = ""
+  /// A fresh directory per test, removed with it.
+  var dir: TempDir!
+  var tmp: String { dir.path }
 
-  override func setUpWithError() throws {
-    tmp = NSTemporaryDirectory() + "vae-dist-codes-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+  override func setUpWithError() throws { dir = try TempDir() }
+  override func tearDownWithError() throws { dir = nil }
 
   /// Runs vae-dist in the test's directory with OpenBLAS on one thread.
   func vaeDist(_ args: [String]) throws -> Subprocess.Result {

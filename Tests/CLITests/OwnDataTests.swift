@@ -6,14 +6,12 @@ import XCTest
 /// Data from files (`data.train`, `data.test`, `data.test_fraction`): the same pipeline as the
 /// named data sets, and one-line errors for files that cannot be used.
 final class OwnDataTests: XCTestCase {
-  var tmp = ""
+  /// A fresh directory per test, removed with it.
+  var dir: TempDir!
+  var tmp: String { dir.path }
 
-  override func setUpWithError() throws {
-    tmp = NSTemporaryDirectory() + "vae-dist-own-data-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: tmp) }
+  override func setUpWithError() throws { dir = try TempDir() }
+  override func tearDownWithError() throws { dir = nil }
 
   func train(_ yaml: String, _ name: String, extra: [String] = []) throws -> Subprocess.Result {
     let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
