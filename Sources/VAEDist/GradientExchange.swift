@@ -23,9 +23,14 @@ public protocol GradientExchange: AnyObject {
   var transport: String { get }
   /// Seconds spent exchanging since this exchange was built (excluding the update).
   var seconds: Double { get }
-  /// Sums the gradients over ranks and calls `update(range, summed values)` on this rank's
-  /// part in one or more pieces (the pointer is valid only inside the call), then makes the
-  /// parameters consistent on every rank.
+  /// `voteSlots` small counts that ride in the gradient exchange instead of a collective of
+  /// their own (the run's stop and checkpoint votes): each rank writes its values before
+  /// `sumAndUpdate`, which replaces them with their sum over the ranks. Integers up to 2²⁴
+  /// are summed exactly.
+  var votes: UnsafeMutableBufferPointer<Float> { get }
+  /// Sums the gradients (and `votes`) over ranks and calls `update(range, summed values)` on
+  /// this rank's part in one or more pieces (the pointer is valid only inside the call), then
+  /// makes the parameters consistent on every rank.
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws
   /// Rank 0 receives every rank's `mine` (its shard of a sharded arena, e.g. Adam's moments)
   /// into `full` (nil on the other ranks).
@@ -34,6 +39,9 @@ public protocol GradientExchange: AnyObject {
   /// barrier when they are shared, so no rank reads them before rank 0 has written them.
   func parametersWritten() throws
 }
+
+/// How many `GradientExchange.votes` every exchange carries.
+public let voteSlots = 8
 
 extension GradientExchange {
   /// Writes the parameters outside the update: every rank its own replica, or, when the node
@@ -53,12 +61,17 @@ public final class LocalExchange: GradientExchange {
   public var sharesParameters: Bool { false }
   public var transport: String { "none (one rank)" }
   public var seconds: Double { 0 }
+  /// One rank's votes are their own sum.
+  public let votes = UnsafeMutableBufferPointer<Float>.allocate(capacity: voteSlots)
 
   public init(layout: ParameterLayout) {
     gradients = Arena(layout: layout)
     parameters = Arena(layout: layout)
     shards = [0..<layout.total]
+    votes.initialize(repeating: 0)
   }
+
+  deinit { votes.deallocate() }
 
   public func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
     try update(0..<gradients.count, UnsafePointer(gradients.base))

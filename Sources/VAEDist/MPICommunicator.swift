@@ -65,7 +65,7 @@ public final class MPICommunicator: Communicator {
     ProcessInfo.processInfo.environment["VAE_DIST_SHM"] != "0"
   }
   /// The largest arena (elements) the exchange can carry: MPI's per-rank counts are `int`.
-  public static let maxArenaElements = Int(Int32.max)
+  public static let maxArenaElements = Int(Int32.max) - voteSlots
 
   public init() throws {
     var r: Int32 = 0, s: Int32 = 0

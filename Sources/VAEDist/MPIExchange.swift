@@ -17,21 +17,36 @@ struct ArenaShards {
 /// in-place reduce-scatter over the arena shards, then an allgather — of the gradients (every
 /// rank updates everything), or, sharded, of the parameters after each rank updated its shard.
 /// Both halves use the same shards, so every rank sums in the same order either way.
+/// The votes ride after the arena in both buffers, as part of the last rank's shard: its
+/// reduce-scatter sums them and the allgather brings the sum to every rank.
 final class CollectiveExchange: GradientExchange {
   let gradients: Arena
   let parameters: Arena
+  let votes: UnsafeMutableBufferPointer<Float>
   let sharded: Bool
   let rank: Int
   private let split: ArenaShards
+  /// `split`'s counts with the last shard extended over the votes.
+  private let wireCounts: [Int32]
+  /// Gradients then their vote slots, parameters then theirs, and the votes themselves.
+  private let storage: UnsafeMutableBufferPointer<Float>
   private(set) var seconds = 0.0
 
   init(layout: ParameterLayout, ranks: Communicator, sharded: Bool) {
-    gradients = Arena(layout: layout)
-    parameters = Arena(layout: layout)
+    let n = layout.total + voteSlots
+    storage = .allocate(capacity: 2 * n + voteSlots)
+    storage.initialize(repeating: 0)
+    gradients = Arena(layout: layout, view: storage.baseAddress!)
+    parameters = Arena(layout: layout, view: storage.baseAddress! + n)
+    votes = UnsafeMutableBufferPointer(rebasing: storage[(2 * n)...])
     self.sharded = sharded
     rank = ranks.rank
-    split = ArenaShards(total: layout.total, ranks: ranks.size)
+    let split = ArenaShards(total: layout.total, ranks: ranks.size), last = ranks.size - 1
+    self.split = split
+    wireCounts = split.counts.indices.map { split.counts[$0] + ($0 == last ? Int32(voteSlots) : 0) }
   }
+
+  deinit { storage.deallocate() }
 
   var shards: [Range<Int>] { split.ranges }
   var updatedSlice: Range<Int>? { sharded ? split.ranges[rank] : nil }
@@ -39,18 +54,22 @@ final class CollectiveExchange: GradientExchange {
   var transport: String { "MPI reduce-scatter + allgather" }
 
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
-    let t0 = MonotonicClock.now()
-    try checkMPI(vae_mpi_reduce_scatter_sum_f32(gradients.base, split.counts, split.displs), "reduce-scatter")
+    let t0 = MonotonicClock.now(), total = gradients.count
+    (gradients.base + total).update(from: votes.baseAddress!, count: voteSlots)
+    try checkMPI(vae_mpi_reduce_scatter_sum_f32(gradients.base, wireCounts, split.displs), "reduce-scatter")
     if !sharded {
-      try checkMPI(vae_mpi_allgather_f32(gradients.base, split.counts, split.displs), "allgather")
+      try checkMPI(vae_mpi_allgather_f32(gradients.base, wireCounts, split.displs), "allgather")
+      votes.baseAddress!.update(from: gradients.base + total, count: voteSlots)
       seconds += MonotonicClock.now() - t0
-      return try update(0..<gradients.count, UnsafePointer(gradients.base))
+      return try update(0..<total, UnsafePointer(gradients.base))
     }
     seconds += MonotonicClock.now() - t0
     let mine = split.ranges[rank]
     if !mine.isEmpty { try update(mine, UnsafePointer(gradients.base + mine.lowerBound)) }
     let t1 = MonotonicClock.now()
-    try checkMPI(vae_mpi_allgather_f32(parameters.base, split.counts, split.displs), "allgather")
+    if rank == split.ranges.count - 1 { (parameters.base + total).update(from: gradients.base + total, count: voteSlots) }
+    try checkMPI(vae_mpi_allgather_f32(parameters.base, wireCounts, split.displs), "allgather")
+    votes.baseAddress!.update(from: parameters.base + total, count: voteSlots)
     seconds += MonotonicClock.now() - t1
   }
 
@@ -85,9 +104,12 @@ func gatherShards(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBu
 ///   (every slice of the shared parameters is updated before anyone reads them).
 /// Parameters written outside the update (initialisation, restore) are written by rank 0 and
 /// followed by a sync. The sums add segments in rank order, as the collective path does.
+/// The votes ride in each segment's tail, after the arena: each rank writes its own before the
+/// first sync and sums every tail after it; no rank writes its tail again before the last sync.
 final class SharedWindowExchange: GradientExchange {
   let gradients: Arena
   let parameters: Arena
+  let votes: UnsafeMutableBufferPointer<Float>
   let sharesParameters: Bool
   let rank: Int
   private let split: ArenaShards
@@ -101,7 +123,7 @@ final class SharedWindowExchange: GradientExchange {
   /// nil when the ranks span several nodes (then the collectives are used).
   init?(layout: ParameterLayout, ranks: Communicator, sharded: Bool) throws {
     var g: UnsafeMutablePointer<Float>?, p: UnsafeMutablePointer<Float>?
-    let rc = vae_mpi_shm_init(layout.total, sharded ? 1 : 0, &g, &p)
+    let rc = vae_mpi_shm_init(layout.total + voteSlots, sharded ? 1 : 0, &g, &p)
     if rc == -1 { return nil }
     try checkMPI(rc, "shared-memory window")
     guard let g else { return nil }
@@ -114,13 +136,18 @@ final class SharedWindowExchange: GradientExchange {
     split = ArenaShards(total: layout.total, ranks: ranks.size)
     counts = split.ranges.map(\.count)
     displs = split.ranges.map(\.lowerBound)
+    votes = .allocate(capacity: voteSlots)
+    votes.initialize(repeating: 0)
   }
+
+  deinit { votes.deallocate() }
 
   var shards: [Range<Int>] { split.ranges }
   var updatedSlice: Range<Int>? { sharesParameters ? split.ranges[rank] : nil }
   var transport: String { "shared memory (MPI-3 window)" }
 
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    (gradients.base + gradients.count).update(from: votes.baseAddress!, count: voteSlots)
     if sharesParameters { try sumMyShardAndUpdate(update) } else { try sumAllAndUpdate(update) }
   }
 
@@ -128,6 +155,7 @@ final class SharedWindowExchange: GradientExchange {
     let t0 = MonotonicClock.now()
     let mine = split.ranges[rank]
     try checkMPI(vae_mpi_shm_reduce_scatter(mine.lowerBound, mine.upperBound), "shared-memory reduce")
+    try sumVotes()
     try checkMPI(vae_mpi_shm_sync(), "barrier")
     seconds += MonotonicClock.now() - t0
     for (q, r) in split.ranges.enumerated() where !r.isEmpty {
@@ -142,6 +170,7 @@ final class SharedWindowExchange: GradientExchange {
   private func sumMyShardAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
     var t = MonotonicClock.now()
     try checkMPI(vae_mpi_shm_sync(), "barrier")
+    try sumVotes()
     seconds += MonotonicClock.now() - t
     let mine = split.ranges[rank]
     var at = mine.lowerBound
@@ -156,6 +185,16 @@ final class SharedWindowExchange: GradientExchange {
     t = MonotonicClock.now()
     try parametersWritten()
     seconds += MonotonicClock.now() - t
+  }
+
+  /// Every rank's votes summed in rank order from the segments' tails (call between the
+  /// first and the last sync of an exchange).
+  private func sumVotes() throws {
+    votes.update(repeating: 0)
+    for q in split.ranges.indices {
+      guard let segment = vae_mpi_shm_segment(Int32(q)) else { throw MPIError(operation: "shared segment", code: -1) }
+      for i in 0..<voteSlots { votes[i] += segment[gradients.count + i] }
+    }
   }
 
   func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {

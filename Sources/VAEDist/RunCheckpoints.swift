@@ -29,6 +29,7 @@ extension TrainingRun {
       if case .stop(let signal, let elapsed) = reason { try logStop(signal: signal, elapsed: elapsed) }
     }
     lastCheckpointTime = MonotonicClock.now()
+    lastSavedStep = completedSteps
   }
 
   /// A data file rewritten in place (or truncated, before a read faulted) since the run mapped

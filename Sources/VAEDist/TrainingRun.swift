@@ -27,11 +27,10 @@ public final class TrainingRun {
   var window: MetricsWindow
   /// Run time logged before a resume.
   var elapsedBefore = 0.0
-  /// Summed over ranks after every step: how many ranks received SIGINT, SIGUSR1, SIGTERM, and
-  /// [3] rank 0's "a time-based checkpoint is due".
-  let votes = UnsafeMutableBufferPointer<Double>.allocate(capacity: 4)
   /// When the last checkpoint was written (for `checkpoint_minutes`; rank 0's clock).
   var lastCheckpointTime = MonotonicClock.now()
+  /// The step the last checkpoint was written after (-1: none in this process).
+  var lastSavedStep = -1
   /// Rank 0's TensorBoard event file (nil when turned off or on other ranks).
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
@@ -74,8 +73,6 @@ public final class TrainingRun {
     window = MetricsWindow(step: 0, exchangeSeconds: 0)
   }
 
-  deinit { votes.deallocate() }
-
   static func validate(config: RunConfig, data: DataSplits, comm: Communicator, microBatches k: Int) throws {
     guard config.batch >= comm.size else {
       throw TrainError.badSetting(
@@ -106,13 +103,14 @@ public final class TrainingRun {
     let clock = RunClock(step: completedSteps, elapsedBefore: elapsedBefore)
     while completedSteps < totalSteps {
       trainer.measuresGradientNorm = (completedSteps + 1) % config.logEvery == 0 || completedSteps + 1 == totalSteps
+      castVotes()
       let terms = try trainer.step()
       try checkFinite(terms)
       window.add(terms, rows: trainer.rowsPerStep)
       try duties(clock)
-      let (signal, checkpointDue) = try agreedStop()
+      let (signal, checkpointDue) = countedVotes()
       if let signal { return try stop(signal: signal, clock) }
-      if checkpointDue && completedSteps < totalSteps { try save(.periodic) }
+      if checkpointDue && completedSteps < totalSteps && lastSavedStep != completedSteps { try save(.periodic) }
     }
     return try finish(clock)
   }
@@ -157,18 +155,23 @@ public final class TrainingRun {
     }
   }
 
-  /// Whether some rank received SIGINT, SIGUSR1 or SIGTERM (`options.stopRequest`): the ranks
-  /// sum one vote per signal after every step, so all stop after the same step with the same
-  /// signal, the lowest-numbered one any rank received. The same sum carries rank 0's "a
-  /// time-based checkpoint is due".
-  func agreedStop() throws -> (signal: Int32?, checkpointDue: Bool) {
-    let mine = options.stopRequest()
+  /// This rank's votes for the coming step, which ride in its gradient exchange (no
+  /// collective of their own): one per signal this rank received (SIGINT, SIGUSR1, SIGTERM,
+  /// `options.stopRequest`), and [3] rank 0's "a time-based checkpoint is due".
+  func castVotes() {
+    let votes = trainer.exchange.votes, mine = options.stopRequest()
     let minutes = config.checkpointMinutes
     let due = comm.isRoot && minutes > 0 && MonotonicClock.now() - lastCheckpointTime >= minutes * 60
     votes.update(repeating: 0)
     if mine != 0 { votes[Self.stopSignals.firstIndex(of: mine) ?? 2] = 1 }
     votes[3] = due ? 1 : 0
-    try comm.allreduceSum(votes)
+  }
+
+  /// The votes summed over the ranks by the step's exchange: every rank stops after the same
+  /// step with the same signal, the lowest-numbered one any rank received, and saves when
+  /// rank 0 said a checkpoint is due.
+  func countedVotes() -> (signal: Int32?, checkpointDue: Bool) {
+    let votes = trainer.exchange.votes
     let signal = Self.stopSignals.indices.first { votes[$0] > 0 }.map { Self.stopSignals[$0] }
     return (signal, votes[3] > 0)
   }

@@ -56,6 +56,7 @@ final class FaultInjectingExchange: GradientExchange {
   var sharesParameters: Bool { inner.sharesParameters }
   var transport: String { inner.transport }
   var seconds: Double { inner.seconds }
+  var votes: UnsafeMutableBufferPointer<Float> { inner.votes }
   func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {
     try inner.gatherToRoot(mine, into: full)
   }

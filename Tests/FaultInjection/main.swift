@@ -5,7 +5,8 @@
 //     replica check failure can be seen end to end; checkpoints every 10 steps.
 //   vae-dist-fault-injection stop OUT_DIR STEP SIGNAL_OF_RANK_0 SIGNAL_OF_RANK_1 …
 //     each rank's stop request returns its signal (0: none) from step STEP on; every rank prints
-//     "rank R: stopped by signal S after step N" and exits 128 + S.
+//     "rank R: stopped by signal S after step N" and exits 128 + S. VAE_DIST_TEST_PLAIN=1 turns
+//     the sharded optimizer off.
 //   vae-dist-fault-injection startup-record EXTRA_FIELDS_RANK
 //     that rank's start-up record has one more field than the others' (another build).
 import Foundation
@@ -54,7 +55,8 @@ func stopRun() throws {
     fail("usage: \(args[0]) stop OUT_DIR STEP SIGNAL_OF_RANK_0 SIGNAL_OF_RANK_1 …")
   }
   var steps = 0
-  let options = RunOptions(tensorboard: false, stopRequest: {
+  let plain = ProcessInfo.processInfo.environment["VAE_DIST_TEST_PLAIN"] == "1"
+  let options = RunOptions(parallel: ParallelOptions(shardOptimizer: !plain), tensorboard: false, stopRequest: {
     steps += 1
     return steps >= at ? signal : 0
   })

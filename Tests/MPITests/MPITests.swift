@@ -550,6 +550,57 @@ final class MPITests: XCTestCase {
     }
   }
 
+  /// The stop votes ride in the gradient exchange on every transport (shared window and
+  /// collectives, sharded and plain): with 3 ranks, a signal on the last rank only (whose
+  /// collective shard carries the votes) or on the first stops every rank after the same step.
+  func testStopVotesRideInEveryExchange() throws {
+    let bin = try XCTUnwrap(VAEDistBinary.sibling("vae-dist-fault-injection"), "vae-dist-fault-injection not built")
+    let mpirun = try XCTUnwrap(Self.which("mpirun"))
+    for (shm, plain, signals) in [("1", "0", ["0", "0", "15"]), ("1", "1", ["10", "0", "0"]),
+                                  ("0", "0", ["0", "0", "10"]), ("0", "1", ["0", "15", "0"])] {
+      let name = "votes-\(shm)\(plain)", out = tmp.appendingPathComponent(name).path
+      let env = mpiEnvironment.merging(["VAE_DIST_SHM": shm, "VAE_DIST_TEST_PLAIN": plain]) { $1 }
+      let r = try Subprocess.run(
+        [mpirun, "--timeout", "60", "--oversubscribe", "--bind-to", "none", "-x", "VAE_DIST_SHM", "-x", "VAE_DIST_TEST_PLAIN",
+         "-np", "3", bin, "stop", out, "4"] + signals, environment: env, cwd: Self.root.path)
+      let agreed = signals.contains("10") ? 10 : 15
+      for rank in 0..<3 {
+        XCTAssertTrue(r.stdout.contains("rank \(rank): stopped by signal \(agreed) after step 4"), "\(name): \(r.stdout)\n\(r.stderr)")
+      }
+    }
+  }
+
+  /// A step runs no MPI collective besides its exchange: 20 more steps add no MPI_Allreduce (the
+  /// stop votes used to be one per step), on the shared window and on the collectives path,
+  /// where they add exactly one reduce-scatter and one allgather per step. Counted by an
+  /// interposed libmpi (`Tests/mpi/countcalls.c`).
+  func testAStepRunsNoCollectiveBesidesTheExchange() throws {
+    guard let mpicc = Self.which("mpicc") else { throw XCTSkip("mpicc not found (libopenmpi-dev)") }
+    let lib = tmp.appendingPathComponent("countcalls.so").path
+    let src = Self.root.appendingPathComponent("Tests/mpi/countcalls.c").path
+    let cc = try Subprocess.run([mpicc, "-shared", "-fPIC", "-o", lib, src], environment: [:], cwd: tmp.path)
+    XCTAssertEqual(cc.status, 0, cc.stderr)
+    func calls(_ steps: Int, shm: String) throws -> [String: Int] {
+      let args = smoke("calls-\(steps)-\(shm)", steps: steps) + ["--log-every", "1000", "--eval-every", "0",
+        "--checkpoint-every", "0", "--check-every", "0"]
+      let r = try run(np: 2, args, mpiExtra: ["-x", "LD_PRELOAD", "-x", "VAE_DIST_SHM"], env: ["LD_PRELOAD": lib, "VAE_DIST_SHM": shm])
+      assertSucceeded(r, "\(steps) steps, VAE_DIST_SHM=\(shm)")
+      let line = try XCTUnwrap(r.stderr.split(separator: "\n").first { $0.hasPrefix("mpi calls:") }, r.stderr)
+      return Dictionary(uniqueKeysWithValues: line.dropFirst("mpi calls: ".count).split(separator: " ").map {
+        let kv = $0.split(separator: "=")
+        return (String(kv[0]), Int(kv[1]) ?? -1)
+      })
+    }
+    for shm in ["1", "0"] {
+      let a = try calls(20, shm: shm), b = try calls(40, shm: shm)
+      XCTAssertEqual(a["allreduce"], b["allreduce"], "VAE_DIST_SHM=\(shm): \(a) vs \(b)")
+      if shm == "0" {
+        XCTAssertEqual((b["reduce_scatter"] ?? 0) - (a["reduce_scatter"] ?? 0), 20, "\(a) vs \(b)")
+        XCTAssertEqual((b["allgatherv"] ?? 0) - (a["allgatherv"] ?? 0), 20, "\(a) vs \(b)")
+      }
+    }
+  }
+
   /// The watchdog thread calls no MPI function (MPI is FUNNELED): an interposed libmpi wrapper
   /// records every MPI call made off the thread that initialised MPI, while the watchdog ends
   /// a stuck start-up.
