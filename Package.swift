@@ -43,7 +43,7 @@ let package = Package(
       name: "TensorBoard",
       dependencies: ["Formats", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
       exclude: ["Protos/tensorboard_event.proto"]),
-    .target(name: "VAEData", dependencies: ["VAE", "Formats"]),
+    .target(name: "VAEData", dependencies: ["VAE", "Formats", "CSupport"]),
     .target(
       name: "VAEDist",
       dependencies: [
@@ -73,7 +73,7 @@ let package = Package(
     // Runs the fuzz replayers, which any full build makes. Not dependencies: a test target's
     // executable dependencies are linked into its bundle, and each defines LLVMFuzzerTestOneInput.
     .testTarget(name: "FuzzCorpusTests", dependencies: ["TestSupport"]),
-    .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "TestSupport"]),
+    .testTarget(name: "VAEDataTests", dependencies: ["VAEData", "VAE", "CSupport", "TestSupport"]),
     .testTarget(name: "VAEDistTests", dependencies: ["VAEDist", "VAEData", "VAE", "Formats", "TestSupport"]),
     .testTarget(
       name: "TensorBoardTests",

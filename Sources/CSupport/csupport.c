@@ -152,6 +152,63 @@ void vae_bernoulli_loglik(const float *restrict x, const float *restrict logits,
   }
 }
 
+VAE_MULTIVERSION
+void vae_bias_activation(float *restrict y, const float *restrict bias, const float *restrict addend,
+                         size_t rows, size_t cols, int relu) {
+  for (size_t r = 0; r < rows; r++) {
+    float *yr = y + r * cols;
+    const float *ar = addend ? addend + r * cols : NULL;
+    if (ar) {
+#pragma clang loop vectorize(enable)
+      for (size_t j = 0; j < cols; j++) yr[j] = yr[j] + bias[j] + ar[j];
+    } else {
+#pragma clang loop vectorize(enable)
+      for (size_t j = 0; j < cols; j++) yr[j] = yr[j] + bias[j];
+    }
+    if (relu) {
+      /* Swift's max(v, 0): 0 when 0 >= v (so −0 becomes +0), v otherwise (NaN stays NaN). */
+#pragma clang loop vectorize(enable)
+      for (size_t j = 0; j < cols; j++) yr[j] = 0.0f >= yr[j] ? 0.0f : yr[j];
+    }
+  }
+}
+
+VAE_MULTIVERSION
+void vae_bias_gradient(float *restrict dy, const float *restrict relu_out, float *restrict db, size_t rows,
+                       size_t cols) {
+  memset(db, 0, cols * sizeof(float));
+  for (size_t r = 0; r < rows; r++) {
+    float *dr = dy + r * cols;
+    if (relu_out) {
+      const float *hr = relu_out + r * cols;
+#pragma clang loop vectorize(enable)
+      for (size_t j = 0; j < cols; j++) {
+        float d = hr[j] <= 0.0f ? 0.0f : dr[j];
+        dr[j] = d;
+        db[j] += d;
+      }
+    } else {
+#pragma clang loop vectorize(enable)
+      for (size_t j = 0; j < cols; j++) db[j] += dr[j];
+    }
+  }
+}
+
+VAE_MULTIVERSION
+unsigned long long vae_bernoulli_bytes(unsigned long long state, const unsigned char *restrict intensity,
+                                       float *restrict out, size_t n) {
+  const uint64_t gamma = 0x9E3779B97F4A7C15ULL;
+#pragma clang loop vectorize(enable)
+  for (size_t j = 0; j < n; j++) {
+    uint64_t z = (uint64_t)state + (uint64_t)(j + 1) * gamma;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    out[j] = (z >> 40) * 255 < ((uint64_t)intensity[j] << 24) ? 1.0f : 0.0f;
+  }
+  return (uint64_t)state + (uint64_t)n * gamma;
+}
+
 void vae_write_stdout(const char *s, size_t n) { fwrite(s, 1, n, stdout); fflush(stdout); }
 void vae_write_stderr(const char *s, size_t n) { fwrite(s, 1, n, stderr); fflush(stderr); }
 int vae_stdout_isatty(void) { return isatty(STDOUT_FILENO); }

@@ -1,3 +1,5 @@
+import CSupport
+
 /// A fully connected layer, `y = x·Wᵀ + b` with PyTorch's `nn.Linear` layout (weight
 /// `[out, in]` row-major, bias `[out]`). A plain value: it names its slices of the arenas and
 /// works on caller-owned buffers.
@@ -23,41 +25,24 @@ public struct Linear: Sendable {
   ) {
     let p = params.base
     GEMM.forward(x, p + weight.lowerBound, y, batch: batch, inF: inFeatures, outF: outFeatures)
-    let b = UnsafePointer(p + bias.lowerBound)
-    let n = outFeatures
-    for r in 0..<batch {
-      let row = y + r * n
-      if let addend {
-        let a = addend + r * n
-        if relu {
-          for j in 0..<n { row[j] = max(row[j] + b[j] + a[j], 0) }
-        } else {
-          for j in 0..<n { row[j] = row[j] + b[j] + a[j] }
-        }
-      } else if relu {
-        for j in 0..<n { row[j] = max(row[j] + b[j], 0) }
-      } else {
-        for j in 0..<n { row[j] += b[j] }
-      }
-    }
+    vae_bias_activation(y, p + bias.lowerBound, addend, batch, outFeatures, relu ? 1 : 0)
   }
 
+  /// The weight then the bias: one contiguous range of the arena (`ParameterLayout(linears:)`).
+  public var arenaRange: Range<Int> { weight.lowerBound..<bias.upperBound }
+
   /// Given dL/dy, writes dL/dW and dL/db into `grads` (overwriting) and, when `dx` is given,
-  /// dL/dx (overwriting, or adding when `accumulateDx`).
+  /// dL/dx (overwriting, or adding when `accumulateDx`). With `reluOutput` (this layer's
+  /// output after a ReLU), dy is first masked in place where the output is 0, in the same pass
+  /// that sums the bias gradient.
   @inlinable
   public func backward(
-    _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
-    batch: Int, params: Arena, grads: Arena, accumulateDx: Bool = false
+    _ x: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
+    batch: Int, params: Arena, grads: Arena, accumulateDx: Bool = false, reluOutput: UnsafePointer<Float>? = nil
   ) {
     let g = grads.base
+    vae_bias_gradient(dy, reluOutput, g + bias.lowerBound, batch, outFeatures)
     GEMM.weightGrad(dy, x, g + weight.lowerBound, batch: batch, inF: inFeatures, outF: outFeatures)
-    let db = g + bias.lowerBound
-    let n = outFeatures
-    db.update(repeating: 0, count: n)
-    for r in 0..<batch {
-      let row = dy + r * n
-      for j in 0..<n { db[j] += row[j] }
-    }
     if let dx {
       GEMM.inputGrad(
         dy, params.base + weight.lowerBound, dx, batch: batch, inF: inFeatures, outF: outFeatures,

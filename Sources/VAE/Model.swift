@@ -322,18 +322,21 @@ public final class VAEModel: @unchecked Sendable {
   }
 
   /// Backward pass of the last `loss` call: writes d(Σ over the batch of (kl − recon))/dθ into
-  /// `grads` (overwriting). The caller scales by 1/global batch.
-  public func backward() {
+  /// `grads` (overwriting). The caller scales by 1/global batch. `ready` receives each layer's
+  /// arena range as soon as its gradients are written and its weights no longer read (the
+  /// decoder's last layer first): every parameter exactly once.
+  public func backward(ready: GradientReady? = nil) {
     guard let target = lastTarget, let eps = lastEps else { preconditionFailure("backward() before loss()") }
     let batch = lastBatch
     guard let muHead, let logvarHead else {
       // Regressor: the decoder, then the condition tower it read (after the tower's ReLU).
       let cond = condition!
-      decoder.backward(UnsafePointer(cond.output), batch: batch, params: params, grads: grads, dInput: cond.gradOutput)
-      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil)
+      decoder.backward(
+        UnsafePointer(cond.output), batch: batch, params: params, grads: grads, dInput: cond.gradOutput, ready: ready)
+      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil, ready: ready)
       return
     }
-    decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr)
+    decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr, ready: ready)
     // Reparameterisation and KL.
     for j in 0..<(batch * config.zdim) {
       let s = std.ptr[j]
@@ -344,13 +347,15 @@ public final class VAEModel: @unchecked Sendable {
     let top = encoder.result(of: target)
     let dTop = encoder.isEmpty ? nil : encoder.gradOutput
     muHead.backward(top, dmu.ptr, dTop, batch: batch, params: params, grads: grads)
+    ready?(muHead.arenaRange)
     logvarHead.backward(top, dlogvar.ptr, dTop, batch: batch, params: params, grads: grads, accumulateDx: true)
-    encoder.backward(target, batch: batch, params: params, grads: grads, dInput: nil)
+    ready?(logvarHead.arenaRange)
+    encoder.backward(target, batch: batch, params: params, grads: grads, dInput: nil, ready: ready)
     // CVAE: the condition tower receives, through `extraPreGradients`, the gradients of the
     // pre-activations it was added to; its output has no other reader.
     if let cond = condition {
       cond.gradOutput.update(repeating: 0, count: batch * config.conditionHidden[config.conditionHidden.count - 1])
-      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil)
+      cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil, ready: ready)
     }
   }
 }

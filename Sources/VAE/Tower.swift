@@ -1,3 +1,6 @@
+/// Called as a layer's gradients (weight and bias, one arena range) become final.
+public typealias GradientReady = (Range<Int>) -> Void
+
 /// A chain of fully connected layers over buffers sized once for `maxBatch` rows. Layer k
 /// computes pre_k = in_k · W_kᵀ + b_k (+ addend_k) and out_k = ReLU(pre_k) when `relu[k]`, else
 /// pre_k; in_0 is the tower's input, in_k = out_{k−1}. A model is a composition of towers: an
@@ -64,16 +67,21 @@ public final class Tower: @unchecked Sendable {
   /// Backward of the last `forward` (same `input` and `batch`), given dL/d(output) in
   /// `gradOutput`: writes each layer's weight and bias gradients into `grads` (overwriting),
   /// leaves dL/d pre_k in `gradPreActivation(k)`, and writes dL/d input into `dInput` when given
-  /// (overwriting, or adding with `accumulateDInput`).
+  /// (overwriting, or adding with `accumulateDInput`). `ready` receives each layer's arena
+  /// range (weight and bias) once its gradients are written and its weights no longer read,
+  /// last layer first.
   public func backward(
     _ input: UnsafePointer<Float>, batch: Int, params: Arena, grads: Arena,
-    dInput: UnsafeMutablePointer<Float>?, accumulateDInput: Bool = false
+    dInput: UnsafeMutablePointer<Float>?, accumulateDInput: Bool = false, ready: GradientReady? = nil
   ) {
     for k in stride(from: layers.count - 1, through: 0, by: -1) {
       let layer = layers[k]
       let n = batch * layer.outFeatures
-      if relu[k] { reluBackward(out[k].ptr, dOut[k].ptr, count: n) }
-      for e in extraPreGradients[k] {
+      // dL/d pre_k = ReLU mask ⊙ dL/d out_k + the gradients from where pre_k was added. Without
+      // the latter the mask is applied in the bias-gradient pass (`reluOutput`).
+      let extras = extraPreGradients[k], fuseMask = relu[k] && extras.isEmpty
+      if relu[k] && !fuseMask { reluBackward(out[k].ptr, dOut[k].ptr, count: n) }
+      for e in extras {
         let d = dOut[k].ptr
         for i in 0..<n { d[i] += e[i] }
       }
@@ -81,7 +89,8 @@ public final class Tower: @unchecked Sendable {
       let dx = k == 0 ? dInput : dOut[k - 1].ptr
       layer.backward(
         x, dOut[k].ptr, dx, batch: batch, params: params, grads: grads,
-        accumulateDx: k == 0 && accumulateDInput)
+        accumulateDx: k == 0 && accumulateDInput, reluOutput: fuseMask ? UnsafePointer(out[k].ptr) : nil)
+      ready?(layer.arenaRange)
     }
   }
 }

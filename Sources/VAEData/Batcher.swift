@@ -1,3 +1,4 @@
+import CSupport
 import VAE
 
 /// How pixel intensities in [0, 255] become model inputs.
@@ -122,8 +123,7 @@ public final class Batcher: @unchecked Sendable {
   static func bernoulliRow(_ d: Dataset, _ i: Int, _ dst: UnsafeMutablePointer<Float>, _ s: inout RandomStream) {
     let n = d.rowWidth, at = d.offset(ofRow: i)
     if let b = d.values.uint8 {
-      let src = b + at
-      for j in 0..<n { dst[j] = s.bernoulli(intensity: src[j]) }
+      s.state = vae_bernoulli_bytes(s.state, b + at, dst, n)
     } else if let f = d.values.float32 {
       let src = f + at
       for j in 0..<n { dst[j] = s.bernoulli(probability: src[j]) }

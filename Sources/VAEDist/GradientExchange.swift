@@ -32,6 +32,11 @@ public protocol GradientExchange: AnyObject {
   /// this rank's part in one or more pieces (the pointer is valid only inside the call), then
   /// makes the parameters consistent on every rank.
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws
+  /// Backward hands over each layer's range of `gradients` as soon as it is final (the step's
+  /// last micro-batch; last layer first; every element once per step). An exchange may start
+  /// sending it, or, with nothing to exchange, update it at once through `update` while it is
+  /// in cache; `sumAndUpdate` then does whatever is left. The default does nothing.
+  func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws
   /// Rank 0 receives every rank's `mine` (its shard of a sharded arena, e.g. Adam's moments)
   /// into `full` (nil on the other ranks).
   func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws
@@ -44,6 +49,8 @@ public protocol GradientExchange: AnyObject {
 public let voteSlots = 8
 
 extension GradientExchange {
+  public func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {}
+
   /// Writes the parameters outside the update: every rank its own replica, or, when the node
   /// shares one copy, rank 0 alone (`isRoot`) followed by a barrier.
   public func writeParameters(isRoot: Bool, _ body: () -> Void) throws {
@@ -52,7 +59,9 @@ extension GradientExchange {
   }
 }
 
-/// One rank: the sum is this rank's gradients, handed over in place.
+/// One rank: the sum is this rank's gradients, handed over in place: each layer's as backward
+/// finishes it (`gradientsReady`), or all at once in `sumAndUpdate` when backward handed
+/// over nothing.
 public final class LocalExchange: GradientExchange {
   public let gradients: Arena
   public let parameters: Arena
@@ -73,7 +82,18 @@ public final class LocalExchange: GradientExchange {
 
   deinit { votes.deallocate() }
 
+  /// Elements updated by `gradientsReady` in this step.
+  private var updated = 0
+
+  public func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    updated += range.count
+    try update(range, UnsafePointer(gradients.base + range.lowerBound))
+  }
+
   public func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    defer { updated = 0 }
+    if updated == gradients.count { return }
+    precondition(updated == 0, "backward handed over \(updated) of \(gradients.count) gradients")
     try update(0..<gradients.count, UnsafePointer(gradients.base))
   }
 

@@ -31,6 +31,13 @@ public final class Trainer {
   let eps: Buffer
   let indices: UnsafeMutablePointer<Int>
   let noiseRNG: CounterRNG
+  /// The micro-batch being backpropagated, Σg² so far this step, and the first error the
+  /// exchange threw while backward handed it gradients.
+  var micro = 0
+  var squares = 0.0
+  var readyError: Error?
+  /// `gradientReady(_:)`, made once (no closure is allocated per step).
+  private var readyHook: GradientReady?
 
   /// Under MPI, call this after the ranks agreed on the options (`TrainingRun` does): building
   /// the exchange is collective.
@@ -60,6 +67,7 @@ public final class Trainer {
     indices = .allocate(capacity: rows)
     accumulated = k > 1 ? Buffer(model.grads.count) : nil
     try exchange.writeParameters(isRoot: comm.isRoot) { model.initialise(rng: CounterRNG(seed: config.seed)) }
+    readyHook = { [unowned self] in self.gradientReady($0) }
   }
 
   deinit { indices.deallocate() }
@@ -75,7 +83,7 @@ public final class Trainer {
     for (j, rows) in microShards.enumerated() {
       try observer.measure(.batch) { loadBatch(rows) }
       terms = terms + (try observer.measure(.forward) { forward(rows: rows.count) })
-      try observer.measure(.backward) { backward(micro: j) }
+      try observer.measure(.backward) { try backward(micro: j) }
     }
     try observer.measure(.exchange) { try exchangeAndUpdate() }
     completedSteps += 1
@@ -96,32 +104,51 @@ public final class Trainer {
     model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
   }
 
-  /// Backward of micro-batch `j`, its gradients added to the running sum in order,
-  /// ((g0 + g1) + g2) + …, the last one into the gradient arena itself (the ranks' order).
-  func backward(micro j: Int) {
-    model.backward()
-    guard let acc = accumulated else { return }
-    let g = model.grads.base, a = acc.ptr, n = model.grads.count
-    if j == 0 {
-      a.update(from: g, count: n)
-    } else if j < microShards.count - 1 {
-      for i in 0..<n { a[i] += g[i] }
-    } else {
-      for i in 0..<n { g[i] = a[i] + g[i] }
+  /// Backward of micro-batch `j`. Each layer's gradients go to `gradientReady` as backward
+  /// finishes them; the last micro-batch's start the optimizer step.
+  func backward(micro j: Int) throws {
+    micro = j
+    if j == microShards.count - 1 {
+      adam.beginStep()
+      squares = 0
+    }
+    model.backward(ready: readyHook)
+    if let e = readyError {
+      readyError = nil
+      throw e
     }
   }
 
-  /// The one exchange: the gradients summed over ranks go to Adam (scaled by 1/B) in the parts
-  /// this rank updates.
-  func exchangeAndUpdate() throws {
-    let scale = 1 / Float(config.batch), norm = measuresGradientNorm
-    var squares = 0.0
-    adam.beginStep()
-    try exchange.sumAndUpdate { range, g in
-      if norm { squares += sumOfSquares(g, range.count) }
-      adam.apply(params: model.params, gradients: g, range: range, scale: scale)
+  /// One layer's range of the gradient arena is final for micro-batch `micro`: added to the
+  /// running sum in order, ((g0 + g1) + g2) + …, the last one into the gradient arena itself
+  /// (the ranks' order), which then goes to the exchange.
+  func gradientReady(_ r: Range<Int>) {
+    let g = model.grads.base, last = microShards.count - 1
+    if let a = accumulated?.ptr {
+      if micro == 0 {
+        (a + r.lowerBound).update(from: g + r.lowerBound, count: r.count)
+      } else if micro < last {
+        for i in r { a[i] += g[i] }
+      } else {
+        for i in r { g[i] = a[i] + g[i] }
+      }
     }
-    if norm { gradientSquares = squares * Double(scale) * Double(scale) }
+    guard micro == last, readyError == nil else { return }
+    do { try exchange.gradientsReady(r, update: update) } catch { readyError = error }
+  }
+
+  /// Adam (scaled by 1/B) on summed gradients `g` of `range`, and their Σg² when asked for.
+  func update(_ range: Range<Int>, _ g: UnsafePointer<Float>) {
+    if measuresGradientNorm { squares += sumOfSquares(g, range.count) }
+    adam.apply(params: model.params, gradients: g, range: range, scale: 1 / Float(config.batch))
+  }
+
+  /// The one exchange: the gradients summed over ranks go to Adam in the parts this rank
+  /// updates (those it has not updated during backward).
+  func exchangeAndUpdate() throws {
+    try exchange.sumAndUpdate(update)
+    let scale = Double(1 / Float(config.batch))
+    if measuresGradientNorm { gradientSquares = squares * scale * scale }
   }
 
   /// Σ x² over `n` values, in Double.

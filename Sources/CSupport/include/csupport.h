@@ -26,6 +26,21 @@ void vae_adam_update(float *restrict p, const float *restrict grad, float *restr
 /// (own exp and log1p, ≤ 2 ulp on the ranges used) and picked at load time like Adam.
 void vae_bernoulli_loglik(const float *restrict x, const float *restrict logits, size_t rows,
                           size_t cols, float *restrict row_out, float *restrict grad);
+/// A linear layer's epilogue over y[rows, cols] = x·Wᵀ, in place, one pass per row while it is
+/// in cache: y = (y + bias) (+ addend[rows, cols] when not NULL), then, with relu, max(y, 0)
+/// as Swift's max computes it. Plain adds, so the bits are those of the scalar loop.
+void vae_bias_activation(float *restrict y, const float *restrict bias, const float *restrict addend,
+                         size_t rows, size_t cols, int relu);
+/// A linear layer's bias gradient db[cols] = Σ_rows dy (from 0, rows in order), in the same pass
+/// masking dy in place by its ReLU (dy = 0 where relu_out ≤ 0) when relu_out is not NULL.
+void vae_bias_gradient(float *restrict dy, const float *restrict relu_out, float *restrict db, size_t rows,
+                       size_t cols);
+/// n Bernoulli draws from a SplitMix64 stream at `state` (VAE.RandomStream's generator): draw j
+/// takes the stream's next 64 bits z and gives 1 when (z >> 40)·255 < intensity[j]·2²⁴, i.e.
+/// u < intensity/255 for u uniform on 24 bits, else 0. Returns the stream's state after the n
+/// draws. Vectorised (draw j depends only on state and j) and picked at load time like Adam.
+unsigned long long vae_bernoulli_bytes(unsigned long long state, const unsigned char *restrict intensity,
+                                       float *restrict out, size_t n);
 /// Writes bytes to stdout / stderr unbuffered-ish and flushes (C globals are not
 /// concurrency-safe from Swift 6).
 void vae_write_stdout(const char *s, size_t n);
