@@ -162,7 +162,7 @@ def median_of(rounds):
 
 
 def measure(binary, config, two_hosts, rounds=3, log=sys.stderr):
-    """Runs every measurement ``rounds`` times, interleaved (about 40 s a round on 2 cores),
+    """Runs every measurement ``rounds`` times, interleaved (about 1 minute a round on 2 cores),
     and returns the dictionary: each number the median of the rounds (the rounds are kept
     under "rounds")."""
     r = Runner(binary, config, two_hosts, log)
