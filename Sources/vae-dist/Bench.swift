@@ -13,9 +13,17 @@ struct Bench: ParsableCommand {
       prints the median over --repeats timed blocks, and the share of a step spent in the \
       gradient collectives. Under mpirun it measures the data-parallel step (global samples/s). \
       scripts/bench wraps this (and scripts/bench --scaling runs it for np 1, 2, 4, 8).
+
+      --exchange times the gradient exchange alone instead, as training builds it (shared \
+      window on one node, else MPI reduce-scatter + allgather; VAE_DIST_SHM=0 forces the \
+      latter), with an update that does nothing: for the config's model arena (with --config) \
+      and for one tensor of each --floats size; one JSON line per arena {transport, ranks, \
+      arena, floats, bytes, sharded, seconds, repeats}, seconds the median of --repeats (each \
+      the mean over ranks) after --warmup. The shared window exists once per process: then \
+      give one arena per run. scripts/bench --model runs it.
       """)
-  @Option(name: .long, help: ArgumentHelp("YAML config.", valueName: "file"))
-  var config: String
+  @Option(name: .long, help: ArgumentHelp("YAML config (optional with --exchange: adds its model's arena).", valueName: "file"))
+  var config: String?
   @OptionGroup var dataOptions: DataOptions
   @Option(name: .long, parsing: .unconditional, help: "Warm-up steps (not timed).")
   var warmup: Int = 20
@@ -28,16 +36,32 @@ struct Bench: ParsableCommand {
   var json = false
   @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
   var profile = false
+  @Flag(name: .long, help: "Time the gradient exchange alone for several arena sizes (see above).")
+  var exchange = false
+  @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp(
+    "With --exchange: arena sizes in floats (default 1024 16384 262144 1048576 4194304; none when --config is given).", valueName: "n"))
+  var floats: [Int] = []
 
   func validate() throws {
     guard warmup >= 0, steps >= 1, repeats >= 1 else {
       throw ValidationError("--warmup ≥ 0, --steps ≥ 1 and --repeats ≥ 1 expected")
     }
+    if !exchange && config == nil { throw ValidationError("--config: expected a YAML config file (optional only with --exchange)") }
+    if !exchange && !floats.isEmpty { throw ValidationError("--floats: only with --exchange") }
+    if let bad = floats.first(where: { $0 < 1 }) { throw ValidationError("--floats: expected positive integers, got \(bad)") }
   }
 
   func run() throws {
     let comm = try CommMode.auto.makeCommunicator()
     defer { comm.finalize() }
+    if exchange {
+      parallelism.applyThreads(ranks: comm.size)
+      let c = try config.map { try ConfigLoader.load(path: $0) }
+      let sizes = floats.isEmpty && c == nil ? [1024, 16384, 262_144, 1_048_576, 4_194_304] : floats
+      let bench = ExchangeBench(comm: comm, shardOptimizer: parallelism.shardOptimizer, warmup: max(warmup, 1), repeats: repeats)
+      return try bench.run(ExchangeBench.layouts(config: c, floats: sizes))
+    }
+    guard let config else { return }
     var c = try ConfigLoader.load(path: config)
     c.steps = warmup + steps * repeats
     c.epochs = nil
@@ -98,7 +122,7 @@ struct Bench: ParsableCommand {
     let names = Self.phaseNames
     if json {
       var fields: JSONObject = [
-        "config": .string(config), "kernel": .string(BLASInfo.coreName), "threads": .int(BLASInfo.threads),
+        "config": .string(config ?? ""), "kernel": .string(BLASInfo.coreName), "threads": .int(BLASInfo.threads),
         "world_size": .int(ranks), "shard_optimizer": .bool(parallelism.shardOptimizer), "batch": .int(c.batch),
         "steps_per_sec": .number(median), "samples_per_sec": .number(sps), "allreduce_share": .number(share),
         "wait_share": .number(wait), "gemm_gflops": .number(gflops), "all_steps_per_sec": .numbers(rates),
@@ -113,7 +137,7 @@ struct Bench: ParsableCommand {
         Console.out(String(format: "  %-12@", k as NSString) + p.map { String(format: "%7.3f", $0) }.joined(separator: " ") + " ms/step")
       }
       Console.out(String(format: "%@: kernel %@, %d thread(s), %d rank(s), batch %d: %.1f steps/s, %.0f samples/s, %.1f%% of a step in the gradient exchange, %.1f%% waiting for the slowest rank (median of %d × %d steps; GEMM rate %.1f GFLOP/s)",
-                         config, BLASInfo.coreName, BLASInfo.threads, ranks, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
+                         config ?? "", BLASInfo.coreName, BLASInfo.threads, ranks, c.batch, median, sps, 100 * share, 100 * wait, repeats, steps, gflops))
     }
   }
 }
