@@ -160,6 +160,33 @@ void vae_mpi_error_string(int code, char *buf, int len) {
   snprintf(buf, (size_t)len, "%.*s", n, s);
 }
 
+/* ---- Non-blocking bucketed exchange ------------------------------------------------------- */
+
+static MPI_Request g_requests[VAE_MPI_MAX_REQUESTS];
+static int g_requests_ready = 0;
+
+int vae_mpi_ialltoallv_f32(const float *send, const int *send_counts, const int *send_displs, float *recv,
+                           const int *recv_counts, const int *recv_displs, int slot) {
+  if (!g_requests_ready) {
+    for (int i = 0; i < VAE_MPI_MAX_REQUESTS; i++) g_requests[i] = MPI_REQUEST_NULL;
+    g_requests_ready = 1;
+  }
+  if (slot < 0 || slot >= VAE_MPI_MAX_REQUESTS || g_requests[slot] != MPI_REQUEST_NULL) return MPI_ERR_REQUEST;
+  return MPI_Ialltoallv(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs, MPI_FLOAT,
+                        MPI_COMM_WORLD, &g_requests[slot]);
+}
+
+int vae_mpi_test_requests(int n, int *done) {
+  *done = 1;
+  if (!g_requests_ready || n <= 0) return MPI_SUCCESS;
+  return MPI_Testall(n < VAE_MPI_MAX_REQUESTS ? n : VAE_MPI_MAX_REQUESTS, g_requests, done, MPI_STATUSES_IGNORE);
+}
+
+int vae_mpi_wait_requests(int n) {
+  if (!g_requests_ready || n <= 0) return MPI_SUCCESS;
+  return MPI_Waitall(n < VAE_MPI_MAX_REQUESTS ? n : VAE_MPI_MAX_REQUESTS, g_requests, MPI_STATUSES_IGNORE);
+}
+
 /* ---- Intra-node shared-memory exchange ---------------------------------------------------- */
 
 static MPI_Comm g_node = MPI_COMM_NULL;
@@ -255,6 +282,15 @@ static void add_into(float *restrict out, const float *restrict a, size_t n) {
 SHM_MULTIVERSION
 static void sum2_into(float *restrict out, const float *restrict a, const float *restrict b, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void vae_mpi_sum_slabs(float *out, const float *slabs, int count, size_t stride, size_t n) {
+  if (count < 2) {
+    if (count == 1) memmove(out, slabs, n * sizeof(float));
+    return;
+  }
+  sum2_into(out, slabs, slabs + stride, n);
+  for (int q = 2; q < count; q++) add_into(out, slabs + (size_t)q * stride, n);
 }
 
 void vae_mpi_shm_reduce_chunk(size_t at, size_t n, float *out) {

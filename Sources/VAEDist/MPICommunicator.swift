@@ -64,6 +64,10 @@ public final class MPICommunicator: Communicator {
   public static var sharedMemoryAllowed: Bool {
     ProcessInfo.processInfo.environment["VAE_DIST_SHM"] != "0"
   }
+  /// Set VAE_DIST_OVERLAP=0 to start the collective exchange only after backward, in one piece.
+  public static var overlapAllowed: Bool {
+    ProcessInfo.processInfo.environment["VAE_DIST_OVERLAP"] != "0"
+  }
   /// The largest arena (elements) the exchange can carry: MPI's per-rank counts are `int`.
   public static let maxArenaElements = Int(Int32.max) - voteSlots
 
@@ -84,7 +88,7 @@ public final class MPICommunicator: Communicator {
     {
       return window
     }
-    return CollectiveExchange(layout: layout, ranks: self, sharded: sharded)
+    return CollectiveExchange(layout: layout, ranks: self, sharded: sharded, overlaps: Self.overlapAllowed)
   }
 
   public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {

@@ -13,26 +13,45 @@ struct ArenaShards {
   }
 }
 
-/// The exchange through MPI collectives (ranks on several nodes, or `VAE_DIST_SHM=0`): an
-/// in-place reduce-scatter over the arena shards, then an allgather — of the gradients (every
-/// rank updates everything), or, sharded, of the parameters after each rank updated its shard.
-/// Both halves use the same shards, so every rank sums in the same order either way.
-/// The votes ride after the arena in both buffers, as part of the last rank's shard: its
-/// reduce-scatter sums them and the allgather brings the sum to every rank.
+/// The exchange through MPI (ranks on several nodes, or `VAE_DIST_SHM=0`), in buckets that
+/// start while backward still runs. As backward hands over each layer's range
+/// (`gradientsReady`), contiguous ranges gather into a bucket; a bucket of `bucketFloats` or
+/// more, or one the next range does not touch, starts at once as a non-blocking all-to-all
+/// (`MPI_Ialltoallv`) that sends each rank the bucket's part of its shard; later calls drive
+/// MPI's progress between layers. `sumAndUpdate` starts the rest (and the votes), waits, and
+/// sums the p received copies of this rank's shard in rank order, ((g0 + g1) + g2) + …, the
+/// shared window's order, so the bits do not depend on the transport, the buckets or whether
+/// they overlapped. Then an allgather, of the gradients (every rank updates everything) or,
+/// sharded, of the parameters after each rank updated its shard. The votes ride after the
+/// arena as part of the last rank's shard. `VAE_DIST_OVERLAP=0` starts every bucket in
+/// `sumAndUpdate` instead (one all-to-all, after backward).
 final class CollectiveExchange: GradientExchange {
   let gradients: Arena
   let parameters: Arena
   let votes: UnsafeMutableBufferPointer<Float>
   let sharded: Bool
+  let overlaps: Bool
   let rank: Int
+  let size: Int
   private let split: ArenaShards
-  /// `split`'s counts with the last shard extended over the votes.
+  /// The shards of the arena and its vote slots (the last shard extended over them).
+  private let wire: [Range<Int>]
   private let wireCounts: [Int32]
   /// Gradients then their vote slots, parameters then theirs, and the votes themselves.
   private let storage: UnsafeMutableBufferPointer<Float>
+  /// p slabs of this rank's wire shard: slab q receives rank q's values of it.
+  private let slabs: UnsafeMutableBufferPointer<Float>
+  /// Per request slot, the all-to-all's four count/offset arrays (p each), valid until it completes.
+  private let plans: UnsafeMutableBufferPointer<Int32>
+  /// Requests outstanding, floats started this step, and the bucket being gathered.
+  private var outstanding = 0
+  private var startedFloats = 0
+  private var pending: Range<Int>?
+  /// A bucket of this many floats (1 MiB) or more starts at once.
+  static let bucketFloats = 1 << 18
   private(set) var seconds = 0.0
 
-  init(layout: ParameterLayout, ranks: Communicator, sharded: Bool) {
+  init(layout: ParameterLayout, ranks: Communicator, sharded: Bool, overlaps: Bool) {
     let n = layout.total + voteSlots
     storage = .allocate(capacity: 2 * n + voteSlots)
     storage.initialize(repeating: 0)
@@ -40,23 +59,92 @@ final class CollectiveExchange: GradientExchange {
     parameters = Arena(layout: layout, view: storage.baseAddress! + n)
     votes = UnsafeMutableBufferPointer(rebasing: storage[(2 * n)...])
     self.sharded = sharded
+    self.overlaps = overlaps
     rank = ranks.rank
+    size = ranks.size
     let split = ArenaShards(total: layout.total, ranks: ranks.size), last = ranks.size - 1
     self.split = split
-    wireCounts = split.counts.indices.map { split.counts[$0] + ($0 == last ? Int32(voteSlots) : 0) }
+    wire = split.ranges.indices.map { $0 == last ? split.ranges[$0].lowerBound..<n : split.ranges[$0] }
+    wireCounts = wire.map { Int32($0.count) }
+    slabs = .allocate(capacity: max(wire[rank].count * ranks.size, 1))
+    slabs.initialize(repeating: 0)
+    plans = .allocate(capacity: Int(VAE_MPI_MAX_REQUESTS) * 4 * ranks.size)
+    plans.initialize(repeating: 0)
   }
 
-  deinit { storage.deallocate() }
+  deinit {
+    storage.deallocate()
+    slabs.deallocate()
+    plans.deallocate()
+  }
 
   var shards: [Range<Int>] { split.ranges }
   var updatedSlice: Range<Int>? { sharded ? split.ranges[rank] : nil }
   var sharesParameters: Bool { false }
-  var transport: String { "MPI reduce-scatter + allgather" }
+  var transport: String {
+    "MPI all-to-all in buckets\(overlaps ? ", overlapped with backward" : "") + allgather"
+  }
+
+  func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    guard overlaps, !range.isEmpty else { return }
+    let t0 = MonotonicClock.now()
+    defer { seconds += MonotonicClock.now() - t0 }
+    if let p = pending, range.upperBound == p.lowerBound || range.lowerBound == p.upperBound {
+      pending = min(p.lowerBound, range.lowerBound)..<max(p.upperBound, range.upperBound)
+    } else {
+      if let p = pending { try start(p) }
+      pending = range
+    }
+    if let p = pending, p.count >= Self.bucketFloats {
+      try start(p)
+      pending = nil
+    }
+    var done: Int32 = 0
+    try checkMPI(vae_mpi_test_requests(Int32(outstanding), &done), "exchange progress")
+  }
+
+  /// Starts the all-to-all of wire range `r`: rank q gets r ∩ its shard, into slab slot
+  /// (this rank's slab for the sender) at the same offset within the shard.
+  private func start(_ r: Range<Int>) throws {
+    if outstanding == Int(VAE_MPI_MAX_REQUESTS) {
+      try checkMPI(vae_mpi_wait_requests(Int32(outstanding)), "exchange")
+      outstanding = 0
+    }
+    let plan = plans.baseAddress! + outstanding * 4 * size
+    let sc = plan, sd = plan + size, rc = plan + 2 * size, rd = plan + 3 * size
+    let mine = wire[rank], got = r.clamped(to: mine), stride = mine.count
+    for q in 0..<size {
+      let part = r.clamped(to: wire[q])
+      sc[q] = Int32(part.count)
+      sd[q] = Int32(part.isEmpty ? 0 : part.lowerBound - r.lowerBound)
+      rc[q] = Int32(got.count)
+      rd[q] = Int32(q * stride + (got.isEmpty ? 0 : got.lowerBound - mine.lowerBound))
+    }
+    try checkMPI(
+      vae_mpi_ialltoallv_f32(gradients.base + r.lowerBound, sc, sd, slabs.baseAddress, rc, rd, Int32(outstanding)),
+      "all-to-all")
+    outstanding += 1
+    startedFloats += r.count
+  }
+
+  /// Starts what backward did not hand over (everything, without overlap) and the votes,
+  /// waits for every bucket, and sums this rank's shard in rank order into `gradients`.
+  private func finishSum() throws {
+    let total = gradients.count
+    (gradients.base + total).update(from: votes.baseAddress!, count: voteSlots)
+    if let p = pending { try start(p) }
+    if startedFloats == 0 { try start(0..<total) }
+    precondition(startedFloats == total, "backward handed over \(startedFloats) of \(total) gradients")
+    try start(total..<(total + voteSlots))
+    try checkMPI(vae_mpi_wait_requests(Int32(outstanding)), "exchange")
+    (outstanding, startedFloats, pending) = (0, 0, nil)
+    let mine = wire[rank]
+    vae_mpi_sum_slabs(gradients.base + mine.lowerBound, slabs.baseAddress, Int32(size), mine.count, mine.count)
+  }
 
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
     let t0 = MonotonicClock.now(), total = gradients.count
-    (gradients.base + total).update(from: votes.baseAddress!, count: voteSlots)
-    try checkMPI(vae_mpi_reduce_scatter_sum_f32(gradients.base, wireCounts, split.displs), "reduce-scatter")
+    try finishSum()
     if !sharded {
       try checkMPI(vae_mpi_allgather_f32(gradients.base, wireCounts, split.displs), "allgather")
       votes.baseAddress!.update(from: gradients.base + total, count: voteSlots)
@@ -67,7 +155,7 @@ final class CollectiveExchange: GradientExchange {
     let mine = split.ranges[rank]
     if !mine.isEmpty { try update(mine, UnsafePointer(gradients.base + mine.lowerBound)) }
     let t1 = MonotonicClock.now()
-    if rank == split.ranges.count - 1 { (parameters.base + total).update(from: gradients.base + total, count: voteSlots) }
+    if rank == size - 1 { (parameters.base + total).update(from: gradients.base + total, count: voteSlots) }
     try checkMPI(vae_mpi_allgather_f32(parameters.base, wireCounts, split.displs), "allgather")
     votes.baseAddress!.update(from: parameters.base + total, count: voteSlots)
     seconds += MonotonicClock.now() - t1

@@ -7,6 +7,7 @@ public enum StartupSetting: String, Sendable, CaseIterable {
   case binary = "binary version"
   case sharding = "optimizer sharding"
   case sharedMemory = "the shared-memory transport (VAE_DIST_SHM)"
+  case overlap = "overlapping the exchange with backward (VAE_DIST_OVERLAP)"
   case microBatches = "micro-batches per rank"
   case resume = "resume mode"
   case resumeFile = "the resume checkpoint"
@@ -66,6 +67,9 @@ public enum StartupRecord {
       StartupField(setting: .sharding, value: parallel.shardOptimizer ? 1 : 0, show: enabled),
       StartupField(setting: .sharedMemory, value: MPICommunicator.sharedMemoryAllowed ? 1 : 0) {
         $0 == 1 ? "enabled" : "disabled (VAE_DIST_SHM=0)"
+      },
+      StartupField(setting: .overlap, value: MPICommunicator.overlapAllowed ? 1 : 0) {
+        $0 == 1 ? "enabled" : "disabled (VAE_DIST_OVERLAP=0)"
       },
       StartupField(setting: .microBatches, value: UInt64(parallel.microBatches)) { String($0) },
       StartupField(setting: .resume, value: start.resume.kind) { ["not given", "auto", "a file"][Int(min($0, 2))] },

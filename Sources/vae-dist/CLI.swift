@@ -102,7 +102,7 @@ struct VAEDistCLI: ParsableCommand {
 /// The flag or variable behind each start-up setting the ranks must agree on.
 let startupFlagHint: [StartupSetting: String] = [
   .sharding: "--[no-]shard-optimizer", .microBatches: "--micro-batches", .resume: "--resume",
-  .resumeFile: "--resume", .initialWeights: "--init", .sharedMemory: "VAE_DIST_SHM",
+  .resumeFile: "--resume", .initialWeights: "--init", .sharedMemory: "VAE_DIST_SHM", .overlap: "VAE_DIST_OVERLAP",
 ]
 
 /// Options shared by commands that read data.

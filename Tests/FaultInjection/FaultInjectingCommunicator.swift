@@ -61,6 +61,10 @@ final class FaultInjectingExchange: GradientExchange {
     try inner.gatherToRoot(mine, into: full)
   }
   func parametersWritten() throws { try inner.parametersWritten() }
+  /// Passed on, so the faulty rank starts the same buckets as the others.
+  func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+    try inner.gradientsReady(range, update: update)
+  }
 
   func sumAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
     exchanges += 1

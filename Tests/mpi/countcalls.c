@@ -1,18 +1,18 @@
 /* An LD_PRELOAD wrapper over libmpi for MPITests.testAStepRunsNoCollectiveBesidesTheExchange:
  * counts the calls of each world collective a training step could make and prints
- * "mpi calls: allreduce=N reduce_scatter=N allgatherv=N barrier=N" on stderr when MPI is
+ * "mpi calls: allreduce=N reduce_scatter=N allgatherv=N barrier=N ialltoallv=N" on stderr when MPI is
  * finalized (or the process is aborted), so a test can compare runs of different lengths. */
 #define _GNU_SOURCE
 #include <mpi.h>
 #include <stdio.h>
 #include <unistd.h>
 
-static long n_allreduce, n_reduce_scatter, n_allgatherv, n_barrier;
+static long n_allreduce, n_reduce_scatter, n_allgatherv, n_barrier, n_ialltoallv;
 
 static void report(void) {
   char line[160];
-  int n = snprintf(line, sizeof line, "mpi calls: allreduce=%ld reduce_scatter=%ld allgatherv=%ld barrier=%ld\n",
-                   n_allreduce, n_reduce_scatter, n_allgatherv, n_barrier);
+  int n = snprintf(line, sizeof line, "mpi calls: allreduce=%ld reduce_scatter=%ld allgatherv=%ld barrier=%ld ialltoallv=%ld\n",
+                   n_allreduce, n_reduce_scatter, n_allgatherv, n_barrier, n_ialltoallv);
   (void)!write(2, line, (size_t)n);
 }
 
@@ -28,6 +28,11 @@ int MPI_Allgatherv(const void *s, int sc, MPI_Datatype st, void *r, const int rc
                    MPI_Comm comm) {
   n_allgatherv++;
   return PMPI_Allgatherv(s, sc, st, r, rc, d, rt, comm);
+}
+int MPI_Ialltoallv(const void *s, const int sc[], const int sd[], MPI_Datatype st, void *r, const int rc[],
+                   const int rd[], MPI_Datatype rt, MPI_Comm comm, MPI_Request *req) {
+  n_ialltoallv++;
+  return PMPI_Ialltoallv(s, sc, sd, st, r, rc, rd, rt, comm, req);
 }
 int MPI_Barrier(MPI_Comm comm) {
   n_barrier++;

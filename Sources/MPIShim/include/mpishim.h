@@ -36,6 +36,20 @@ void vae_mpi_abort(int code);
 double vae_mpi_wtime(void);
 void vae_mpi_error_string(int code, char *buf, int len);
 
+/* Non-blocking exchange in buckets: up to VAE_MPI_MAX_REQUESTS outstanding requests, kept here
+ * (MPI_Request does not cross into Swift) and named by slot. vae_mpi_ialltoallv_f32 starts
+ * MPI_Ialltoallv of floats into `slot` (the arrays must stay valid and unchanged until the
+ * slot completes); vae_mpi_test_requests drives progress on slots [0, n) and sets *done to 1
+ * when all have completed; vae_mpi_wait_requests waits for them. */
+#define VAE_MPI_MAX_REQUESTS 64
+int vae_mpi_ialltoallv_f32(const float *send, const int *send_counts, const int *send_displs, float *recv,
+                           const int *recv_counts, const int *recv_displs, int slot);
+int vae_mpi_test_requests(int n, int *done);
+int vae_mpi_wait_requests(int n);
+/* out[i] = ((slab_0[i] + slab_1[i]) + slab_2[i]) + … for i < n, slab_q = slabs + q·stride:
+ * every rank's copy of a shard summed in rank order, the order of the shared window. */
+void vae_mpi_sum_slabs(float *out, const float *slabs, int count, size_t stride, size_t n);
+
 /* Intra-node shared-memory exchange (MPI-3 shared windows), used when every rank runs on one
  * node. Each rank owns a segment of `count` floats, its gradient arena, which the model
  * computes straight into, so nothing is copied in. With share_params, rank 0's segment is
