@@ -1,7 +1,10 @@
-"""MNIST-style data as vae-dist sees it: IDX files and the fixed held-out binarisation.
+"""MNIST-style data as vae-dist sees it: IDX files, the fixed held-out binarisation and the
+held-out evaluation noise.
 
 ``heldout`` reproduces vae-dist's ``Batcher.heldOut`` bit for bit: the same pixels, as float32,
 that ``vae-dist eval`` scores, so a held-out ELBO computed in Python is comparable with vae-dist's.
+``eval_noise`` reproduces the noise eps that ``vae-dist eval`` (and a run's held-out evaluation)
+draws for each test image, so the same estimator can be computed outside vae-dist.
 """
 
 import gzip
@@ -12,6 +15,8 @@ import numpy as np
 HELDOUT_SEED = 20140101
 #: The stream purpose of the held-out binarisation (``CounterRNG.Purpose.testBinarize``).
 PURPOSE_TEST_BINARIZE = 7
+#: The stream purpose of the held-out evaluation noise (``CounterRNG.Purpose.evalNoise``).
+PURPOSE_EVAL_NOISE = 6
 
 # SplitMix64 increment (the golden ratio) and finaliser multipliers, and the key multipliers of
 # vae-dist's CounterRNG.stream (purpose, epoch, index).
@@ -48,12 +53,37 @@ def stream_states(seed, purpose, epoch, indices):
 def _bernoulli_bits(images, states):
     """Row i, pixel j: 1 if draw j of the stream with initial state ``states[i]`` is below
     ``images[i, j] / 255``, with the draw's top 24 bits compared as integers."""
-    n = images.shape[1]
+    u = _draws(states, images.shape[1]) >> np.uint64(40)  # [0, 2^24)
+    return u * np.uint64(255) < images.astype(np.uint64) << np.uint64(24)
+
+
+def _draws(states, count):
+    """Draws 1...count of the SplitMix64 streams starting at ``states``: ``[len(states), count]`` uint64."""
     with np.errstate(over="ignore"):
         # Draw j (0-based) is the SplitMix64 output of state + (j + 1) * golden = _mix(state + j * golden).
-        offsets = np.arange(n, dtype=np.uint64) * _GOLDEN
-        u = _mix(states[:, None] + offsets[None, :]) >> np.uint64(40)  # [0, 2^24)
-    return u * np.uint64(255) < images.astype(np.uint64) << np.uint64(24)
+        offsets = np.arange(count, dtype=np.uint64) * _GOLDEN
+        return _mix(states[:, None] + offsets[None, :])
+
+
+def normals(seed, purpose, epoch, indices, dim):
+    """float32 ``[len(indices), dim]`` standard normals as vae-dist's ``CounterRNG.fillNormal``
+    draws them: row r from stream (seed, purpose, epoch, indices[r]), Box-Muller in float64 on
+    pairs of 53-bit uniforms (u1 = 1 - first, u2 = second), r·cos(2πu2) then r·sin(2πu2)."""
+    states = stream_states(seed, purpose, epoch, indices)
+    pairs = (dim + 1) // 2
+    u = (_draws(states, 2 * pairs) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    radius = np.sqrt(-2.0 * np.log(1.0 - u[:, 0::2]))
+    angle = 2.0 * np.pi * u[:, 1::2]
+    out = np.empty((len(states), 2 * pairs), dtype=np.float32)
+    out[:, 0::2] = radius * np.cos(angle)
+    out[:, 1::2] = radius * np.sin(angle)
+    return out[:, :dim]
+
+
+def eval_noise(first, count, zdim, sample=0, *, seed=HELDOUT_SEED):
+    """The eps of held-out images ``first ... first + count - 1`` for ``sample`` (0-based, one of
+    ``--samples``), as ``vae-dist eval`` draws it: float32 ``[count, zdim]``."""
+    return normals(seed, PURPOSE_EVAL_NOISE, sample, np.arange(first, first + count), zdim)
 
 
 def heldout(images_uint8, binarize="dynamic", limit=None, *, seed=HELDOUT_SEED, chunk=1024):

@@ -22,15 +22,16 @@ import time
 from .gemm_ceiling import MNIST_MODEL, positive
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
 
 
 class TorchBenchError(Exception):
     """A setting or input the benchmark cannot run with; the message is one line."""
 
 
-def images_path(data_dir):
-    """``<data_dir>/mnist``'s training images file, raw or gzip-compressed."""
-    base = os.path.join(data_dir, "mnist", TRAIN_IMAGES)
+def images_path(data_dir, name=TRAIN_IMAGES):
+    """``<data_dir>/mnist``'s images file ``name`` (default the training images), raw or gzip-compressed."""
+    base = os.path.join(data_dir, "mnist", name)
     path = next((p for p in (base, base + ".gz") if os.path.isfile(p)), None)
     if path is None:
         raise TorchBenchError(f"--data: no {base}[.gz] (run scripts/get-data, or set VAE_DIST_DATA)")

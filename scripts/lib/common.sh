@@ -159,6 +159,29 @@ resolve_bin() {
 # The cores this process may run on (nproc without its OMP_NUM_THREADS override).
 cpu_cores() { OMP_NUM_THREADS='' OMP_THREAD_LIMIT='' nproc; }
 
+# How many processes scripts/train runs: TRAIN_NP, and why, TRAIN_NP_WHY.
+#   train_np REQUEST SOURCE   REQUEST: a positive integer or auto; SOURCE names where it came
+#                             from (--np, VAE_DIST_NP) for the error message
+# auto: 2 ranks under mpirun when mpirun is installed, this process may use 2 or more cores and
+# it is not already an MPI rank (np 2 with cores ÷ 2 threads each trains faster than one process
+# with all the threads; the README's time to quality); else 1. Any NP > 1 needs mpirun.
+train_np() {
+  local want=$1 source=$2 cores
+  cores=$(cpu_cores)
+  if [ "$want" = auto ]; then
+    TRAIN_NP=1
+    if [ -n "${OMPI_COMM_WORLD_SIZE:-}${PMI_RANK:-}${PMIX_RANK:-}" ]; then TRAIN_NP_WHY="already an MPI rank"
+    elif ! command -v mpirun >/dev/null 2>&1; then TRAIN_NP_WHY="mpirun is not installed"
+    elif [ "$cores" -lt 2 ]; then TRAIN_NP_WHY="1 core"
+    else TRAIN_NP=2; TRAIN_NP_WHY="mpirun installed, $cores cores"; fi
+    return 0
+  fi
+  [[ "$want" =~ ^[1-9][0-9]{0,3}$ ]] || die "$source: expected auto or a number of processes 1…9999, got '$want'"
+  TRAIN_NP=$want TRAIN_NP_WHY="$source $want"
+  [ "$want" -eq 1 ] || command -v mpirun >/dev/null 2>&1 ||
+    die "$source $want needs mpirun: install Open MPI (openmpi-bin on Debian/Ubuntu), or use --np 1"
+}
+
 # mpirun's arguments (without `mpirun`) for NP ranks of vae-dist, in the array MPIRUN_ARGS:
 #   mpirun_args NP [--hostfile FILE] [--threads T] [--shared]
 #     -np NP --mca btl_vader_single_copy_mechanism none   (shared memory without single-copy:
