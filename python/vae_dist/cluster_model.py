@@ -12,15 +12,18 @@ The step of one rank with a per-rank batch b, p ranks and an arena of n floats (
   it on each rank;
 - s = max(1, ranks on one machine / its cores): the slowdown of oversubscribed ranks (1 on a
   cluster with a core per rank);
-- exchange(p, n) on a link, the ring reduce-scatter + allgather that MPI uses for large arenas:
-  2(p−1)·α + 2(p−1)/p·4n·β + (p−1)/p·n·γ, with α (s) the link's latency, β (s/byte) its
+- exchange(p, n) on a link: the collective exchange's all-to-all (each rank sends every other
+  rank its part of that rank's shard) and allgather, which cost what a ring reduce-scatter +
+  allgather costs: 2(p−1)·α + 2(p−1)/p·4n·β + (p−1)/p·n·γ, with α (s) the link's latency, β (s/byte) its
   inverse bandwidth and γ (s/float) the local cost of adding one received float, measured here
   (from the shared-memory exchange of 2 ranks, which is nothing but that addition).
 
 Measured exchanges are fitted the same way: the MPI collectives (TCP between namespaces, MPI
 over local shared memory) to α, β with the ring formula over all of a transport's (p, bytes)
 points; the shared-memory window, which is not a ring, to a + b·bytes per rank count. The
-numbers of the links are typical published values, not measured here (see LINKS).
+numbers of the links are typical published values, not measured here (see LINKS). The
+exchange overlaps the rest of backward (its buckets start as layers finish); the model does
+not count that, so its exchange is an upper bound where the link, not the CPU, is the limit.
 
 Usage: python -m vae_dist.cluster_model --from FILE [--link NAME] [--batch N] [--nps "1 2 4"]
 (measurements: vae_dist.cluster_measure). NumPy and the standard library.
