@@ -70,6 +70,7 @@ int vae_mpi_init(int *rank, int *size) {
 }
 
 int vae_mpi_finalize(void) {
+  vae_mpi_free_requests();
   vae_mpi_shm_free();
   g_finalized = 1;
   return MPI_Finalize();
@@ -162,18 +163,56 @@ void vae_mpi_error_string(int code, char *buf, int len) {
 
 /* ---- Non-blocking bucketed exchange ------------------------------------------------------- */
 
+/* Where MPI has persistent collectives (MPI-4 MPI_Alltoallv_init, or Open MPI 4's MPIX_ one),
+ * each slot keeps one persistent all-to-all, built when the slot's arguments first appear and
+ * restarted with MPI_Start while they stay the same (the exchange starts the same buckets every
+ * step), so no step builds a new schedule. Elsewhere each start is an MPI_Ialltoallv. */
+#if MPI_VERSION >= 4
+#define VAE_ALLTOALLV_INIT MPI_Alltoallv_init
+#else
+#include <mpi-ext.h>
+#if defined(OMPI_HAVE_MPI_EXT_PCOLLREQ) && OMPI_HAVE_MPI_EXT_PCOLLREQ
+#define VAE_ALLTOALLV_INIT MPIX_Alltoallv_init
+#endif
+#endif
+
 static MPI_Request g_requests[VAE_MPI_MAX_REQUESTS];
 static int g_requests_ready = 0;
+/* The arguments a slot's persistent request was built with. */
+static struct { const float *send; float *recv; const int *counts; long long lo, hi; } g_built[VAE_MPI_MAX_REQUESTS];
+
+static void requests_init(void) {
+  if (g_requests_ready) return;
+  for (int i = 0; i < VAE_MPI_MAX_REQUESTS; i++) g_requests[i] = MPI_REQUEST_NULL;
+  memset(g_built, 0, sizeof g_built);
+  g_requests_ready = 1;
+}
 
 int vae_mpi_ialltoallv_f32(const float *send, const int *send_counts, const int *send_displs, float *recv,
-                           const int *recv_counts, const int *recv_displs, int slot) {
-  if (!g_requests_ready) {
-    for (int i = 0; i < VAE_MPI_MAX_REQUESTS; i++) g_requests[i] = MPI_REQUEST_NULL;
-    g_requests_ready = 1;
+                           const int *recv_counts, const int *recv_displs, int slot, long long lo, long long hi) {
+  requests_init();
+  if (slot < 0 || slot >= VAE_MPI_MAX_REQUESTS) return MPI_ERR_REQUEST;
+#ifdef VAE_ALLTOALLV_INIT
+  if (g_requests[slot] == MPI_REQUEST_NULL || g_built[slot].send != send || g_built[slot].recv != recv ||
+      g_built[slot].counts != send_counts || g_built[slot].lo != lo || g_built[slot].hi != hi) {
+    if (g_requests[slot] != MPI_REQUEST_NULL) MPI_Request_free(&g_requests[slot]);
+    int rc = VAE_ALLTOALLV_INIT(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs,
+                                MPI_FLOAT, MPI_COMM_WORLD, MPI_INFO_NULL, &g_requests[slot]);
+    if (rc != MPI_SUCCESS) return rc;
+    g_built[slot].send = send;
+    g_built[slot].recv = recv;
+    g_built[slot].counts = send_counts;
+    g_built[slot].lo = lo;
+    g_built[slot].hi = hi;
   }
-  if (slot < 0 || slot >= VAE_MPI_MAX_REQUESTS || g_requests[slot] != MPI_REQUEST_NULL) return MPI_ERR_REQUEST;
+  return MPI_Start(&g_requests[slot]);
+#else
+  (void)lo;
+  (void)hi;
+  if (g_requests[slot] != MPI_REQUEST_NULL) return MPI_ERR_REQUEST;
   return MPI_Ialltoallv(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs, MPI_FLOAT,
                         MPI_COMM_WORLD, &g_requests[slot]);
+#endif
 }
 
 int vae_mpi_test_requests(int n, int *done) {
@@ -185,6 +224,15 @@ int vae_mpi_test_requests(int n, int *done) {
 int vae_mpi_wait_requests(int n) {
   if (!g_requests_ready || n <= 0) return MPI_SUCCESS;
   return MPI_Waitall(n < VAE_MPI_MAX_REQUESTS ? n : VAE_MPI_MAX_REQUESTS, g_requests, MPI_STATUSES_IGNORE);
+}
+
+void vae_mpi_free_requests(void) {
+  if (!g_requests_ready) return;
+  for (int i = 0; i < VAE_MPI_MAX_REQUESTS; i++) {
+    if (g_requests[i] != MPI_REQUEST_NULL) MPI_Request_free(&g_requests[i]);
+    g_requests[i] = MPI_REQUEST_NULL;
+  }
+  memset(g_built, 0, sizeof g_built);
 }
 
 /* ---- Intra-node shared-memory exchange ---------------------------------------------------- */

@@ -17,7 +17,8 @@ struct ArenaShards {
 /// start while backward still runs. As backward hands over each layer's range
 /// (`gradientsReady`), contiguous ranges gather into a bucket; a bucket of `bucketFloats` or
 /// more, or one the next range does not touch, starts at once as a non-blocking all-to-all
-/// (`MPI_Ialltoallv`) that sends each rank the bucket's part of its shard; later calls drive
+/// (persistent where MPI has them, so no step builds a schedule; else `MPI_Ialltoallv`) that
+/// sends each rank the bucket's part of its shard; later calls drive
 /// MPI's progress between layers. `sumAndUpdate` starts the rest (and the votes), waits, and
 /// sums the p received copies of this rank's shard in rank order, ((g0 + g1) + g2) + …, the
 /// shared window's order, so the bits do not depend on the transport, the buckets or whether
@@ -73,6 +74,7 @@ final class CollectiveExchange: GradientExchange {
   }
 
   deinit {
+    vae_mpi_free_requests()
     storage.deallocate()
     slabs.deallocate()
     plans.deallocate()
@@ -121,7 +123,9 @@ final class CollectiveExchange: GradientExchange {
       rd[q] = Int32(q * stride + (got.isEmpty ? 0 : got.lowerBound - mine.lowerBound))
     }
     try checkMPI(
-      vae_mpi_ialltoallv_f32(gradients.base + r.lowerBound, sc, sd, slabs.baseAddress, rc, rd, Int32(outstanding)),
+      vae_mpi_ialltoallv_f32(
+        gradients.base + r.lowerBound, sc, sd, slabs.baseAddress, rc, rd, Int32(outstanding), Int64(r.lowerBound),
+        Int64(r.upperBound)),
       "all-to-all")
     outstanding += 1
     startedFloats += r.count

@@ -37,15 +37,19 @@ double vae_mpi_wtime(void);
 void vae_mpi_error_string(int code, char *buf, int len);
 
 /* Non-blocking exchange in buckets: up to VAE_MPI_MAX_REQUESTS outstanding requests, kept here
- * (MPI_Request does not cross into Swift) and named by slot. vae_mpi_ialltoallv_f32 starts
- * MPI_Ialltoallv of floats into `slot` (the arrays must stay valid and unchanged until the
- * slot completes); vae_mpi_test_requests drives progress on slots [0, n) and sets *done to 1
- * when all have completed; vae_mpi_wait_requests waits for them. */
+ * (MPI_Request does not cross into Swift) and named by slot. vae_mpi_ialltoallv_f32 starts an
+ * all-to-all of floats in `slot`: a persistent one (built once per slot and arguments, lo and hi
+ * naming the bucket, then restarted) where MPI has persistent collectives, else
+ * MPI_Ialltoallv; the arrays must stay valid and unchanged until the slot is freed.
+ * vae_mpi_test_requests drives progress on slots [0, n) and sets *done to 1 when all have
+ * completed; vae_mpi_wait_requests waits for them; vae_mpi_free_requests frees every slot's
+ * request (none may be active; vae_mpi_finalize calls it). */
 #define VAE_MPI_MAX_REQUESTS 64
 int vae_mpi_ialltoallv_f32(const float *send, const int *send_counts, const int *send_displs, float *recv,
-                           const int *recv_counts, const int *recv_displs, int slot);
+                           const int *recv_counts, const int *recv_displs, int slot, long long lo, long long hi);
 int vae_mpi_test_requests(int n, int *done);
 int vae_mpi_wait_requests(int n);
+void vae_mpi_free_requests(void);
 /* out[i] = ((slab_0[i] + slab_1[i]) + slab_2[i]) + … for i < n, slab_q = slabs + q·stride:
  * every rank's copy of a shard summed in rank order, the order of the shared window. */
 void vae_mpi_sum_slabs(float *out, const float *slabs, int count, size_t stride, size_t n);
