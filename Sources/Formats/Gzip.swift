@@ -34,10 +34,17 @@ public enum Gzip {
   public static func decompress(
     _ input: [UInt8], maxOutput: Int = defaultMaxOutput
   ) throws(GzipError) -> [UInt8] {
+    try withInflater(input) { stream throws(GzipError) in try decompress(input, stream, maxOutput: maxOutput) }
+  }
+
+  /// A gzip-mode zlib inflater over `input` for `body`, ended afterwards. zlib keeps a pointer
+  /// to its z_stream, so the stream lives at one address throughout.
+  private static func withInflater<T>(
+    _ input: [UInt8], _ body: (UnsafeMutablePointer<z_stream>) throws(GzipError) -> T
+  ) throws(GzipError) -> T {
     guard isGzip(input) else {
       throw GzipError(offset: 0, detail: "not a gzip stream (missing magic bytes 1f 8b)")
     }
-    // zlib keeps a pointer to its z_stream, so the stream lives at one address throughout.
     let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
     stream.initialize(to: z_stream())
     defer { stream.deallocate() }
@@ -46,7 +53,12 @@ public enum Gzip {
       throw GzipError(offset: 0, detail: "zlib inflateInit2 failed with code \(initRC)")
     }
     defer { inflateEnd(stream) }
+    return try body(stream)
+  }
 
+  private static func decompress(
+    _ input: [UInt8], _ stream: UnsafeMutablePointer<z_stream>, maxOutput: Int
+  ) throws(GzipError) -> [UInt8] {
     var output = [UInt8](repeating: 0, count: initialCapacity(input, maxOutput: maxOutput))
     var inPos = 0
     var outPos = 0
@@ -71,6 +83,21 @@ public enum Gzip {
       default:
         throw inflateError(rc, stream.pointee, at: inPos)
       }
+    }
+  }
+
+  /// The first `count` decompressed bytes of a gzip stream (fewer when it is shorter), without
+  /// decompressing the rest: enough to read a header. Corrupt data before that point throws.
+  public static func prefix(_ input: [UInt8], count: Int) throws(GzipError) -> [UInt8] {
+    try withInflater(input) { stream throws(GzipError) in
+      var output = [UInt8](repeating: 0, count: max(count, 0))
+      var inPos = 0, outPos = 0
+      while outPos < output.count {
+        let rc = inflateStep(stream, input, &inPos, &output, &outPos)
+        if rc == Z_STREAM_END || (rc == Z_BUF_ERROR && inPos == input.count) { break }
+        guard rc == Z_OK || rc == Z_BUF_ERROR else { throw inflateError(rc, stream.pointee, at: inPos) }
+      }
+      return Array(output[..<outPos])
     }
   }
 

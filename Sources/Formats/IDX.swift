@@ -87,6 +87,27 @@ public enum IDX {
     try parseImages(readContent(path: path), file: path)
   }
 
+  /// The shape (count, rows, cols) an images file (raw or `.gz`) declares, from its header
+  /// alone: a compressed file is decompressed only as far as its first 16 bytes. The body is
+  /// checked when the file is read (`readImages`).
+  public static func readImagesShape(path: String) throws(IDXError) -> (count: Int, rows: Int, cols: Int) {
+    var bytes = try readContent(path: path)
+    guard !bytes.isEmpty else { throw .empty(file: path) }
+    if Gzip.isGzip(bytes) {
+      do {
+        bytes = try Gzip.prefix(bytes, count: 16)
+      } catch {
+        throw .corruptGzip(file: path, detail: error.description)
+      }
+    }
+    let dims = try parseHeader(bytes, file: path, magic: imagesMagic, names: ["count", "rows", "cols"])
+    return (
+      try checkDimension(dims[0], field: "count", index: 0, max: maxCount, file: path),
+      try checkDimension(dims[1], field: "rows", index: 1, max: maxSide, file: path),
+      try checkDimension(dims[2], field: "cols", index: 2, max: maxSide, file: path)
+    )
+  }
+
   /// Reads and validates a labels file (raw or `.gz`).
   public static func readLabels(path: String) throws(IDXError) -> IDXLabels {
     try parseLabels(readContent(path: path), file: path)

@@ -21,8 +21,8 @@ public enum DataFiles {
       return shape.count == 1 ? [1] : Array(shape.dropFirst())
     }
     try checkRegularFile(path)
-    let images = try IDX.readImages(path: path)
-    return [images.rows, images.cols]
+    let shape = try IDX.readImagesShape(path: path)
+    return [shape.rows, shape.cols]
   }
 
   /// IDX files are read whole: refuse what is not a regular file (a FIFO would never end).

@@ -98,6 +98,36 @@ final class IDXTests: XCTestCase {
     }
   }
 
+  /// The shape from the header alone, raw or gzipped (a gzipped body that is corrupt after the
+  /// header is not read, so it is not an error here; `readImages` finds it), and the header's
+  /// errors name the file in one line.
+  func testImagesShapeFromTheHeaderAlone() throws {
+    let dir = try TempDir()
+    let raw = imagesFile(count: 50, rows: 28, cols: 20)
+    for (name, bytes) in [("raw", raw), ("gz", gzip(raw)), ("stored", gzip(raw, level: 0))] {
+      let shape = try IDX.readImagesShape(path: try dir.write("shape-\(name)", bytes))
+      XCTAssertEqual([shape.count, shape.rows, shape.cols], [50, 28, 20], name)
+    }
+    let gz = gzip(raw, level: 0)
+    var cut = Array(gz.prefix(gz.count / 2))
+    cut[cut.count - 1] ^= 0xFF
+    let broken = try dir.write("shape-cut.gz", cut)
+    XCTAssertEqual(try IDX.readImagesShape(path: broken).rows, 28, "the header is read, not the body")
+    XCTAssertThrowsError(try IDX.readImages(path: broken))
+    let labels = try dir.write("shape-labels", labelsFile([1, 2]))
+    assertIDXError(try IDX.readImagesShape(path: labels), file: labels, "labels given as images") {
+      if case .badMagic = $0 { return true } else { return false }
+    }
+    let short = try dir.write("shape-short.gz", gzip(Array(raw.prefix(10))))
+    assertIDXError(try IDX.readImagesShape(path: short), file: short, "header cut short") {
+      if case .truncated = $0 { return true } else { return false }
+    }
+    let notGzip = try dir.write("shape-bad.gz", [0x1F, 0x8B, 0x08, 0, 0, 0, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF, 0xFF])
+    assertIDXError(try IDX.readImagesShape(path: notGzip), file: notGzip, "corrupt gzip header") {
+      if case .corruptGzip = $0 { return true } else { return false }
+    }
+  }
+
   func testSystemGzipInterop() throws {
     let gzipTool = "/bin/gzip"
     guard FileManager.default.isExecutableFile(atPath: gzipTool) else {
