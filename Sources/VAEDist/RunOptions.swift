@@ -144,6 +144,8 @@ public struct TrainSummary: Sendable {
   public var seconds: Double
   public var samplesPerSecond: Double
   public var runDirectory: String
+  /// Steps this process trained (0 when a resumed run had already reached its last step).
+  public var stepsTrained = 0
   /// The signal that stopped the run early (SIGTERM 15, SIGINT 2, SIGUSR1 10), or nil when it
   /// ran to its last step.
   public var stopSignal: Int32? = nil

@@ -198,11 +198,11 @@ public final class TrainingRun {
     try replicas.checkParameters(trainer.model.params, what: "final parameters")
     try save(.final)
     try closeFiles()
-    let trained = MonotonicClock.now() - clock.start
+    let trained = MonotonicClock.now() - clock.start, steps = completedSteps - clock.firstStep
     return TrainSummary(
       steps: completedSteps, testELBO: e.elbo, testRecon: e.recon, testKL: e.kl, seconds: elapsed,
-      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(completedSteps - clock.firstStep) / trained : 0,
-      runDirectory: runDirectory)
+      samplesPerSecond: trained > 0 ? Double(config.batch) * Double(steps) / trained : 0,
+      runDirectory: runDirectory, stepsTrained: steps)
   }
 
   /// A non-finite loss stops the run before anything is saved, so the newest checkpoint is

@@ -163,9 +163,13 @@ struct Train: ParsableCommand {
       Foundation.exit(128 + signal)
     }
     if comm.isRoot {
+      let speed =
+        s.stepsTrained > 0
+        ? String(format: "%.0f s, %.0f samples/s", s.seconds, s.samplesPerSecond)
+        : "the run had already finished: nothing left to train"
       Console.out(
-        String(format: "held-out ELBO %.2f nats/image after %d steps (%.0f s, %.0f samples/s); checkpoint %@/final.safetensors",
-               s.testELBO, s.steps, s.seconds, s.samplesPerSecond, outDir))
+        String(format: "held-out ELBO %.2f nats/image after %d steps (%@); checkpoint %@/final.safetensors",
+               s.testELBO, s.steps, speed, outDir))
     }
     comm.finalize()
   }

@@ -588,9 +588,12 @@ final class CLITests: XCTestCase {
     XCTAssertEqual(try bytes(ck), before, "final.safetensors changed")
     XCTAssertEqual(try bytes(run + "/metrics.jsonl"), metricsBefore, "metrics.jsonl changed")
 
-    // --resume auto on the finished run is accepted and keeps the parameters.
+    // --resume auto on the finished run is accepted, and says there was nothing left to train
+    // (not "0 samples/s").
     let again = try vaeDist(["train", "--config", smokeConfig, "--out", run, "--quiet", "--resume", "auto"])
     XCTAssertEqual(again.status, 0, again.stderr)
+    XCTAssertTrue(again.stdout.contains("the run had already finished: nothing left to train"), again.stdout)
+    XCTAssertFalse(again.stdout.contains("samples/s"), again.stdout)
   }
 
   func testManifoldOnTwoDimensionalLatentSpace() throws {
