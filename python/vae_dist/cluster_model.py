@@ -8,8 +8,8 @@ The step of one rank with a per-rank batch b, p ranks and an arena of n floats (
 
 - compute(b) = c0 + c1·b: batch + forward + backward of one rank, fitted (least squares) to
   np 1 steps measured at several batches minus their Adam time (one core per rank);
-- adam: the whole arena's Adam update at np 1; the sharded optimizer (the default) runs 1/p of
-  it on each rank;
+- adam: the whole arena's Adam update (measured at np 2 when one process runs it inside
+  backward); the sharded optimizer (the default) runs 1/p of it on each rank;
 - s = max(1, ranks on one machine / its cores): the slowdown of oversubscribed ranks (1 on a
   cluster with a core per rank);
 - exchange(p, n) on a link: the collective exchange's all-to-all (each rank sends every other
