@@ -106,10 +106,18 @@ public enum DataFiles {
   }
 
   /// Float data must be finite, and in [0, 1] for a Bernoulli likelihood (bytes always are):
-  /// the first bad value is named by its row and column in the file.
-  public static func checkValues(_ d: Dataset, unitInterval: Bool) throws {
-    guard d.values.element == .float32 else { return }
-    for i in 0..<d.count { try checkRow(d, i, unitInterval: unitInterval) }
+  /// the first bad value is named by its row and column in the file. Both splits are checked in
+  /// the same pass that computes their `DataSplits.dataChecksum()`, which the returned splits
+  /// then carry: the start-up reads the data once for both.
+  public static func checkValues(_ s: DataSplits, unitInterval: Bool) throws -> DataSplits {
+    func check(_ d: Dataset, from crc: UInt32) throws -> UInt32 {
+      try d.dataChecksum(continuing: crc) { rows in
+        guard d.values.element == .float32 else { return }
+        for i in rows { try checkRow(d, i, unitInterval: unitInterval) }
+      }
+    }
+    let crc = try check(s.test, from: try check(s.train, from: 0))
+    return DataSplits(train: s.train, test: s.test, knownChecksum: crc)
   }
 
   /// `checkValues` for example `i` alone.

@@ -89,14 +89,28 @@ public struct Dataset: Sendable {
 
   /// CRC-32 (zlib) over the examples' raw values in order, then the labels.
   public func dataChecksum(continuing crc: UInt32 = 0) -> UInt32 {
+    // Never throws: the visitor does not.
+    (try? dataChecksum(continuing: crc) { _ in }) ?? 0
+  }
+
+  /// `dataChecksum`, visiting the examples on the way: `visit(rows)` sees each run of examples
+  /// right after their bytes were summed, while they are in cache (e.g. to check their values),
+  /// so the data is read once. A throw stops the pass.
+  public func dataChecksum(continuing crc: UInt32, visiting visit: (Range<Int>) throws -> Void) rethrows -> UInt32 {
     var c = crc
     let bytes = rowWidth * values.element.size
     if rowMap == nil {
-      c = CRC32.checksum(UnsafeRawBufferPointer(start: values.raw, count: count * bytes), continuing: c)
+      let rows = max(1, (1 << 20) / max(bytes, 1))  // about 1 MiB at a time
+      for lo in stride(from: 0, to: count, by: rows) {
+        let hi = min(lo + rows, count)
+        c = CRC32.checksum(UnsafeRawBufferPointer(start: values.raw + lo * bytes, count: (hi - lo) * bytes), continuing: c)
+        try visit(lo..<hi)
+      }
     } else {
       for i in 0..<count {
         let start = values.raw + offset(ofRow: i) * values.element.size
         c = CRC32.checksum(UnsafeRawBufferPointer(start: start, count: bytes), continuing: c)
+        try visit(i..<(i + 1))
       }
     }
     return CRC32.checksum(labels, continuing: c)
@@ -107,10 +121,14 @@ public struct Dataset: Sendable {
 public struct DataSplits: Sendable {
   public let train: Dataset
   public let test: Dataset
+  /// `dataChecksum()` when it was already computed while the values were checked
+  /// (`DataFiles.checkValues(_:unitInterval:)`), so the start-up reads the data once.
+  public private(set) var knownChecksum: UInt32?
 
-  public init(train: Dataset, test: Dataset) {
+  public init(train: Dataset, test: Dataset, knownChecksum: UInt32? = nil) {
     self.train = train
     self.test = test
+    self.knownChecksum = knownChecksum
   }
 
   /// The mapped files the values are borrowed from, each once (none for data in memory): what
@@ -135,7 +153,7 @@ public struct DataSplits: Sendable {
   /// CRC-32 (zlib) over train values, train labels, test values, test labels, in that order.
   /// Recorded in checkpoints to detect a resume on different data.
   public func dataChecksum() -> UInt32 {
-    test.dataChecksum(continuing: train.dataChecksum())
+    knownChecksum ?? test.dataChecksum(continuing: train.dataChecksum())
   }
 }
 

@@ -83,9 +83,10 @@ public struct RunConfig: Sendable, Hashable {
   public static let defaults = RunConfig(name: "", model: ModelConfig(hidden: [500, 500], zdim: 20))
 
   /// The data this config names: its files (`trainFile`, checked: finite, and in [0, 1] for a
-  /// Bernoulli likelihood), else the named data set from `dataDirectory`. `whenMapped` sees the
-  /// splits as soon as the files are mapped, before their values are first read (the check,
-  /// the checksum), e.g. to register `DataSplits.mappedFiles` with a fault handler.
+  /// Bernoulli likelihood, in the pass that also computes their checksum), else the named data
+  /// set from `dataDirectory`. `whenMapped` sees the splits as soon as the files are mapped,
+  /// before their values are first read, e.g. to register `DataSplits.mappedFiles` with a fault
+  /// handler.
   public func loadData(dataDirectory: String, whenMapped: (DataSplits) -> Void = { _ in }) throws -> DataSplits {
     guard let trainFile else {
       return try DatasetRegistry.load(name: dataset, dataDirectory: dataDirectory, trainLimit: trainLimit)
@@ -95,13 +96,11 @@ public struct RunConfig: Sendable, Hashable {
     whenMapped(splits)
     var unit = false
     if case .bernoulli = model.likelihood { unit = true }
-    try DataFiles.checkValues(splits.train, unitInterval: unit)
-    try DataFiles.checkValues(splits.test, unitInterval: unit)
     guard splits.train.rowWidth == model.inputSize else {
       throw DataFiles.Problem(
         "\(trainFile): examples of \(splits.train.rowWidth) values (shape \(splits.train.shape)), but model.input_size is \(model.inputSize)")
     }
-    return splits
+    return try DataFiles.checkValues(splits, unitInterval: unit)
   }
 
   /// The canonical YAML form (stable key order; see `ConfigSchema`).

@@ -27,6 +27,39 @@ final class MappedFilesTests: XCTestCase {
     }
   }
 
+  /// The value check and the data checksum are one pass: the checksum it returns is zlib's
+  /// CRC-32 of the rows' bytes in split order (train, then test; no labels), the same as the
+  /// separate pass computes, for a contiguous file (several 1 MiB runs), a seeded split (row by
+  /// row) and bytes; a bad value past the first run is still named by its row in the file.
+  func testValueCheckComputesTheChecksumInTheSamePass() throws {
+    let dir = try TempDir()
+    let rows = 700, width = 1000  // 4 KB a row: 700 rows are three 1 MiB runs
+    var values = (0..<(rows * width)).map { Float($0 % 997) / 997 }
+    let floats = dir.path + "/floats.npy", test = dir.path + "/test.npy", bytes = dir.path + "/bytes.npy"
+    try NPY.write(path: floats, shape: [rows, width], values: values)
+    try NPY.write(path: test, shape: [3, width], values: Array(values[..<(3 * width)]))
+    try NPY.write(path: bytes, shape: [50, 30], values: (0..<1500).map { UInt8($0 % 256) })
+    for (train, test, fraction) in [(floats, test, nil), (floats, nil, 0.1), (bytes, nil, 0.2)] as [(String, String?, Float?)] {
+      let splits = try DataFiles.load(train: train, test: test, testFraction: fraction, seed: 4, trainLimit: nil)
+      let checked = try DataFiles.checkValues(splits, unitInterval: true)
+      var expected: [UInt8] = []
+      for d in [splits.train, splits.test] {
+        let size = d.values.element.size, n = d.rowWidth * size
+        for i in 0..<d.count {
+          expected += Array(UnsafeRawBufferPointer(start: d.values.raw + d.offset(ofRow: i) * size, count: n))
+        }
+      }
+      XCTAssertEqual(checked.knownChecksum, CRC32.checksum(expected), "\(train) \(fraction ?? 0)")
+      XCTAssertEqual(checked.knownChecksum, splits.dataChecksum(), "\(train) \(fraction ?? 0)")
+    }
+    values[650 * width + 7] = 1.5
+    try NPY.write(path: floats, shape: [rows, width], values: values)
+    let splits = try DataFiles.load(train: floats, test: test, testFraction: nil, seed: 4, trainLimit: nil)
+    XCTAssertThrowsError(try DataFiles.checkValues(splits, unitInterval: true)) { error in
+      XCTAssertTrue("\(error)".contains("row 650, column 7 is 1.5, outside [0, 1]"), "\(error)")
+    }
+  }
+
   func testDataInMemoryMapsNothing() {
     let d = Dataset(name: "m", count: 2, rows: 1, cols: 2, images: [1, 2, 3, 4], labels: [0, 1])
     let splits = DataSplits(train: d, test: d)
