@@ -257,22 +257,33 @@ def default_label(a):
     return f"pytorch ddp gloo {a.world}x{a.threads} {adam}" if a.ddp else f"pytorch {adam} {a.threads}t"
 
 
-def main(argv=None):
-    a = parse_args(argv)
+def run_tool(name, installer, errors, body):
+    """The command-line end of a PyTorch tool: 2 and one line naming ``installer`` when PyTorch
+    is missing; else ``body()``'s result as one JSON line and 0, or 1 and one line for an error
+    of the types ``errors``."""
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("torch_bench: PyTorch is not installed in this Python (scripts/bench --vs-pytorch installs the CPU "
-              "wheel; or pip install torch --index-url https://download.pytorch.org/whl/cpu)", file=sys.stderr)
+        print(f"{name}: PyTorch is not installed in this Python ({installer} installs the CPU wheel; or pip "
+              "install torch --index-url https://download.pytorch.org/whl/cpu)", file=sys.stderr)
         return 2
     try:
-        images_path(a.data)
-        out = run_ddp(a) if a.ddp else run_single(a)
-    except (TorchBenchError, ValueError, OSError) as e:
-        print(f"torch_bench: {e}", file=sys.stderr)
+        out = body()
+    except errors as e:
+        print(f"{name}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(out))
     return 0
+
+
+def main(argv=None):
+    a = parse_args(argv)
+
+    def body():
+        images_path(a.data)
+        return run_ddp(a) if a.ddp else run_single(a)
+
+    return run_tool("torch_bench", "scripts/bench --vs-pytorch", (TorchBenchError, ValueError, OSError), body)
 
 
 if __name__ == "__main__":

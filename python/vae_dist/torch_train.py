@@ -23,7 +23,6 @@ With ``--checkpoint FILE`` it trains nothing and evaluates that vae-dist checkpo
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -151,20 +150,12 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    from .torch_bench import run_tool
+
     a = parse_args(argv)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("torch_train: PyTorch is not installed in this Python (scripts/time-to-quality installs the CPU "
-              "wheel; or pip install torch --index-url https://download.pytorch.org/whl/cpu)", file=sys.stderr)
-        return 2
-    try:
-        out = evaluate_checkpoint(a) if a.checkpoint else train_and_evaluate(a)
-    except (TorchTrainError, ValueError, OSError) as e:
-        print(f"torch_train: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(out))
-    return 0
+    return run_tool(
+        "torch_train", "scripts/time-to-quality", (TorchTrainError, ValueError, OSError),
+        lambda: evaluate_checkpoint(a) if a.checkpoint else train_and_evaluate(a))
 
 
 if __name__ == "__main__":
