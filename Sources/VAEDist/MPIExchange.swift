@@ -247,7 +247,7 @@ final class SharedWindowExchange: GradientExchange {
     let t0 = MonotonicClock.now()
     let mine = split.ranges[rank]
     try checkMPI(vae_mpi_shm_reduce_scatter(mine.lowerBound, mine.upperBound), "shared-memory reduce")
-    try sumVotes()
+    sumVotes()
     try checkMPI(vae_mpi_shm_sync(), "barrier")
     seconds += MonotonicClock.now() - t0
     for (q, r) in split.ranges.enumerated() where !r.isEmpty {
@@ -262,7 +262,7 @@ final class SharedWindowExchange: GradientExchange {
   private func sumMyShardAndUpdate(_ update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
     var t = MonotonicClock.now()
     try checkMPI(vae_mpi_shm_sync(), "barrier")
-    try sumVotes()
+    sumVotes()
     seconds += MonotonicClock.now() - t
     let mine = split.ranges[rank]
     var at = mine.lowerBound
@@ -281,12 +281,8 @@ final class SharedWindowExchange: GradientExchange {
 
   /// Every rank's votes summed in rank order from the segments' tails (call between the
   /// first and the last sync of an exchange).
-  private func sumVotes() throws {
-    votes.update(repeating: 0)
-    for q in split.ranges.indices {
-      guard let segment = vae_mpi_shm_segment(Int32(q)) else { throw MPIError(operation: "shared segment", code: -1) }
-      for i in 0..<voteSlots { votes[i] += segment[gradients.count + i] }
-    }
+  private func sumVotes() {
+    vae_mpi_shm_reduce_chunk(gradients.count, voteSlots, votes.baseAddress!)
   }
 
   func gatherToRoot(_ mine: UnsafeBufferPointer<Float>, into full: UnsafeMutableBufferPointer<Float>?) throws {
