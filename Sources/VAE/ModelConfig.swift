@@ -52,17 +52,19 @@ public struct ModelConfig: Sendable, Hashable, Codable {
   /// Width of the reparameterisation noise ε per row (0 for the regressor).
   public var latentSize: Int { kind == .regressor ? 0 : zdim }
 
-  /// The most parameters a model may have: 2³¹ − 1 less the exchange's 8 vote slots (which
-  /// ride after the gradients), so that every count the gradient exchange hands to MPI (a C
-  /// int) fits, on any number of ranks.
-  public static let maxParameters = Int(Int32.max) - 8
+  /// Floats the gradient exchange carries after the parameters (its vote slots).
+  public static let exchangeTail = 8
+
+  /// The most parameters a model may have: 2³¹ − 1 less `exchangeTail`, so that every count
+  /// the gradient exchange hands to MPI (a C int) fits, on any number of ranks.
+  public static let maxParameters = Int(Int32.max) - exchangeTail
 
   /// Why this shape cannot be built (one line), or nil.
   public var problem: String? {
     // In Double: widths of any size neither trap nor wrap here.
     let count = linears.reduce(0.0) { $0 + Double($1.inFeatures + 1) * Double($1.outFeatures) }
     if count > Double(Self.maxParameters) {
-      return "the model has \(String(format: "%.0f", count)) parameters; at most \(Self.maxParameters) (2^31 - 9: the gradient exchange's counts, with its 8 vote slots, are 32-bit)"
+      return "the model has \(String(format: "%.0f", count)) parameters; at most \(Self.maxParameters) (2^31 - 1 less the exchange's \(Self.exchangeTail) vote slots: its counts are 32-bit)"
     }
     if likelihood == .gaussianLearned && kind != .vae {
       return "model.sigma: learned needs model.kind vae (a \(kind.rawValue) predicts Y with a fixed sigma)"

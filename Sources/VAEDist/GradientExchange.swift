@@ -45,8 +45,9 @@ public protocol GradientExchange: AnyObject {
   func parametersWritten() throws
 }
 
-/// How many `GradientExchange.votes` every exchange carries.
-public let voteSlots = 8
+/// How many `GradientExchange.votes` every exchange carries (after the arena, which is why a
+/// model's size leaves room for them: `ModelConfig.maxParameters`).
+public let voteSlots = ModelConfig.exchangeTail
 
 extension GradientExchange {
   public func gradientsReady(_ range: Range<Int>, update: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {}
