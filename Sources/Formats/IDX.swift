@@ -91,21 +91,7 @@ public enum IDX {
   /// alone: a compressed file is decompressed only as far as its first 16 bytes. The body is
   /// checked when the file is read (`readImages`).
   public static func readImagesShape(path: String) throws(IDXError) -> (count: Int, rows: Int, cols: Int) {
-    var bytes = try readContent(path: path)
-    guard !bytes.isEmpty else { throw .empty(file: path) }
-    if Gzip.isGzip(bytes) {
-      do {
-        bytes = try Gzip.prefix(bytes, count: 16)
-      } catch {
-        throw .corruptGzip(file: path, detail: error.description)
-      }
-    }
-    let dims = try parseHeader(bytes, file: path, magic: imagesMagic, names: ["count", "rows", "cols"])
-    return (
-      try checkDimension(dims[0], field: "count", index: 0, max: maxCount, file: path),
-      try checkDimension(dims[1], field: "rows", index: 1, max: maxSide, file: path),
-      try checkDimension(dims[2], field: "cols", index: 2, max: maxSide, file: path)
-    )
+    try imagesShape(decompressIfNeeded(readContent(path: path), file: path, prefix: 16), file: path)
   }
 
   /// Reads and validates a labels file (raw or `.gz`).
@@ -117,10 +103,7 @@ public enum IDX {
   /// `file` is only used in error messages.
   public static func parseImages(_ bytes: [UInt8], file: String) throws(IDXError) -> IDXImages {
     let data = try decompressIfNeeded(bytes, file: file)
-    let dims = try parseHeader(data, file: file, magic: imagesMagic, names: ["count", "rows", "cols"])
-    let count = try checkDimension(dims[0], field: "count", index: 0, max: maxCount, file: file)
-    let rows = try checkDimension(dims[1], field: "rows", index: 1, max: maxSide, file: file)
-    let cols = try checkDimension(dims[2], field: "cols", index: 2, max: maxSide, file: file)
+    let (count, rows, cols) = try imagesShape(data, file: file)
     let (perImage, o1) = rows.multipliedReportingOverflow(by: cols)
     let (total, o2) = count.multipliedReportingOverflow(by: perImage)
     guard !o1, !o2 else {
@@ -176,17 +159,29 @@ public enum IDX {
     }
   }
 
-  private static func decompressIfNeeded(_ bytes: [UInt8], file: String) throws(IDXError) -> [UInt8] {
+  /// Gunzips `bytes` when they start with the gzip magic: wholly, or only their first
+  /// `prefix` bytes (enough for a header).
+  private static func decompressIfNeeded(_ bytes: [UInt8], file: String, prefix: Int? = nil) throws(IDXError) -> [UInt8] {
     guard !bytes.isEmpty else { throw .empty(file: file) }
     guard Gzip.isGzip(bytes) else { return bytes }
     let data: [UInt8]
     do {
-      data = try Gzip.decompress(bytes)
+      if let prefix { data = try Gzip.prefix(bytes, count: prefix) } else { data = try Gzip.decompress(bytes) }
     } catch {
       throw .corruptGzip(file: file, detail: error.description)
     }
     guard !data.isEmpty else { throw .empty(file: file) }
     return data
+  }
+
+  /// An images header's count, rows and cols, each checked.
+  private static func imagesShape(_ data: [UInt8], file: String) throws(IDXError) -> (count: Int, rows: Int, cols: Int) {
+    let dims = try parseHeader(data, file: file, magic: imagesMagic, names: ["count", "rows", "cols"])
+    return (
+      try checkDimension(dims[0], field: "count", index: 0, max: maxCount, file: file),
+      try checkDimension(dims[1], field: "rows", index: 1, max: maxSide, file: file),
+      try checkDimension(dims[2], field: "cols", index: 2, max: maxSide, file: file)
+    )
   }
 
   /// Checks the magic and returns the `names.count` dimensions that follow it.
