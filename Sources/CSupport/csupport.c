@@ -59,6 +59,21 @@ const char *vae_cpu_best_openblas_core(void) {
   return NULL;
 }
 
+int vae_cpu_features(void) {
+  int f = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) f |= VAE_CPU_AVX2;
+  if (__builtin_cpu_supports("fma")) f |= VAE_CPU_FMA;
+  if (__builtin_cpu_supports("avx512f")) f |= VAE_CPU_AVX512F;
+  if (__builtin_cpu_supports("avx512bw")) f |= VAE_CPU_AVX512BW;
+  if (__builtin_cpu_supports("avx512dq")) f |= VAE_CPU_AVX512DQ;
+  if (__builtin_cpu_supports("avx512vl")) f |= VAE_CPU_AVX512VL;
+  if (__builtin_cpu_supports("avx512bf16")) f |= VAE_CPU_AVX512BF16;
+#endif
+  return f;
+}
+
 #if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
 #define VAE_MULTIVERSION __attribute__((target_clones("avx512f", "arch=haswell", "default")))
 #else

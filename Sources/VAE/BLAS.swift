@@ -19,6 +19,22 @@ public enum BLASInfo {
   public static var bestKernelForCPU: String? {
     vae_cpu_best_openblas_core().map { String(cString: $0) }
   }
+  /// The x86-64 kernels an OpenBLAS build may pick on a CI machine, each with whether this CPU
+  /// can run it (`OPENBLAS_CORETYPE=<name>`) and, when not, the instruction sets it lacks.
+  public static var x86Kernels: [(name: String, missing: [String])] {
+    kernelRequirements(features: vae_cpu_features())
+  }
+
+  /// `x86Kernels` for a CPU with the `VAE_CPU_*` feature bits `features`.
+  public static func kernelRequirements(features: Int32) -> [(name: String, missing: [String])] {
+    let names = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"]
+    // VAE_CPU_* are the bits 1 << i, in the order of `names`.
+    func missing(_ needed: Int) -> [String] {
+      (0..<needed).filter { features & (Int32(1) << Int32($0)) == 0 }.map { names[$0] }
+    }
+    return [("Haswell", missing(2)), ("Zen", missing(2)), ("SkylakeX", missing(6)), ("Cooperlake", missing(7))]
+  }
+
   /// True when OpenBLAS runs a kernel without AVX2/FMA on a CPU that has them.
   public static var isFallback: Bool { fallbackWarning() != nil }
 

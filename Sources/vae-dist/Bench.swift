@@ -156,9 +156,18 @@ struct BLAS: ParsableCommand {
   var best = false
   @Flag(name: .long, help: "Exit with status 3 when the kernel is a fallback on a CPU with AVX2/FMA.")
   var checkFallback = false
+  @Flag(name: .long, help: ArgumentHelp(
+    "List the x86-64 kernels a CI machine may pick (Haswell, Zen, SkylakeX, Cooperlake), one a line: "
+      + "'NAME runs', or 'NAME skipped: this CPU lacks …'.",
+    discussion: "scripts/test runs its kernel-sensitive tests under each kernel that runs."))
+  var kernels = false
 
   func run() throws {
-    if kernel {
+    if kernels {
+      for k in BLASInfo.x86Kernels {
+        Console.out(k.missing.isEmpty ? "\(k.name) runs" : "\(k.name) skipped: this CPU lacks \(k.missing.joined(separator: ", "))")
+      }
+    } else if kernel {
       Console.out(BLASInfo.coreName)
     } else if best {
       Console.out(BLASInfo.bestKernelForCPU ?? "")

@@ -8,31 +8,46 @@ import XCTest
 /// Restructurings change no number: a fixed short run (configs/smoke.yaml, seed 7, one OpenBLAS
 /// thread, the debug build) ends on the same parameter bytes as the code before them. The
 /// expected SHA-256 (of the model tensors' raw bytes, in name order) was recorded with the same
-/// command from the code before each restructuring. GEMM results depend on OpenBLAS's kernel
-/// and on its blocking, which OPENBLAS_L2_SIZE changes, so each hash holds for the kernel and
-/// L2 setting it was recorded with; for another the test says so and skips.
+/// command from the code before each restructuring. GEMM results depend on OpenBLAS's kernel, so
+/// each hash holds for the kernel it was recorded with; a kernel with no recorded hash skips,
+/// saying so. `scripts/test` runs this test under every kernel the CPU can run.
+///
+/// OPENBLAS_L2_SIZE is not part of the key: on the AMD EPYC with AVX-512 of 2026-12-06 every
+/// kernel gave the same hash with it unset and at 256…32768 KiB. Haswell/Zen and Prescott each
+/// have two hashes, one per machine they were recorded on: the Zen 3 EPYC without AVX-512 of
+/// 2026-11-30 gave the second ones. It is not reproducible here (valgrind, which hides AVX-512 from
+/// the program, still gives the first), so which machine difference moves the bits is not known;
+/// each is a complete run of the unchanged code, and a restructuring that changes a number
+/// cannot land on the other machine's hash.
 final class RefactorIdentityTests: XCTestCase {
-  static let expected: [String: String] = [
-    // Recorded on an AMD EPYC (Zen 3): OpenBLAS's Zen kernel and OPENBLAS_CORETYPE=Haswell agree.
-    "zen": "8211875a8e6edec115b55d0f6c7f0601eea9df19c58e11a627a860734a51ccf9",
-    "haswell": "8211875a8e6edec115b55d0f6c7f0601eea9df19c58e11a627a860734a51ccf9",
-    // AMD EPYC with OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE=512, as some machines set them.
-    "haswell, L2 512": "e490dc9cc63c01c1cb9687c420f9aca3afe59fc9dde64e8bc00cb34a860622d6",
-    // OPENBLAS_CORETYPE=Prescott (the SSE3 fallback Debian's OpenBLAS picks on unknown Intel CPUs).
-    "prescott": "66be459ec53db22591c87c7d518cf431283b5c7fdaf00777cd17a4446183524a",
+  static let expected: [String: Set<String>] = [
+    // Recorded on an AMD EPYC with AVX-512 + BF16 (2026-12-06): OpenBLAS's own choice there.
+    "cooperlake": ["0afe4b669d288f9e19552fe6eb43b0b211cb8c11faaf3a3ea5b6a919b55bafc1"],
+    // Same machine, OPENBLAS_CORETYPE=SkylakeX.
+    "skylakex": ["521ed6ae4c29011eafbc2a4605786a7445ff6c8d1258f408f7f271052af7a3af"],
+    // Same machine (Haswell and Zen agree; first hash), and the Zen 3 EPYC of 2026-11-30 (second).
+    "haswell": [
+      "e490dc9cc63c01c1cb9687c420f9aca3afe59fc9dde64e8bc00cb34a860622d6",
+      "8211875a8e6edec115b55d0f6c7f0601eea9df19c58e11a627a860734a51ccf9",
+    ],
+    "zen": [
+      "e490dc9cc63c01c1cb9687c420f9aca3afe59fc9dde64e8bc00cb34a860622d6",
+      "8211875a8e6edec115b55d0f6c7f0601eea9df19c58e11a627a860734a51ccf9",
+    ],
+    // OPENBLAS_CORETYPE=Prescott (the SSE3 fallback Debian's OpenBLAS picks on unknown Intel
+    // CPUs): the AVX-512 EPYC (first), the Zen 3 EPYC (second).
+    "prescott": [
+      "fa3fc4603afa8fb981234baa31b8780a9b0beec1368b7d017d3868e3dce54b2e",
+      "66be459ec53db22591c87c7d518cf431283b5c7fdaf00777cd17a4446183524a",
+    ],
   ]
 
-  /// The kernel, and the L2 size when the environment sets one.
-  static var setting: String {
-    let kernel = BLASInfo.coreName.lowercased()
-    guard let l2 = ProcessInfo.processInfo.environment["OPENBLAS_L2_SIZE"], !l2.isEmpty else { return kernel }
-    return "\(kernel), L2 \(l2)"
-  }
+  static var kernel: String { BLASInfo.coreName.lowercased() }
 
   func testSmokeRunGivesThePreRestructuringParameters() throws {
     let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
-    guard let want = Self.expected[Self.setting] else {
-      throw XCTSkip("no recorded parameters for OpenBLAS \(Self.setting) (have \(Self.expected.keys.sorted()))")
+    guard let want = Self.expected[Self.kernel] else {
+      throw XCTSkip("no recorded parameters for OpenBLAS kernel \(Self.kernel) (have \(Self.expected.keys.sorted()))")
     }
     let dir = NSTemporaryDirectory() + "vae-identity-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -49,6 +64,7 @@ final class RefactorIdentityTests: XCTestCase {
     try Data(bytes).write(to: URL(fileURLWithPath: dir + "/params.bin"))
     let sum = try Subprocess.run(["/usr/bin/env", "sha256sum", dir + "/params.bin"])
     XCTAssertEqual(sum.status, 0, sum.stderr)
-    XCTAssertEqual(sum.stdout.split(separator: " ").first.map(String.init), want, "OpenBLAS \(Self.setting)")
+    let got = sum.stdout.split(separator: " ").first.map(String.init) ?? ""
+    XCTAssertTrue(want.contains(got), "OpenBLAS \(Self.kernel): \(got), recorded \(want.sorted())")
   }
 }

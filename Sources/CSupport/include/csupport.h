@@ -14,6 +14,14 @@ int vae_cpu_has_avx2_fma(void);
 /// instruction sets checked here: "Cooperlake" (AVX-512 + BF16), "SkylakeX" (AVX-512 F/BW/DQ/VL),
 /// "Haswell" (AVX2 + FMA), or NULL when none applies.
 const char *vae_cpu_best_openblas_core(void);
+/* The CPU's instruction-set extensions that decide which OpenBLAS kernels it can run, one bit
+ * each (VAE_CPU_*). */
+enum {
+  VAE_CPU_AVX2 = 1, VAE_CPU_FMA = 2, VAE_CPU_AVX512F = 4, VAE_CPU_AVX512BW = 8,
+  VAE_CPU_AVX512DQ = 16, VAE_CPU_AVX512VL = 32, VAE_CPU_AVX512BF16 = 64
+};
+int vae_cpu_features(void);
+
 /// One fused Adam pass over n elements (the arithmetic of torch.optim.Adam's default path):
 ///   g = scale·grad + l2·p;  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²;
 ///   p = decay·p − step_size·m / (√v · inv_sqrt_bc2 + eps)
