@@ -10,14 +10,14 @@ struct ConfigCommand: ParsableCommand {
       --keys lists every key a config may set: its section and name, what it accepts, its \
       default and what it means. Keys a model kind does not use are ignored for it (e.g. sigma \
       for a Bernoulli model). The train flags --zdim, --epochs, … override the key of the same \
-      name. --markdown prints the table that README.md and docs/ARCHITECTURE.md hold \
+      name. --markdown prints the table that docs/reference.md and docs/ARCHITECTURE.md hold \
       (scripts/update-docs writes it there).
       Example: vae-dist config --keys
       """)
 
   @Flag(name: .long, help: "List every config key with what it accepts, its default and its meaning.")
   var keys = false
-  @Flag(name: .long, help: "With --keys: as a Markdown table (the one in README.md and docs/ARCHITECTURE.md).")
+  @Flag(name: .long, help: "With --keys: as a Markdown table (the one in docs/reference.md and docs/ARCHITECTURE.md).")
   var markdown = false
 
   func validate() throws {

@@ -18,7 +18,7 @@ struct Train: ParsableCommand {
       Example: vae-dist train --config configs/mnist.yaml --epochs 2 --out runs/try
       """)
 
-  @Option(name: .long, help: ArgumentHelp("YAML config (see configs/ and the README).", valueName: "file"))
+  @Option(name: .long, help: ArgumentHelp("YAML config (see configs/ and docs/reference.md).", valueName: "file"))
   var config: String
   @OptionGroup var dataOptions: DataOptions
   @Option(name: .long, help: ArgumentHelp("Run directory. Default: runs/<config name>.", valueName: "dir"))

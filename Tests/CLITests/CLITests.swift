@@ -187,11 +187,11 @@ final class CLITests: XCTestCase {
     XCTAssertNil(c.epochs, "steps given as a flag leaves epochs set")
   }
 
-  /// The blocks between `<!-- BEGIN generated: vae-dist CMD -->` and its END marker in README.md
-  /// and docs/ARCHITECTURE.md are exactly what `vae-dist CMD` prints (scripts/update-docs
+  /// The blocks between `<!-- BEGIN generated: vae-dist CMD -->` and its END marker in
+  /// docs/reference.md and docs/ARCHITECTURE.md are exactly what `vae-dist CMD` prints (scripts/update-docs
   /// rewrites them), and each doc has the config key table.
   func testGeneratedDocsMatchTheCommands() throws {
-    for doc in ["README.md", "docs/ARCHITECTURE.md"] {
+    for doc in ["docs/reference.md", "docs/ARCHITECTURE.md"] {
       let text = try String(contentsOfFile: Self.packageRoot + "/" + doc, encoding: .utf8)
       let lines = text.components(separatedBy: "\n")
       var commands: [String] = []

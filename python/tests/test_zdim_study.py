@@ -1,4 +1,4 @@
-"""vae_dist.zdim_study: its mpirun command, the rows it collects, the CSV, the README table."""
+"""vae_dist.zdim_study: its mpirun command, the rows it collects, the CSV, the docs table."""
 
 import argparse
 import csv

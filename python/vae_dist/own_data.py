@@ -1,6 +1,6 @@
 """scripts/own-data-study (see its --help): vae-dist on your own continuous data, checked against
 PyTorch. The data are scikit-learn's 8×8 digits (shipped inside its wheel: no download),
-dequantised and split as the README's "Your own data" lines do; the same network is trained in
+dequantised and split as the "Your own data" page's lines do; the same network is trained in
 PyTorch with the same loss, optimizer, batch and epochs, and both held-out ELBOs are reported.
 
 Usage:
@@ -48,7 +48,7 @@ def dequantise(values, rng, levels=LEVELS):
 
 def split(x, labels, seed=DATA_SEED, test_count=TEST_COUNT):
     """Dequantises ``x`` and holds out ``test_count`` examples, both from one generator seeded
-    by ``seed`` (uniforms first, then the permutation, as the README's lines do).
+    by ``seed`` (uniforms first, then the permutation, as docs/own-data.md's lines do).
     Returns (train, test, train_labels, test_labels)."""
     rng = np.random.default_rng(seed)
     d = dequantise(x, rng)

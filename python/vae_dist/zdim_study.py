@@ -149,7 +149,7 @@ def run_all(st, zdims, parallel):
 
 
 def publish(rows, out, root, docs):
-    """The CSV, the plot and the table; with ``docs`` also docs/results/zdim/ and the README."""
+    """The CSV, the plot and the table; with ``docs`` also docs/results/zdim/ and docs/results.md."""
     write_csv(rows, os.path.join(out, "zdim-study.csv"))
     plotted = plot(rows, os.path.join(out, "zdim-study.png"))
     table(rows)
@@ -164,8 +164,8 @@ def publish(rows, out, root, docs):
         grid = os.path.join(out, f"z-{z}", "samples.png")
         if os.path.exists(grid):
             shutil.copyfile(grid, os.path.join(target, f"samples-z{z}.png"))
-    update_readme(os.path.join(root, "README.md"), markdown(rows))
-    print(f"==> copied to {target}; README table updated")
+    update_readme(os.path.join(root, "docs", "results.md"), markdown(rows))
+    print(f"==> copied to {target}; docs/results.md table updated")
 
 
 def main(argv=None):
@@ -255,7 +255,7 @@ def plot(rows, png):
 
 
 def markdown(rows):
-    """The README's table of the study (between its zdim-table markers)."""
+    """The table of the study in docs/results.md (between its zdim-table markers)."""
     out = ["| epochs | z | held-out ELBO | IW bound | reconstruction | KL | active units | KL per active unit "
            "| KL in inactive units | training s |",
            "|---|---|---|---|---|---|---|---|---|---|"]

@@ -164,7 +164,7 @@ cpu_cores() { OMP_NUM_THREADS='' OMP_THREAD_LIMIT='' nproc; }
 #                             from (--np, VAE_DIST_NP) for the error message
 # auto: 2 ranks under mpirun when mpirun is installed, this process may use 2 or more cores and
 # it is not already an MPI rank (np 2 with cores ÷ 2 threads each trains faster than one process
-# with all the threads; the README's time to quality); else 1. Any NP > 1 needs mpirun.
+# with all the threads; docs/performance.md, time to quality); else 1. Any NP > 1 needs mpirun.
 train_np() {
   local want=$1 source=$2 cores
   cores=$(cpu_cores)
