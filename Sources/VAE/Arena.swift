@@ -38,14 +38,6 @@ public struct ParameterLayout: Sendable, Hashable {
 
   public func hash(into hasher: inout Hasher) { hasher.combine(specs) }
 
-  /// Each layer's `weight` [out, in] then `bias` [out], in order.
-  public init(linears: [LinearSpec]) {
-    self.init(specs: linears.flatMap {
-      [TensorSpec(name: "\($0.name).weight", shape: [$0.outFeatures, $0.inFeatures]),
-       TensorSpec(name: "\($0.name).bias", shape: [$0.outFeatures])]
-    })
-  }
-
   public func range(of index: Int) -> Range<Int> { offsets[index]..<(offsets[index] + specs[index].count) }
 
   /// The index of the tensor called `name` in `specs` (a hash lookup), or nil.

@@ -28,7 +28,7 @@ public struct Linear: Sendable {
     vae_bias_activation(y, p + bias.lowerBound, addend, batch, outFeatures, relu ? 1 : 0)
   }
 
-  /// The weight then the bias: one contiguous range of the arena (`ParameterLayout(linears:)`).
+  /// The weight then the bias: one contiguous range of the arena (`LayerSpec.tensors`).
   public var arenaRange: Range<Int> { weight.lowerBound..<bias.upperBound }
 
   /// Given dL/dy, writes dL/dW and dL/db into `grads` (overwriting) and, when `dx` is given,
@@ -47,30 +47,6 @@ public struct Linear: Sendable {
       GEMM.inputGrad(
         dy, params.base + weight.lowerBound, dx, batch: batch, inF: inFeatures, outF: outFeatures,
         beta: accumulateDx ? 1 : 0)
-    }
-  }
-}
-
-/// A layer's name and shape, before it has a place in an arena.
-public struct LinearSpec: Sendable, Hashable {
-  public let name: String
-  public let inFeatures: Int
-  public let outFeatures: Int
-  public init(name: String, inFeatures: Int, outFeatures: Int) {
-    self.name = name
-    self.inFeatures = inFeatures
-    self.outFeatures = outFeatures
-  }
-}
-
-extension Linear {
-  /// The layers of `specs`, each over its `weight` and `bias` in `layout` (built from `specs`).
-  public static func layers(_ specs: [LinearSpec], layout: ParameterLayout) -> [Linear] {
-    specs.map { s in
-      guard let w = layout.range(named: s.name + ".weight"), let b = layout.range(named: s.name + ".bias") else {
-        preconditionFailure("layout has no tensors for layer \(s.name)")
-      }
-      return Linear(weight: w, bias: b, inFeatures: s.inFeatures, outFeatures: s.outFeatures)
     }
   }
 }

@@ -105,39 +105,33 @@ public final class VAEModel: @unchecked Sendable {
     if let grads { precondition(grads.layout == layout) }
     self.params = params ?? Arena(layout: layout)
     self.grads = grads ?? Arena(layout: layout)
-    let layers = Dictionary(uniqueKeysWithValues: zip(config.linears.map(\.name), Linear.layers(config.linears, layout: layout)))
-    func named(_ prefix: String, _ count: Int) -> [Linear] { (0..<count).map { layers["\(prefix).\($0)"]! } }
-    let b = maxBatch
-    let dec = named("decoder", config.decoderHidden.count) + [layers["decoder.out"]!]
-    decoder = Tower(layers: dec, relu: dec.indices.map { $0 < dec.count - 1 }, maxBatch: b)
-    switch config.kind {
-    case .vae, .cvae:
-      encoder = Tower(
-        layers: named("encoder", config.hidden.count), relu: config.hidden.map { _ in true }, maxBatch: b)
-      muHead = layers["encoder.mu"]
-      logvarHead = layers["encoder.logvar"]
-    case .regressor:
-      encoder = Tower(layers: [], relu: [], maxBatch: b)
-      muHead = nil
-      logvarHead = nil
+    let towers = config.layers, b = maxBatch
+    func tower(_ specs: [LayerSpec], exportPre: Set<Int> = []) -> Tower {
+      Tower(
+        layers: specs.map { $0.makeLayer(layout: layout, maxBatch: b) }, activations: specs.map(\.activation),
+        maxBatch: b, exportPre: exportPre)
     }
+    func dense(_ spec: LayerSpec) -> Linear {
+      guard let l = spec.makeLayer(layout: layout, maxBatch: b) as? Linear else { preconditionFailure("\(spec.name) is not dense") }
+      return l
+    }
+    decoder = tower(towers.decoder)
+    encoder = tower(towers.encoder)
+    muHead = towers.heads.first.map(dense)
+    logvarHead = towers.heads.last.map(dense)
     if config.kind == .vae {
       condition = nil
     } else {
-      let c = named("cond", config.conditionHidden.count)
-      // A CVAE's tower output is an addend (no ReLU); a regressor's feeds the decoder after one.
-      let last = c.count - 1
-      let into = config.conditionIntoEncoder
-      let tower = Tower(
-        layers: c, relu: c.indices.map { $0 < last || config.kind == .regressor }, maxBatch: b,
-        exportPre: config.kind == .cvae ? [into] : [])
+      // A CVAE's tower output is an addend (no activation); a regressor's feeds the decoder after a ReLU.
+      let into = config.conditionIntoEncoder, last = towers.condition.count - 1
+      let cond = tower(towers.condition, exportPre: config.kind == .cvae ? [into] : [])
       if config.kind == .cvae {
-        encoder.addend[into] = tower.preActivation(into)
-        decoder.addend[0] = tower.preActivation(last)
-        tower.extraPreGradients[into].append(encoder.gradPreActivation(into))
-        tower.extraPreGradients[last].append(decoder.gradPreActivation(0))
+        encoder.addend[into] = cond.preActivation(into)
+        decoder.addend[0] = cond.preActivation(last)
+        cond.extraPreGradients[into].append(encoder.gradPreActivation(into))
+        cond.extraPreGradients[last].append(decoder.gradPreActivation(0))
       }
-      condition = tower
+      condition = cond
     }
     let conditional = config.kind != .vae
     conditionRows = Buffer(conditional ? b * config.conditionSize : 1)
@@ -159,11 +153,14 @@ public final class VAEModel: @unchecked Sendable {
   /// [batch, targetSize].
   public var logits: UnsafeMutablePointer<Float> { decoder.output }
 
-  /// PyTorch's `nn.Linear` default: weight and bias ~ U(−1/√in, 1/√in), one stream per tensor.
+  /// PyTorch's default for `nn.Linear`, `nn.Conv2d` and `nn.ConvTranspose2d`: weight and bias
+  /// ~ U(−1/√fan_in, 1/√fan_in), fan_in = the weight's dimension 1 times its kernel size (in·k²
+  /// for a convolution, out·k² for a transposed one, as PyTorch computes it), one stream per tensor.
   public func initialise(rng: CounterRNG) {
     let layout = params.layout
+    func fanIn(_ w: TensorSpec) -> Int { w.shape.dropFirst().reduce(1, *) }
     for (i, spec) in layout.specs.enumerated() {
-      let fanIn = spec.name.hasSuffix(".weight") ? spec.shape[1] : layout.specs[i - 1].shape[1]
+      let fanIn = spec.name.hasSuffix(".weight") ? fanIn(spec) : fanIn(layout.specs[i - 1])
       let bound = 1 / Float(fanIn).squareRoot()
       var s = rng.stream(.initialisation, index: UInt64(i))
       let p = params.base + layout.offsets[i]

@@ -28,6 +28,14 @@ public struct ModelConfig: Sendable, Hashable, Codable {
   public var decoderHidden: [Int]
   public var zdim: Int
   public var likelihood: Likelihood
+  /// A vae's encoder and decoder as layer lists (`model.encoder`, `model.decoder`); empty: the
+  /// dense towers of `hidden` and `decoderHidden`.
+  public var encoderLayers: [LayerDecl] = []
+  public var decoderLayers: [LayerDecl] = []
+  /// An example's shape as an image, `[channels, height, width]`, when the data gives one (an
+  /// `.npy` file's `[N, H, W]` or `[N, H, W, C]`); empty: square grey images when `inputSize` is
+  /// a square (the 28×28 data sets), else flat.
+  public var inputShape: [Int] = []
 
   public init(
     kind: ModelKind = .vae, inputSize: Int = 784, hidden: [Int], decoderHidden: [Int]? = nil, zdim: Int,
@@ -52,6 +60,17 @@ public struct ModelConfig: Sendable, Hashable, Codable {
   /// Width of the reparameterisation noise ε per row (0 for the regressor).
   public var latentSize: Int { kind == .regressor ? 0 : zdim }
 
+  /// Whether the encoder and decoder are layer lists.
+  public var usesLayerLists: Bool { !encoderLayers.isEmpty || !decoderLayers.isEmpty }
+
+  /// The image shape `[c, h, w]` conv layers see: `inputShape`, else square and grey when the
+  /// input size is a square, else `[inputSize]`.
+  public var imageShape: [Int] {
+    if inputShape.count == 3 { return inputShape }
+    let side = Int(Double(inputSize).squareRoot().rounded())
+    return side * side == inputSize ? [1, side, side] : [inputSize]
+  }
+
   /// Floats the gradient exchange carries after the parameters (its vote slots).
   public static let exchangeTail = 8
 
@@ -61,8 +80,18 @@ public struct ModelConfig: Sendable, Hashable, Codable {
 
   /// Why this shape cannot be built (one line), or nil.
   public var problem: String? {
-    // In Double: widths of any size neither trap nor wrap here.
-    let count = linears.reduce(0.0) { $0 + Double($1.inFeatures + 1) * Double($1.outFeatures) }
+    if !inputShape.isEmpty && (inputShape.count != 3 || inputShape.reduce(1, *) != inputSize) {
+      return "model.input_shape: \(Self.shown(inputShape)) is not [channels, height, width] of model.input_size \(inputSize) values"
+    }
+    let towers: ModelLayers
+    switch walk() {
+    case .failure(let e): return e.description
+    case .success(let t): towers = t
+    }
+    // In Double: sizes of any magnitude neither trap nor wrap here.
+    let count = towers.arenaOrder.reduce(0.0) { total, l in
+      total + l.tensors.reduce(0.0) { $0 + $1.shape.reduce(1.0) { $0 * Double($1) } }
+    }
     if count > Double(Self.maxParameters) {
       return "the model has \(String(format: "%.0f", count)) parameters; at most \(Self.maxParameters) (2^31 - 1 less the exchange's \(Self.exchangeTail) vote slots: its counts are 32-bit)"
     }
@@ -90,38 +119,133 @@ public struct ModelConfig: Sendable, Hashable, Codable {
     }
   }
 
-  /// The fully connected layers in arena order, named like a PyTorch module: the encoder's
-  /// hidden layers, the μ and log σ² heads, the decoder's hidden layers and its output, then
-  /// the condition tower (`cond.k`). A regressor has the tower and the decoder only. The one
-  /// walk over the shape: the layout, the MAC count and `VAEModel` all read it.
-  public var linears: [LinearSpec] {
-    var out: [LinearSpec] = []
-    func chain(_ prefix: String, from: Int, _ widths: [Int]) -> Int {
-      var prev = from
-      for (i, h) in widths.enumerated() {
-        out.append(LinearSpec(name: "\(prefix).\(i)", inFeatures: prev, outFeatures: h))
-        prev = h
-      }
-      return prev
+  /// The layers in arena order, named like a PyTorch module: the encoder's layers, the μ and
+  /// log σ² heads, the decoder's layers (its last `decoder.out`), then the condition tower
+  /// (`cond.k`). A regressor has the tower and the decoder only. The one walk over the shape: the
+  /// layout, the MAC count and `VAEModel` all read it. Only for a shape without a `problem`.
+  public var layers: ModelLayers {
+    switch walk() {
+    case .success(let t): return t
+    case .failure(let e): preconditionFailure(e.description)
     }
-    if kind == .regressor {
-      let top = chain("cond", from: conditionSize, conditionHidden)
-      let last = chain("decoder", from: top, decoderHidden)
-      out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: targetSize))
-      return out
-    }
-    let top = chain("encoder", from: targetSize, hidden)
-    out.append(LinearSpec(name: "encoder.mu", inFeatures: top, outFeatures: zdim))
-    out.append(LinearSpec(name: "encoder.logvar", inFeatures: top, outFeatures: zdim))
-    let last = chain("decoder", from: zdim, decoderHidden)
-    out.append(LinearSpec(name: "decoder.out", inFeatures: last, outFeatures: outputSize))
-    if kind == .cvae { _ = chain("cond", from: conditionSize, conditionHidden) }
-    return out
   }
 
-  /// Tensors in arena order: each layer's `weight` [out, in], then its `bias` [out].
-  public var layout: ParameterLayout { ParameterLayout(linears: linears) }
+  /// Tensors in arena order: each layer's `weight` (PyTorch's shape), then its `bias` [out].
+  public var layout: ParameterLayout { ParameterLayout(specs: layers.arenaOrder.flatMap(\.tensors)) }
 
   /// Multiply-adds of one forward pass of one example (GEMMs only).
-  public var forwardMACs: Int { linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures } }
+  public var forwardMACs: Int { layers.arenaOrder.reduce(0) { $0 + $1.forwardMACs } }
+
+  /// The towers' layers, with every shape inferred and checked, or why they cannot be built.
+  public func walk() -> Result<ModelLayers, LayerDeclError> {
+    if usesLayerLists { return layerListWalk() }
+    var t = ModelLayers()
+    func chain(_ prefix: String, from: Int, _ widths: [Int], relu: (Int) -> Bool) -> (Int, [LayerSpec]) {
+      var prev = from, out: [LayerSpec] = []
+      for (i, h) in widths.enumerated() {
+        out.append(.dense("\(prefix).\(i)", prev, h, relu(i) ? .relu : .none))
+        prev = h
+      }
+      return (prev, out)
+    }
+    let condLast = conditionHidden.count - 1
+    if kind == .regressor {
+      let (top, cond) = chain("cond", from: conditionSize, conditionHidden) { _ in true }
+      let (last, dec) = chain("decoder", from: top, decoderHidden) { _ in true }
+      t.condition = cond
+      t.decoder = dec + [.dense("decoder.out", last, targetSize)]
+      return .success(t)
+    }
+    let (top, enc) = chain("encoder", from: targetSize, hidden) { _ in true }
+    t.encoder = enc
+    t.heads = [.dense("encoder.mu", top, zdim), .dense("encoder.logvar", top, zdim)]
+    let (last, dec) = chain("decoder", from: zdim, decoderHidden) { _ in true }
+    t.decoder = dec + [.dense("decoder.out", last, outputSize)]
+    if kind == .cvae { t.condition = chain("cond", from: conditionSize, conditionHidden) { $0 < condLast }.1 }
+    return .success(t)
+  }
+}
+
+/// A model's layers by tower, in the order the arena holds them.
+public struct ModelLayers: Sendable, Hashable {
+  public var encoder: [LayerSpec] = []
+  public var heads: [LayerSpec] = []
+  public var decoder: [LayerSpec] = []
+  public var condition: [LayerSpec] = []
+  /// Every entry of the layer lists in order, flatten and reshape included (for `info`).
+  public var table: [LayerSpec] = []
+
+  public var arenaOrder: [LayerSpec] {
+    heads.isEmpty ? condition + decoder : encoder + heads + decoder + condition
+  }
+}
+
+extension ModelConfig {
+  /// `walk()` for layer lists (a vae only): the encoder from the image (or flat input) to a flat
+  /// top that the dense μ and log σ² heads read, the decoder from z to the data's shape.
+  func layerListWalk() -> Result<ModelLayers, LayerDeclError> {
+    guard kind == .vae else { return .failure(LayerDeclError("model.encoder and model.decoder: layer lists are for model.kind vae; a \(kind.rawValue) takes hidden and condition_hidden")) }
+    guard !encoderLayers.isEmpty, !decoderLayers.isEmpty else {
+      return .failure(LayerDeclError("model.encoder and model.decoder: give both layer lists (or neither, and hidden)"))
+    }
+    var t = ModelLayers()
+    let image = imageShape
+    let first = encoderLayers[0].op
+    var shape: [Int]
+    switch first {
+    case .conv, .deconv, .flatten: shape = image
+    case .dense, .reshape: shape = [inputSize]
+    }
+    switch chain("encoder", encoderLayers, from: shape, lastName: nil, lastActivation: .relu) {
+    case .failure(let e): return .failure(e)
+    case .success(let (specs, table, top)):
+      guard top.count == 1 else {
+        return .failure(LayerDeclError("model.encoder: ends with shape \(Self.shown(top)); end it with flatten (the μ and log σ² heads are dense)"))
+      }
+      t.encoder = specs
+      t.table = table
+      shape = top
+    }
+    t.heads = [.dense("encoder.mu", shape[0], zdim), .dense("encoder.logvar", shape[0], zdim)]
+    t.table += t.heads
+    switch chain("decoder", decoderLayers, from: [zdim], lastName: "decoder.out", lastActivation: .none) {
+    case .failure(let e): return .failure(e)
+    case .success(let (specs, table, out)):
+      let want = image.count == 3 ? [image[0] * likelihood.outputsPerValue, image[1], image[2]] : [outputSize]
+      guard out == want || (out.count == 1 && out[0] == outputSize) else {
+        let values = likelihood.outputsPerValue == 2 ? " (a mean and a log-variance per value: twice the channels)" : ""
+        return .failure(LayerDeclError("model.decoder: ends with shape \(Self.shown(out)), but the data's examples need \(Self.shown(want))\(values)"))
+      }
+      t.decoder = specs
+      t.table += table
+    }
+    return .success(t)
+  }
+
+  /// One tower's list from `shape`: its layers with parameters (named prefix.index, the last
+  /// one `lastName` when given), the table of every entry, and the final shape.
+  func chain(
+    _ prefix: String, _ decls: [LayerDecl], from start: [Int], lastName: String?, lastActivation: Activation
+  ) -> Result<([LayerSpec], [LayerSpec], [Int]), LayerDeclError> {
+    let lastParam = decls.lastIndex { $0.op.hasParameters }
+    guard let lastParam else { return .failure(LayerDeclError("model.\(prefix): has no dense, conv or deconv layer")) }
+    var shape = start, specs: [LayerSpec] = [], table: [LayerSpec] = []
+    for (i, d) in decls.enumerated() {
+      switch outputShape(of: d.op, input: shape) {
+      case .failure(let e):
+        return .failure(LayerDeclError("model.\(prefix)[\(i)] (\(d)): \(e.description)"))
+      case .success(let next):
+        let isLast = i == lastParam
+        let name = isLast && lastName != nil ? lastName! : "\(prefix).\(i)"
+        let act = d.activation ?? (isLast && prefix == "decoder" ? lastActivation : .relu)
+        let spec = LayerSpec(name: name, op: d.op, activation: d.op.hasParameters ? act : .none, inShape: shape, outShape: next)
+        if d.op.hasParameters { specs.append(spec) }
+        table.append(spec)
+        shape = next
+      }
+    }
+    return .success((specs, table, shape))
+  }
+
+  static func shown(_ s: [Int]) -> String { "[" + s.map(String.init).joined(separator: ", ") + "]" }
 }

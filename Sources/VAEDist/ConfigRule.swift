@@ -8,6 +8,8 @@ public enum ConfigValue: Sendable, Equatable {
   case float(Float)
   case string(String)
   case ints([Int])
+  /// A layer list, each entry in `LayerDecl`'s canonical text.
+  case strings([String])
 
   /// YAML text (`config.yaml`): lists as `[500, 500]`.
   var yaml: String {
@@ -16,6 +18,7 @@ public enum ConfigValue: Sendable, Equatable {
     case .float(let f): "\(f)"
     case .string(let s): s
     case .ints(let a): "[" + a.map(String.init).joined(separator: ", ") + "]"
+    case .strings(let a): "[" + a.joined(separator: ", ") + "]"
     }
   }
 
@@ -26,6 +29,7 @@ public enum ConfigValue: Sendable, Equatable {
     case .float(let f): "\(f)"
     case .string(let s): "\"\(s)\""
     case .ints(let a): "[" + a.map(String.init).joined(separator: ",") + "]"
+    case .strings(let a): "[" + a.map { "\"\($0)\"" }.joined(separator: ",") + "]"
     }
   }
 }
@@ -47,6 +51,8 @@ public enum ConfigRule: Sendable {
   case path
   /// A number > 0 or the word `learned`.
   case positiveOrLearned
+  /// A list of layers, each a `LayerDecl` text such as `conv 32 k4 s2 p1`.
+  case layerList
 
   public var expected: String {
     switch self {
@@ -60,6 +66,7 @@ public enum ConfigRule: Sendable {
     case .bool: "true or false"
     case .path: "a file path on one line"
     case .positiveOrLearned: "learned, or a number > 0 that a 32-bit float holds"
+    case .layerList: ConfigRule.layerListExpected
     }
   }
 
@@ -76,6 +83,7 @@ public enum ConfigRule: Sendable {
     case .bool: "true, false"
     case .path: "file path"
     case .positiveOrLearned: "number > 0, learned"
+    case .layerList: "list of layers: dense N, conv C kK sS pP, deconv C kK sS pP opO, flatten, reshape CxHxW (+ activation)"
     }
   }
 
@@ -91,6 +99,10 @@ public enum ConfigRule: Sendable {
       let sizes = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
       return sizes.count == parts.count ? check(sizes) : nil
     case .positive, .nonNegative, .unitInterval, .choice, .bool, .path, .positiveOrLearned: return check(text)
+    case .layerList:
+      var t = Substring(text.trimmingCharacters(in: .whitespaces))
+      if t.hasPrefix("["), t.hasSuffix("]") { t = t.dropFirst().dropLast() }
+      return check(t.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) as Any })
     }
   }
 
@@ -136,8 +148,21 @@ public enum ConfigRule: Sendable {
         out.append(i)
       }
       return .ints(out)
+    case .layerList:
+      guard let a = v as? [Any], !a.isEmpty, a.count <= 1000 else { return nil }
+      var out: [String] = []
+      for e in a {
+        guard let s = e as? String, let d = try? LayerDecl(parsing: s) else { return nil }
+        out.append(d.description)
+      }
+      return .strings(out)
     }
   }
+
+  static let layerListExpected =
+    "a list of layers such as [conv 32 k4 s2 p1, flatten, dense 256]: dense N, conv C kK sS pP, "
+    + "deconv C kK sS pP opO, flatten or reshape CxHxW, each with an optional activation last "
+    + "(relu, leaky_relu, elu, tanh, softplus, none)"
 
   /// Whole numbers from YAML (Int) or JSON (NSNumber holding an integer); never Bool.
   static func integer(_ v: Any) -> Int? {

@@ -63,10 +63,27 @@ public enum ConfigSchema {
         "cvae: condition layer k's pre-activation is added to encoder layer k's (same width); the tower's last output is added to the decoder's first hidden pre-activation.",
         { $0.model.kind == .cvae ? .int($0.model.conditionIntoEncoder) : nil },
         { c, v in if case .int(let i) = v { c.model.conditionIntoEncoder = i } }),
+    key("model", "input_shape", .layers,
+        "An example's shape as an image, [channels, height, width], for conv layers: from the data file ([N, H, W] is grey, [N, H, W, C] has C channels); square grey images when input_size is a square.",
+        default: "from the data",
+        { $0.model.inputShape.count == 3 ? .ints($0.model.inputShape) : nil },
+        { c, v in if case .ints(let a) = v { c.model.inputShape = a } }),
+    key("model", "encoder", .layerList,
+        "vae: the encoder as a layer list, input side first, e.g. [conv 32 k4 s2 p1, conv 64 k4 s2 p1, flatten, dense 256]; each layer's activation defaults to relu; dense μ and log σ² heads follow. Instead of hidden.",
+        default: "none (hidden)",
+        { $0.model.encoderLayers.isEmpty ? nil : .strings($0.model.encoderLayers.map(\.description)) },
+        { c, v in if case .strings(let a) = v { c.model.encoderLayers = a.compactMap { try? LayerDecl(parsing: $0) } } }),
+    key("model", "decoder", .layerList,
+        "vae: the decoder as a layer list from z, ending in the data's shape, e.g. [dense 3136, reshape 64x7x7, deconv 32 k4 s2 p1, deconv 1 k4 s2 p1]; activations default to relu, none for the last layer (its outputs are logits or means). Instead of decoder_hidden.",
+        default: "none (decoder_hidden)",
+        { $0.model.decoderLayers.isEmpty ? nil : .strings($0.model.decoderLayers.map(\.description)) },
+        { c, v in if case .strings(let a) = v { c.model.decoderLayers = a.compactMap { try? LayerDecl(parsing: $0) } } }),
     key("model", "hidden", .layers, "Encoder hidden layer sizes, input side first (ReLU between).",
-        { $0.model.kind == .regressor ? nil : .ints($0.model.hidden) }, { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
+        { $0.model.kind == .regressor || $0.model.usesLayerLists ? nil : .ints($0.model.hidden) },
+        { c, v in if case .ints(let a) = v { c.model.hidden = a } }),
     key("model", "decoder_hidden", .layers, "Decoder hidden layer sizes, z side first.", default: "hidden reversed",
-        { .ints($0.model.decoderHidden) }, { c, v in if case .ints(let a) = v { c.model.decoderHidden = a } }),
+        { $0.model.usesLayerLists ? nil : .ints($0.model.decoderHidden) },
+        { c, v in if case .ints(let a) = v { c.model.decoderHidden = a } }),
     key("model", "zdim", .int(1...10_000), "Latent dimensions.",
         { $0.model.kind == .regressor ? nil : .int($0.model.zdim) }, { c, v in if case .int(let i) = v { c.model.zdim = i } }),
     key("model", "likelihood", .choice(["bernoulli", "gaussian"]),
@@ -238,6 +255,7 @@ public enum ConfigSchema {
     if train["epochs"].map(isPresent) == true && train["steps"].map(isPresent) == true {
       throw ConfigConflict("train.epochs and train.steps both given; set one of them")
     }
+    try checkLayerLists(sections["model"] ?? [:])
     for k in keys {
       guard let raw = sections[k.section]?[k.name], isPresent(raw) else { continue }
       try apply(k.path, raw, to: &c)
@@ -256,11 +274,30 @@ public enum ConfigSchema {
       }
       c.model.conditionSize = cond.conditionSize
     }
-    if let problem = c.model.problem { throw ConfigConflict(problem) }
+    // Layer lists with a data file: the shapes follow from the file (ConfigLoader checks them then).
+    if c.trainFile == nil || !c.model.usesLayerLists, let problem = c.model.problem { throw ConfigConflict(problem) }
     return c
   }
 
   static func isPresent(_ v: Any) -> Bool { !(v is NSNull) }
+
+  /// Model keys that a checkpoint holds only when they are set.
+  static let optionalModelKeys: Set<String> = ["input_shape", "encoder", "decoder"]
+
+  /// Each entry of `model.encoder` and `model.decoder` parses, or the error names the entry.
+  static func checkLayerLists(_ model: [String: Any]) throws {
+    for key in ["encoder", "decoder"] {
+      guard let list = model[key] as? [Any] else { continue }
+      for (i, e) in list.enumerated() {
+        guard let s = e as? String else {
+          throw ConfigConflict("model.\(key)[\(i)]: \(e) is not a layer; \(ConfigRule.layerListExpected)")
+        }
+        do throws(LayerDeclError) { _ = try LayerDecl(parsing: s) } catch {
+          throw ConfigConflict("model.\(key)[\(i)]: \(error.description)")
+        }
+      }
+    }
+  }
 
   /// A named data set or files, not both; a held-out file or a fraction, not both; files only
   /// for the VAE (the conditional kinds split square images).
@@ -354,7 +391,8 @@ public enum ConfigSchema {
     var c = RunConfig.defaults
     for k in keys(in: "model") {
       if k.name == "kind" && object["kind"] == nil { continue }
-      if k.get(c) == nil { continue }  // does not apply, given the fields read so far
+      // Does not apply, given the fields read so far (the optional ones apply when present).
+      if k.get(c) == nil && (object[k.name] == nil || !optionalModelKeys.contains(k.name)) { continue }
       guard let raw = object[k.name] else { throw Invalid(path: k.path, expected: k.rule.expected, got: "nothing") }
       try apply(k.path, raw, to: &c)
     }

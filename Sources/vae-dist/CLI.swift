@@ -188,6 +188,7 @@ struct ConfigOverride: Sendable {
     case .positive, .nonNegative, .unitInterval: "x"
     case .choice(let a): a.joined(separator: "|")
     case .layers: "sizes"
+    case .layerList: "layers"
     case .bool: "true|false"
     case .path: "file"
     case .positiveOrLearned: "x|learned"

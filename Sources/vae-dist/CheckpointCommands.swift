@@ -290,6 +290,8 @@ struct Info: ParsableCommand {
     Console.out("format \(Checkpoint.format), step \(s.step), epoch \(s.epoch), seed \(s.seed), world size \(s.worldSize), global batch \(s.globalBatch), Adam step \(s.adamStep)")
     Console.out("model \(RunConfig.modelJSON(ck.model))")
     Console.out("parameters \(ck.params.count)")
+    Console.out("layers:")
+    for line in ck.model.summary.split(separator: "\n") { Console.out("  " + line) }
     Console.out("tensors:")
     for t in ck.file.tensors {
       Console.out("  \(t.name) \(t.dtype) [\(t.shape.map(String.init).joined(separator: ", "))] \(t.bytes.count) bytes")

@@ -11,8 +11,11 @@ struct ConfigCommand: ParsableCommand {
       default and what it means. Keys a model kind does not use are ignored for it (e.g. sigma \
       for a Bernoulli model). The train flags --zdim, --epochs, … override the key of the same \
       name. --markdown prints the table that docs/reference.md and docs/ARCHITECTURE.md hold \
-      (scripts/update-docs writes it there).
-      Example: vae-dist config --keys
+      (scripts/update-docs writes it there). --model FILE prints the network a config file \
+      builds: each layer with its output shape and parameters (as Keras' summary() or \
+      torchinfo), shapes inferred from the config and its data files, or the one-line error \
+      that train would give.
+      Examples: vae-dist config --keys; vae-dist config --model configs/mnist-conv.yaml
       """)
 
   @Flag(name: .long, help: "List every config key with what it accepts, its default and its meaning.")
@@ -20,11 +23,20 @@ struct ConfigCommand: ParsableCommand {
   @Flag(name: .long, help: "With --keys: as a Markdown table (the one in docs/reference.md and docs/ARCHITECTURE.md).")
   var markdown = false
 
+  @Option(name: .long, help: ArgumentHelp("Print the layer table of this config file's model.", valueName: "file"))
+  var model: String?
+
   func validate() throws {
-    if !keys { throw ValidationError("--keys: give it to list the config keys (the only listing so far)") }
+    if !keys && model == nil { throw ValidationError("give --keys (the config keys) or --model FILE (a config's layer table)") }
+    if keys && model != nil { throw ValidationError("--keys and --model: give one of them") }
   }
 
   func run() throws {
+    if let model {
+      let c = try ConfigLoader.load(path: model)
+      Console.out(c.model.summary)
+      return
+    }
     Console.out(markdown ? Self.markdownTable() : Self.text())
   }
 

@@ -164,6 +164,23 @@ final class MPITests: XCTestCase {
     XCTAssertFalse(try bytes("m1", worldSize: 4) == bytes("p4", worldSize: 4))
   }
 
+  /// The same for a convolutional VAE (configs/smoke-conv.yaml: conv, deconv, reshape, flatten,
+  /// five activations): np 2 on either transport, sharded, writes the checkpoint of
+  /// --micro-batches 2, byte for byte apart from world_size.
+  func testConvCheckpointUnderNpIsByteIdenticalToMicroBatches() throws {
+    let config = Self.root.appendingPathComponent("configs/smoke-conv.yaml").path
+    func args(_ out: String, _ extra: [String]) -> [String] {
+      ["--config", config, "--out", tmp.appendingPathComponent(out).path, "--steps", "40", "--quiet"] + extra
+    }
+    assertSucceeded(try run(np: 0, args("cm2", ["--micro-batches", "2"])), "conv, np 1 × 2 micro-batches")
+    assertSucceeded(try run(np: 2, args("cp2", [])), "conv, np 2 (shared window)")
+    assertSucceeded(try run(np: 2, args("cc2", []), env: ["VAE_DIST_SHM": "0"]), "conv, np 2 (collective exchange)")
+    let m = try bytes("cm2", worldSize: 2)
+    XCTAssertTrue(m == (try bytes("cp2", worldSize: 2)), "conv np 2 (window) differs from --micro-batches 2")
+    XCTAssertTrue(m == (try bytes("cc2", worldSize: 2)), "conv np 2 (collectives) differs from --micro-batches 2")
+    XCTAssertEqual(try checkpoint("cp2").tensors.first { $0.name == "encoder.0.weight" }?.shape, [4, 1, 4, 4])
+  }
+
   /// ZeRO-1 sharding changes where Adam runs, not the numbers: bit-identical parameters and
   /// moments at np 2 and 3; and a sharded run's checkpoint resumes unsharded to the same bytes.
   func testShardedOptimizerIsBitIdentical() throws {

@@ -43,11 +43,11 @@ final class AllocationTests: XCTestCase {
   }
 
   /// Both counts of one benchmark run, summed over its processes.
-  func counts(_ prefix: [String], steps: Int, extra: [String] = [], env: [String: String] = [:]) throws
-    -> (ours: Int, openblas: Int)
-  {
+  func counts(
+    _ prefix: [String], steps: Int, extra: [String] = [], env: [String: String] = [:], config: String = "smoke"
+  ) throws -> (ours: Int, openblas: Int) {
     let r = try Subprocess.run(
-      prefix + [binary, "bench", "--config", TestPaths.packageRoot + "/configs/smoke.yaml", "--warmup", "10",
+      prefix + [binary, "bench", "--config", TestPaths.packageRoot + "/configs/\(config).yaml", "--warmup", "10",
                 "--steps", "\(steps)", "--repeats", "4", "--json"] + extra,
       environment: [
         "LD_PRELOAD": lib, "OPENBLAS_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
@@ -99,6 +99,15 @@ final class AllocationTests: XCTestCase {
     let (short, long) = (shortRun.ours, longRun.ours)
     XCTAssertGreaterThan(short, 100, "the counter must see the program's own allocations")
     XCTAssertLessThan(abs(long - short), 40, "400 extra training steps allocated")
+  }
+
+  /// The convolutional layers (configs/smoke-conv.yaml: im2col, col2im, transposes, five
+  /// activations) allocate nothing per step either: their scratch is sized once.
+  func testConvStepsDoNotAllocate() throws {
+    let shortRun = try counts([], steps: 50, config: "smoke-conv"), longRun = try counts([], steps: 150, config: "smoke-conv")
+    print("conv, single process: \(shortRun.ours) allocations with 200 timed steps, \(longRun.ours) with 600")
+    XCTAssertGreaterThan(shortRun.ours, 100, "the counter must see the program's own allocations")
+    XCTAssertLessThan(abs(longRun.ours - shortRun.ours), 40, "400 extra conv training steps allocated")
   }
 
   func testMPIStepsDoNotAllocate() throws {

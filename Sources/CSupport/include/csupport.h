@@ -22,6 +22,27 @@ enum {
 };
 int vae_cpu_features(void);
 
+/* Convolution layers (conv.c), NCHW, a whole micro-batch per call. im2col writes one row per
+ * output position (b, oh, ow) holding the input taps in (c, ki, kj) order (PyTorch's weight
+ * order), zeros for padding; col2im is its adjoint (overwrites x with the sums). */
+void vae_im2col(const float *restrict x, float *restrict col, size_t batch, size_t channels, size_t h, size_t w,
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo);
+void vae_col2im(const float *restrict col, float *restrict x, size_t batch, size_t channels, size_t h, size_t w,
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo);
+/* rows[batch·hw, channels] → y[batch, channels, hw] (+ bias[c] when not NULL), and back. */
+void vae_rows_to_nchw(const float *restrict rows, float *restrict y, const float *restrict bias, size_t batch,
+                      size_t channels, size_t hw);
+void vae_nchw_to_rows(const float *restrict y, float *restrict rows, size_t batch, size_t channels, size_t hw);
+/* y[b, c, :] += bias[c]; db[c] = Σ_b Σ_p dy[b, c, p] (each channel's plane summed, then batch in order). */
+void vae_channel_bias(float *restrict y, const float *restrict bias, size_t batch, size_t channels, size_t hw);
+void vae_channel_sum(const float *restrict dy, float *restrict db, size_t batch, size_t channels, size_t hw);
+/* Activations (VAE.Activation's raw values): out = f(pre) (out may be pre), and in place
+ * d ← d · f'(pre) from pre and out. ReLU as Swift's max(v, 0); leaky ReLU slope 0.01; ELU α 1;
+ * softplus β 1 with PyTorch's threshold 20. */
+enum { VAE_ACT_NONE = 0, VAE_ACT_RELU = 1, VAE_ACT_LEAKY_RELU = 2, VAE_ACT_ELU = 3, VAE_ACT_TANH = 4, VAE_ACT_SOFTPLUS = 5 };
+void vae_activation_forward(int kind, const float *pre, float *out, size_t n);
+void vae_activation_backward(int kind, const float *pre, const float *out, float *d,
+                             size_t n);
 /// One fused Adam pass over n elements (the arithmetic of torch.optim.Adam's default path):
 ///   g = scale·grad + l2·p;  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²;
 ///   p = decay·p − step_size·m / (√v · inv_sqrt_bc2 + eps)
