@@ -161,6 +161,8 @@ struct NPYRows {
   /// Opens `path`, whose rows must have `width` values (`of`: whose width that is, "C has model.zdim").
   init(path: String, width: Int, of: String, float32Only: Bool = false) throws {
     file = try NPYFile(path: path)
+    // Before a value is read: a file truncated meanwhile ends the command with one line.
+    MappedFileGuard.register([file], reader: "vae-dist", rankPrefix: "")
     data = DataFiles.dataset(of: file)
     let h = file.header
     let shape = "(" + h.shape.map(String.init).joined(separator: ", ") + (h.shape.count == 1 ? ",)" : ")")

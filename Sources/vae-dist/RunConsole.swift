@@ -102,7 +102,11 @@ enum MappedFileGuard {
   /// Installs the handlers (once) and registers every mapped file of `data`; `reader` says who
   /// read it ("training"), `rankPrefix` is "" or "rank N: ".
   static func register(_ data: DataSplits, reader: String, rankPrefix: String) {
-    let files = data.mappedFiles
+    register(data.mappedFiles, reader: reader, rankPrefix: rankPrefix)
+  }
+
+  /// Registers `files` (e.g. the input of `encode`/`decode`).
+  static func register(_ files: [NPYFile], reader: String, rankPrefix: String) {
     guard !files.isEmpty else { return }
     vae_mapped_file_guard_install()
     for f in files {

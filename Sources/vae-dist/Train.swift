@@ -58,7 +58,7 @@ struct Train: ParsableCommand {
     "auto: MPI when started by mpirun/srun, else one process without MPI; or force local/mpi.",
     valueName: "auto|local|mpi"))
   var comm: CommMode = .auto
-  @Option(name: .long, help: ArgumentHelp(
+  @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
     "Under MPI: if start-up (MPI_Init, the ranks' agreement on options, a resume's checkpoint broadcast) has not finished after this many seconds, print what this rank waits for and end the job instead of hanging until the scheduler's limit. 0 turns it off.",
     valueName: "seconds"))
   var startupTimeout: Double = 120

@@ -435,6 +435,7 @@ final class CLITests: XCTestCase {
     try assertFails(["train", "--config", c, "--lr", "0"] + out, mentions: ["--lr"])
     try assertFails(["train", "--config", c, "--epochs", "2", "--steps", "3"] + out, mentions: ["--epochs", "--steps"])
     try assertFails(["train", "--config", c, "--startup-timeout=-1"] + out, mentions: ["--startup-timeout", "-1"])
+    try assertFails(["train", "--config", c, "--startup-timeout", "-1"] + out, mentions: ["--startup-timeout", "expected seconds ≥ 0", "-1"])
     try assertFails(["train", "--config", c, "--startup-timeout", "nan"] + out, mentions: ["--startup-timeout", "nan"])
     let nowhere = tmp + "/nowhere/step-00000001.safetensors"
     try assertFails(["train", "--config", c, "--resume", nowhere] + out, mentions: ["--resume", "nowhere"])
