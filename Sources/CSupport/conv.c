@@ -8,16 +8,25 @@
 /* The input position a kernel tap reads: in [0, n) or out of the image (padding). */
 static inline long tap(size_t o, size_t stride, size_t pad, size_t k) { return (long)(o * stride + k) - (long)pad; }
 
+/* An image's strides: NCHW (channel planes) or NHWC (channels last, as image files hold them). */
+static inline void strides(int channels_last, size_t channels, size_t h, size_t w, size_t *sc, size_t *sh, size_t *sw) {
+  *sc = channels_last ? 1 : h * w;
+  *sh = channels_last ? w * channels : w;
+  *sw = channels_last ? channels : 1;
+}
+
 void vae_im2col(const float *restrict x, float *restrict col, size_t batch, size_t channels, size_t h, size_t w,
-                size_t k, size_t stride, size_t pad, size_t ho, size_t wo) {
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo, int channels_last) {
   const size_t kk = channels * k * k;
+  size_t sc, sh, sw;
+  strides(channels_last, channels, h, w, &sc, &sh, &sw);
   for (size_t b = 0; b < batch; b++) {
     const float *xb = x + b * channels * h * w;
     for (size_t oh = 0; oh < ho; oh++) {
       for (size_t ow = 0; ow < wo; ow++) {
         float *row = col + ((b * ho + oh) * wo + ow) * kk;
         for (size_t c = 0; c < channels; c++) {
-          const float *xc = xb + c * h * w;
+          const float *xc = xb + c * sc;
           for (size_t ki = 0; ki < k; ki++) {
             long ih = tap(oh, stride, pad, ki);
             float *dst = row + (c * k + ki) * k;
@@ -27,7 +36,7 @@ void vae_im2col(const float *restrict x, float *restrict col, size_t batch, size
             }
             for (size_t kj = 0; kj < k; kj++) {
               long iw = tap(ow, stride, pad, kj);
-              dst[kj] = (iw < 0 || iw >= (long)w) ? 0.0f : xc[(size_t)ih * w + (size_t)iw];
+              dst[kj] = (iw < 0 || iw >= (long)w) ? 0.0f : xc[(size_t)ih * sh + (size_t)iw * sw];
             }
           }
         }
@@ -37,8 +46,10 @@ void vae_im2col(const float *restrict x, float *restrict col, size_t batch, size
 }
 
 void vae_col2im(const float *restrict col, float *restrict x, size_t batch, size_t channels, size_t h, size_t w,
-                size_t k, size_t stride, size_t pad, size_t ho, size_t wo) {
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo, int channels_last) {
   const size_t kk = channels * k * k;
+  size_t sc, sh, sw;
+  strides(channels_last, channels, h, w, &sc, &sh, &sw);
   memset(x, 0, batch * channels * h * w * sizeof(float));
   for (size_t b = 0; b < batch; b++) {
     float *xb = x + b * channels * h * w;
@@ -46,14 +57,14 @@ void vae_col2im(const float *restrict col, float *restrict x, size_t batch, size
       for (size_t ow = 0; ow < wo; ow++) {
         const float *row = col + ((b * ho + oh) * wo + ow) * kk;
         for (size_t c = 0; c < channels; c++) {
-          float *xc = xb + c * h * w;
+          float *xc = xb + c * sc;
           for (size_t ki = 0; ki < k; ki++) {
             long ih = tap(oh, stride, pad, ki);
             if (ih < 0 || ih >= (long)h) continue;
             const float *src = row + (c * k + ki) * k;
             for (size_t kj = 0; kj < k; kj++) {
               long iw = tap(ow, stride, pad, kj);
-              if (iw >= 0 && iw < (long)w) xc[(size_t)ih * w + (size_t)iw] += src[kj];
+              if (iw >= 0 && iw < (long)w) xc[(size_t)ih * sh + (size_t)iw * sw] += src[kj];
             }
           }
         }
@@ -86,21 +97,25 @@ void vae_nchw_to_rows(const float *restrict y, float *restrict rows, size_t batc
   }
 }
 
-void vae_channel_bias(float *restrict y, const float *restrict bias, size_t batch, size_t channels, size_t hw) {
+void vae_channel_bias(float *restrict y, const float *restrict bias, size_t batch, size_t channels, size_t hw,
+                      int channels_last) {
+  const size_t sc = channels_last ? 1 : hw, sp = channels_last ? channels : 1;
   for (size_t b = 0; b < batch; b++)
     for (size_t c = 0; c < channels; c++) {
-      float *yc = y + (b * channels + c) * hw;
-      for (size_t p = 0; p < hw; p++) yc[p] += bias[c];
+      float *yc = y + b * channels * hw + c * sc;
+      for (size_t p = 0; p < hw; p++) yc[p * sp] += bias[c];
     }
 }
 
-void vae_channel_sum(const float *restrict dy, float *restrict db, size_t batch, size_t channels, size_t hw) {
+void vae_channel_sum(const float *restrict dy, float *restrict db, size_t batch, size_t channels, size_t hw,
+                     int channels_last) {
+  const size_t sc = channels_last ? 1 : hw, sp = channels_last ? channels : 1;
   memset(db, 0, channels * sizeof(float));
   for (size_t b = 0; b < batch; b++)
     for (size_t c = 0; c < channels; c++) {
-      const float *dc = dy + (b * channels + c) * hw;
+      const float *dc = dy + b * channels * hw + c * sc;
       float s = 0.0f;
-      for (size_t p = 0; p < hw; p++) s += dc[p];
+      for (size_t p = 0; p < hw; p++) s += dc[p * sp];
       db[c] += s;
     }
 }

@@ -1,9 +1,22 @@
 import CSupport
 
-/// The geometry both convolution kinds share: a square kernel over an NCHW image.
+/// The geometry both convolution kinds share: a square kernel over an image, NCHW, or NHWC
+/// (`channelsLast`) where the image is the model's own input or output row, as image files
+/// hold them (for one channel the two are the same).
 public struct ConvGeometry: Sendable, Hashable {
   public let channels: Int, height: Int, width: Int
   public let kernel: Int, stride: Int, padding: Int
+  public var channelsLast = false
+
+  public init(channels: Int, height: Int, width: Int, kernel: Int, stride: Int, padding: Int, channelsLast: Bool = false) {
+    self.channels = channels
+    self.height = height
+    self.width = width
+    self.kernel = kernel
+    self.stride = stride
+    self.padding = padding
+    self.channelsLast = channelsLast
+  }
   /// The convolution's output size over this image.
   public var outHeight: Int { (height + 2 * padding - kernel) / stride + 1 }
   public var outWidth: Int { (width + 2 * padding - kernel) / stride + 1 }
@@ -11,10 +24,10 @@ public struct ConvGeometry: Sendable, Hashable {
   public var columnsPerImage: Int { outHeight * outWidth * channels * kernel * kernel }
 
   func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, batch: Int) {
-    vae_im2col(x, col, batch, channels, height, width, kernel, stride, padding, outHeight, outWidth)
+    vae_im2col(x, col, batch, channels, height, width, kernel, stride, padding, outHeight, outWidth, channelsLast ? 1 : 0)
   }
   func col2im(_ col: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>, batch: Int) {
-    vae_col2im(col, x, batch, channels, height, width, kernel, stride, padding, outHeight, outWidth)
+    vae_col2im(col, x, batch, channels, height, width, kernel, stride, padding, outHeight, outWidth, channelsLast ? 1 : 0)
   }
 }
 
@@ -62,7 +75,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
   ) {
     precondition(!accumulateDx, "Conv2d overwrites its input gradient")
     let g = grads.base, n = batch * positions
-    vae_channel_sum(dy, g + bias.lowerBound, batch, outChannels, positions)
+    vae_channel_sum(dy, g + bias.lowerBound, batch, outChannels, positions, 0)
     vae_nchw_to_rows(dy, rows.ptr, batch, outChannels, positions)
     // `col` still holds this batch's columns from forward.
     GEMM.weightGrad(rows.ptr, col.ptr, g + weight.lowerBound, batch: n, inF: taps, outF: outChannels)
@@ -111,7 +124,7 @@ public final class ConvTranspose2d: Layer, @unchecked Sendable {
     vae_nchw_to_rows(x, xRows.ptr, batch, inChannels, positions)
     GEMM.inputGrad(xRows.ptr, p + weight.lowerBound, col.ptr, batch: batch * positions, inF: taps, outF: inChannels)
     output.col2im(col.ptr, y, batch: batch)
-    vae_channel_bias(y, p + bias.lowerBound, batch, output.channels, planeOut)
+    vae_channel_bias(y, p + bias.lowerBound, batch, output.channels, planeOut, output.channelsLast ? 1 : 0)
     addInPlace(y, addend, count: batch * outputCount)
   }
 
@@ -121,7 +134,7 @@ public final class ConvTranspose2d: Layer, @unchecked Sendable {
   ) {
     precondition(!accumulateDx, "ConvTranspose2d overwrites its input gradient")
     let g = grads.base, n = batch * positions
-    vae_channel_sum(dy, g + bias.lowerBound, batch, output.channels, planeOut)
+    vae_channel_sum(dy, g + bias.lowerBound, batch, output.channels, planeOut, output.channelsLast ? 1 : 0)
     output.im2col(dy, col.ptr, batch: batch)
     // `xRows` still holds this batch's input rows from forward.
     GEMM.weightGrad(xRows.ptr, col.ptr, g + weight.lowerBound, batch: n, inF: taps, outF: inChannels)

@@ -126,13 +126,17 @@ public struct LayerSpec: Sendable, Hashable {
   public let activation: Activation
   public let inShape: [Int]
   public let outShape: [Int]
+  /// A conv reading, or a deconv writing, the model's own image rows, which are channels-last
+  /// ([H, W, C], as the data file holds them); inside the network images are NCHW.
+  public var channelsLast = false
 
-  public init(name: String, op: LayerOp, activation: Activation, inShape: [Int], outShape: [Int]) {
+  public init(name: String, op: LayerOp, activation: Activation, inShape: [Int], outShape: [Int], channelsLast: Bool = false) {
     self.name = name
     self.op = op
     self.activation = activation
     self.inShape = inShape
     self.outShape = outShape
+    self.channelsLast = channelsLast
   }
 
   /// A dense layer `in` → `out`.
@@ -176,10 +180,12 @@ public struct LayerSpec: Sendable, Hashable {
     case .dense(let n):
       return Linear(weight: w, bias: b, inFeatures: inShape[0], outFeatures: n)
     case .conv(let n, let k, let s, let p):
-      let g = ConvGeometry(channels: inShape[0], height: inShape[1], width: inShape[2], kernel: k, stride: s, padding: p)
+      let g = ConvGeometry(
+        channels: inShape[0], height: inShape[1], width: inShape[2], kernel: k, stride: s, padding: p, channelsLast: channelsLast)
       return Conv2d(weight: w, bias: b, input: g, outChannels: n, maxBatch: maxBatch)
     case .deconv(let n, let k, let s, let p, _):
-      let g = ConvGeometry(channels: n, height: outShape[1], width: outShape[2], kernel: k, stride: s, padding: p)
+      let g = ConvGeometry(
+        channels: n, height: outShape[1], width: outShape[2], kernel: k, stride: s, padding: p, channelsLast: channelsLast)
       return ConvTranspose2d(weight: w, bias: b, inChannels: inShape[0], output: g, maxBatch: maxBatch)
     case .flatten, .reshape:
       preconditionFailure("\(name) has no parameters")

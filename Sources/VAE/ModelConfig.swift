@@ -190,6 +190,7 @@ extension ModelConfig {
     }
     var t = ModelLayers()
     let image = imageShape
+    if let problem = colourProblem(image) { return .failure(LayerDeclError(problem)) }
     let first = encoderLayers[0].op
     var shape: [Int]
     switch first {
@@ -238,13 +239,34 @@ extension ModelConfig {
         let isLast = i == lastParam
         let name = isLast && lastName != nil ? lastName! : "\(prefix).\(i)"
         let act = d.activation ?? (isLast && prefix == "decoder" ? lastActivation : .relu)
-        let spec = LayerSpec(name: name, op: d.op, activation: d.op.hasParameters ? act : .none, inShape: shape, outShape: next)
+        // The model's own rows are the data's, channels-last: the layer reading or writing them does so.
+        // (With one channel the two orders are one, and a learned variance's two channels stay planes.)
+        let boundary = imageShape.count == 3 && imageShape[0] > 1
+          && ((prefix == "encoder" && i == 0) || (prefix == "decoder" && i == decls.count - 1))
+        let spec = LayerSpec(
+          name: name, op: d.op, activation: d.op.hasParameters ? act : .none, inShape: shape, outShape: next,
+          channelsLast: boundary)
         if d.op.hasParameters { specs.append(spec) }
         table.append(spec)
         shape = next
       }
     }
     return .success((specs, table, shape))
+  }
+
+  /// With several channels the model's rows are [H, W, C]: only a conv may read them and only
+  /// a deconv write them (learning means and variances, two images, is for one channel).
+  func colourProblem(_ image: [Int]) -> String? {
+    guard image.count == 3, image[0] > 1, let first = encoderLayers.first?.op, let last = decoderLayers.last?.op else { return nil }
+    switch first {
+    case .deconv, .reshape: return "model.encoder[0]: the data's [H, W, \(image[0])] images are read by a conv (or flatten, or dense) layer"
+    default: break
+    }
+    if case .conv = last { return "model.decoder: its last layer writes [H, W, \(image[0])] images: end with deconv (k1 s1 for a 1×1 convolution)" }
+    if case .deconv = last, likelihood == .gaussianLearned {
+      return "model.sigma: learned with a deconv output on \(image[0])-channel images is not supported; end the decoder with dense and reshape, or use a fixed sigma"
+    }
+    return nil
   }
 
   static func shown(_ s: [Int]) -> String { "[" + s.map(String.init).joined(separator: ", ") + "]" }

@@ -55,7 +55,7 @@ public enum ConfigLoader {
       throw ConfigError("\(path): model.input_size is \(c.model.inputSize), but \(train) has examples of \(width) values (shape \(shape))")
     }
     c.model.inputSize = width
-    if c.model.usesLayerLists { c.model.inputShape = try imageShape(shape, of: train, config: path, c.model) }
+    if c.model.usesLayerLists { c.model.inputShape = imageShape(shape) }
     if let problem = c.model.problem { throw ConfigError("\(path): \(problem)") }
   }
 
@@ -210,22 +210,10 @@ public enum ConfigLoader {
   }
 }
 
-/// A data file's row shape as conv layers see it: grey images ([H, W] or [H, W, 1]) are
-/// [1, H, W]; colour ones are refused when the encoder starts with a conv layer; else none.
-private func imageShape(_ shape: [Int], of train: String, config path: String, _ m: ModelConfig) throws -> [Int] {
-  if shape.count == 2 || (shape.count == 3 && shape[2] == 1) { return [1, shape[0], shape[1]] }
-  if shape.count == 3, let first = m.encoderLayers.first, !isDense(first.op) {
-    throw ConfigError(
-      "\(path): \(train) holds [H, W, C] = \(shape) images; conv layers take grey images ([N, H, W]) in this version: "
-        + "convert to grey, or start model.encoder with dense layers (the rows are then flat)")
-  }
+/// A data file's row shape as conv layers see it: [H, W] and [H, W, C] rows (channels-last, as
+/// image files hold them) are images of [1 or C, H, W]; other shapes are flat.
+private func imageShape(_ shape: [Int]) -> [Int] {
+  if shape.count == 2 { return [1, shape[0], shape[1]] }
+  if shape.count == 3 { return [shape[2], shape[0], shape[1]] }
   return []
-}
-
-/// Whether a layer reads flat rows.
-private func isDense(_ op: LayerOp) -> Bool {
-  switch op {
-  case .dense, .reshape: true
-  case .conv, .deconv, .flatten: false
-  }
 }

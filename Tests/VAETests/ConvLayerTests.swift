@@ -51,14 +51,14 @@ final class ConvLayerTests: XCTestCase {
 
   /// The layer's output, and its gradients of L = Σ g ⊙ y for a fixed g, next to the
   /// reference's output and its central finite differences of L (in Double).
-  func check(_ d: Shape, transposed: Bool, file: StaticString = #filePath, line: UInt = #line) {
+  func check(_ d: Shape, transposed: Bool, channelsLast: Bool = false, file: StaticString = #filePath, line: UInt = #line) {
     let spec: LayerSpec
     let inShape = [d.cin, d.h, d.w]
     let op: LayerOp = transposed
       ? .deconv(out: d.cout, kernel: d.k, stride: d.s, padding: d.p, outputPadding: d.op)
       : .conv(out: d.cout, kernel: d.k, stride: d.s, padding: d.p)
     guard case .success(let outShape) = outputShape(of: op, input: inShape) else { return XCTFail("shape", file: file, line: line) }
-    spec = LayerSpec(name: "l", op: op, activation: .none, inShape: inShape, outShape: outShape)
+    spec = LayerSpec(name: "l", op: op, activation: .none, inShape: inShape, outShape: outShape, channelsLast: channelsLast)
     let layout = ParameterLayout(specs: spec.tensors)
     let params = Arena(layout: layout), grads = Arena(layout: layout)
     let layer = spec.makeLayer(layout: layout, maxBatch: d.batch)
@@ -74,8 +74,12 @@ final class ConvLayerTests: XCTestCase {
     }
     let xd = x.map(Double.init), wd = params.values(named: "l.weight")!.map(Double.init)
     let bd = params.values(named: "l.bias")!.map(Double.init), gd = g.map(Double.init)
+    // Channels-last: a conv reads its input, a deconv writes its output, as [H, W, C] per example.
     func reference(_ x: [Double], _ w: [Double], _ b: [Double]) -> [Double] {
-      transposed ? deconvRef(x, w, b, d) : convRef(x, w, b, d)
+      if !channelsLast { return transposed ? deconvRef(x, w, b, d) : convRef(x, w, b, d) }
+      let side = { (n: Int) in (n - 1) * d.s - 2 * d.p + d.k + d.op }
+      if transposed { return toChannelsLast(deconvRef(x, w, b, d), channels: d.cout, hw: side(d.h) * side(d.w)) }
+      return convRef(toChannelsFirst(x, channels: d.cin, h: d.h, w: d.w), w, b, d)
     }
     func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double { zip(reference(x, w, b), gd).reduce(0) { $0 + $1.0 * $1.1 } }
     let yRef = reference(xd, wd, bd)
@@ -92,6 +96,24 @@ final class ConvLayerTests: XCTestCase {
     assertClose(grads.values(named: "l.weight")!, fd(wd) { loss(xd, $0, bd) }, 1e-4, "weight gradient", file: file, line: line)
     assertClose(grads.values(named: "l.bias")!, fd(bd) { loss(xd, wd, $0) }, 1e-4, "bias gradient", file: file, line: line)
     assertClose(dx.toArray(), fd(xd) { loss($0, wd, bd) }, 1e-4, "input gradient", file: file, line: line)
+  }
+
+  /// [b][h][w][c] → [b][c][h][w].
+  func toChannelsFirst(_ v: [Double], channels c: Int, h: Int, w: Int) -> [Double] {
+    var out = v
+    for b in 0..<(v.count / (c * h * w)) { for ch in 0..<c { for p in 0..<(h * w) {
+      out[(b * c + ch) * h * w + p] = v[(b * h * w + p) * c + ch]
+    } } }
+    return out
+  }
+
+  /// [b][c][p] → [b][p][c], p the positions of one plane (`hw`).
+  func toChannelsLast(_ v: [Double], channels c: Int, hw: Int) -> [Double] {
+    var out = v
+    for b in 0..<(v.count / (c * hw)) { for ch in 0..<c { for p in 0..<hw {
+      out[(b * hw + p) * c + ch] = v[(b * c + ch) * hw + p]
+    } } }
+    return out
   }
 
   func assertClose(
@@ -112,6 +134,13 @@ final class ConvLayerTests: XCTestCase {
     XCTAssertEqual(try outputShape(of: .deconv(out: 2, kernel: 3, stride: 2, padding: 1, outputPadding: 1), input: [3, 7, 7]).get(), [2, 14, 14])
     check(Shape(batch: 2, cin: 3, h: 7, w: 7, cout: 2, k: 3, s: 2, p: 1, op: 1), transposed: true)
   }
+  /// The model's own image rows are channels-last ([H, W, C]): the first conv reads them so, the
+  /// last deconv writes them so; the arithmetic is the NCHW layer's.
+  func testChannelsLastConvReadsAndDeconvWritesHWCRows() {
+    check(Shape(batch: 2, cin: 3, h: 6, w: 5, cout: 4, k: 3, s: 2, p: 1, op: 0), transposed: false, channelsLast: true)
+    check(Shape(batch: 2, cin: 4, h: 3, w: 4, cout: 3, k: 4, s: 2, p: 1, op: 0), transposed: true, channelsLast: true)
+  }
+
   func testDeconvStrideOneOddSizes() { check(Shape(batch: 2, cin: 2, h: 5, w: 3, cout: 3, k: 2, s: 1, p: 0, op: 0), transposed: true) }
 
   /// Each activation against its formula, and its backward against finite differences of it.

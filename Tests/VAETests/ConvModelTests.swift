@@ -108,6 +108,30 @@ final class ConvModelTests: XCTestCase {
     XCTAssertEqual(problem(["flatten"], ["dense 64"]), "model.encoder: has no dense, conv or deconv layer")
   }
 
+  /// Colour rows are [H, W, C]: a conv reads them, a deconv writes them; what cannot is refused.
+  func testColourImagesAreReadByConvAndWrittenByDeconvOnly() {
+    func problem(_ enc: [String], _ dec: [String], _ likelihood: Likelihood = .bernoulli) -> String? {
+      var c = ModelConfig(inputSize: 192, hidden: [], zdim: 3, likelihood: likelihood)
+      c.inputShape = [3, 8, 8]
+      c.encoderLayers = decls(enc)
+      c.decoderLayers = decls(dec)
+      return c.problem
+    }
+    let dec = ["dense 48", "reshape 3x4x4", "deconv 3 k4 s2 p1"]
+    XCTAssertNil(problem(["conv 4 k4 s2 p1", "flatten"], dec))
+    var c = ModelConfig(inputSize: 192, hidden: [], zdim: 3)
+    c.inputShape = [3, 8, 8]
+    c.encoderLayers = decls(["conv 4 k4 s2 p1", "flatten"])
+    c.decoderLayers = decls(dec)
+    XCTAssertEqual(c.layers.encoder.first?.channelsLast, true)
+    XCTAssertEqual(c.layers.decoder.last?.channelsLast, true)
+    XCTAssertEqual(c.layers.decoder.first?.channelsLast, false)
+    XCTAssertTrue(problem(["deconv 4 k2 s2", "flatten"], dec)?.contains("model.encoder[0]") == true)
+    XCTAssertTrue(problem(["conv 4 k4 s2 p1", "flatten"], ["dense 300", "reshape 3x10x10", "conv 3 k3"])?.contains("end with deconv") == true)
+    XCTAssertTrue(problem(["conv 4 k4 s2 p1", "flatten"], ["dense 96", "reshape 6x4x4", "deconv 6 k4 s2 p1"], .gaussianLearned)?
+      .contains("model.sigma: learned") == true)
+  }
+
   func testLayerEntriesParseOrSayWhatWasExpected() throws {
     XCTAssertEqual(try LayerDecl(parsing: "deconv 16 k3 s2 p1 op1 tanh").description, "deconv 16 k3 s2 p1 op1 tanh")
     XCTAssertEqual(try LayerDecl(parsing: "conv 8  k5").description, "conv 8 k5 s1 p0")

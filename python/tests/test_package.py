@@ -324,3 +324,58 @@ def test_pytorch_weights_start_a_vae_dist_run(trained, heldout):
     swift = swift_elbo(trained, os.path.join(run_dir, "final.safetensors"), 1000)
     ours = python_elbo(torch_module.double(), heldout[:1000])
     assert relative(ours, swift) <= RELATIVE_TOLERANCE, f"vae-dist {swift!r}, PyTorch {ours!r}"
+
+
+COLOUR_CONFIG = """\
+name: colour-conv
+model:
+  encoder: [conv 8 k4 s2 p1, conv 16 k4 s2 p1 elu, flatten, dense 32 tanh]
+  decoder: [dense 256, reshape 16x4x4, deconv 8 k4 s2 p1 softplus, deconv 3 k4 s2 p1]
+  zdim: 6
+  likelihood: gaussian
+  sigma: 0.2
+data:
+  train: colour-train.npy
+  test: colour-test.npy
+train:
+  batch: 32
+  steps: 30
+  lr: 0.001
+  seed: 2
+"""
+
+
+def colour_patches(n, seed=0):
+    """n 16×16 RGB patches, uint8 [n, 16, 16, 3], cut from scikit-learn's two sample photographs
+    (real images that ship inside its wheel)."""
+    sklearn = pytest.importorskip("sklearn.datasets")
+    photos = sklearn.load_sample_images().images
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 16, 16, 3), dtype=np.uint8)
+    for i in range(n):
+        p = photos[i % len(photos)]
+        r, c = rng.integers(0, p.shape[0] - 16), rng.integers(0, p.shape[1] - 16)
+        out[i] = p[r:r + 16, c:c + 16]
+    return out
+
+
+def test_colour_conv_reads_and_writes_channels_last_rows_as_pytorch_does(vae_dist_bin, tmp_path):
+    """Colour images stay [H, W, C] rows, as the .npy holds them: the first conv reads and the
+    last deconv writes them so. The PyTorch twin (NCHW inside, permuted at both ends) gives
+    vae-dist's held-out ELBO; the same module fed the rows as if they were NCHW does not."""
+    patches = colour_patches(240)
+    np.save(tmp_path / "colour-train.npy", patches[:200])
+    np.save(tmp_path / "colour-test.npy", patches[200:])
+    (tmp_path / "colour.yaml").write_text(COLOUR_CONFIG)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    run([vae_dist_bin, "train", "--config", str(tmp_path / "colour.yaml"), "--out", str(tmp_path / "run"), "--quiet"], env)
+    path = str(tmp_path / "run" / "final.safetensors")
+    out = run([vae_dist_bin, "eval", "--checkpoint", path, "--mean-z", "--json", "--threads", "1"], env)
+    swift = float(json.loads(out.strip().splitlines()[-1])["elbo"])
+    module = vt.load(path).double()
+    assert module.config()["input_shape"] == [3, 16, 16]
+    rows = patches[200:].reshape(40, -1).astype(np.float64) / 255
+    ours = python_elbo(module, rows)
+    assert relative(ours, swift) <= 1e-5, f"vae-dist {swift!r}, python {ours!r}"
+    as_nchw = patches[200:].transpose(0, 3, 1, 2).reshape(40, -1).astype(np.float64) / 255
+    assert relative(python_elbo(module, as_nchw), swift) > 1e-3, "the check is not sensitive to the layout"

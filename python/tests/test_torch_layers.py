@@ -399,7 +399,7 @@ def test_encode_and_decode_agree_with_numpy_loops():
         out = m.decode(torch.from_numpy(zs)).numpy()
     assert out.shape == (3, 50)
     for r in range(3):
-        x = rows[r].astype(np.float64).reshape(2, 5, 5)         # a row is the image in NCHW order
+        x = rows[r].astype(np.float64).reshape(5, 5, 2).transpose(2, 0, 1)  # a row is the [H, W, C] image
         h = np.maximum(np_conv(x, w["encoder.0.weight"], w["encoder.0.bias"], 2, 1), 0)       # [3, 3, 3]
         h = np.tanh(np_conv(h, w["encoder.1.weight"], w["encoder.1.bias"], 1, 0))             # [2, 2, 2]
         h = h.reshape(-1)                                                                     # flatten, C then H then W
@@ -412,7 +412,7 @@ def test_encode_and_decode_agree_with_numpy_loops():
         g = numpy_activation("leaky_relu", np_deconv(g, w["decoder.2.weight"], w["decoder.2.bias"], 2, 1, 1))  # [3, 4, 4]
         g = np_deconv(g, w["decoder.out.weight"], w["decoder.out.bias"], 1, 0, 0)                           # [2, 5, 5]
         assert g.shape == (2, 5, 5)
-        assert np.allclose(out[r], g.reshape(-1), rtol=1e-5, atol=1e-5)
+        assert np.allclose(out[r], g.transpose(1, 2, 0).reshape(-1), rtol=1e-5, atol=1e-5)  # written [H, W, C]
 
 
 # --- load ------------------------------------------------------------------------------------

@@ -264,6 +264,9 @@ class VAE(nn.Module):
 
         first = self.encoder_layers[0].kind
         self._encoder_input = image if first in ("conv", "deconv", "flatten") else (self.input_size,)
+        # Several channels: the model's rows are [H, W, C] (as image files hold them); the conv
+        # reading them and the deconv writing them permute to and from NCHW.
+        self._channels_last = len(image) == 3 and image[0] > 1
         self.encoder, self._encoder_plan, top = walk("encoder", self.encoder_layers, self._encoder_input, None, "relu")
         if len(top) != 1:
             raise ValueError(f"model.encoder: ends with shape {_shown(top)}; end it with flatten "
@@ -330,7 +333,11 @@ class VAE(nn.Module):
             if x.shape[-1] != self.input_size:
                 raise ValueError(f"encode: rows of {x.shape[-1]} values; the model takes {self.input_size}")
             lead = x.shape[:-1]
-            h = self._run(self.encoder, self._encoder_plan, x.reshape(math.prod(lead), *self._encoder_input))
+            n = math.prod(lead)
+            if self._channels_last and self.encoder_layers[0].kind == "conv":
+                c, hh, ww = self._encoder_input  # the rows are [H, W, C] images, as the data file holds them
+                x = x.reshape(n, hh, ww, c).permute(0, 3, 1, 2)
+            h = self._run(self.encoder, self._encoder_plan, x.reshape(n, *self._encoder_input))
             return (self.encoder["mu"](h).reshape(*lead, self.zdim),
                     self.encoder["logvar"](h).reshape(*lead, self.zdim))
         h = x
@@ -346,6 +353,8 @@ class VAE(nn.Module):
         if self.decoder_layers is not None:
             lead = z.shape[:-1]
             h = self._run(self.decoder, self._decoder_plan, z.reshape(math.prod(lead), z.shape[-1]))
+            if self._channels_last and self.decoder_layers[-1].kind == "deconv":
+                h = h.permute(0, 2, 3, 1)  # back to the data's [H, W, C] rows
             return h.reshape(*lead, self.input_size * (2 if self.sigma == "learned" else 1))
         h = z
         for i in range(len(self.decoder_hidden)):

@@ -22,20 +22,24 @@ enum {
 };
 int vae_cpu_features(void);
 
-/* Convolution layers (conv.c), NCHW, a whole micro-batch per call. im2col writes one row per
- * output position (b, oh, ow) holding the input taps in (c, ki, kj) order (PyTorch's weight
- * order), zeros for padding; col2im is its adjoint (overwrites x with the sums). */
+/* Convolution layers (conv.c), a whole micro-batch per call; images NCHW, or NHWC with
+ * channels_last (the model's input and output rows, as image files hold them). im2col writes one
+ * row per output position (b, oh, ow) holding the input taps in (c, ki, kj) order (PyTorch's
+ * weight order), zeros for padding; col2im is its adjoint (overwrites x with the sums). */
 void vae_im2col(const float *restrict x, float *restrict col, size_t batch, size_t channels, size_t h, size_t w,
-                size_t k, size_t stride, size_t pad, size_t ho, size_t wo);
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo, int channels_last);
 void vae_col2im(const float *restrict col, float *restrict x, size_t batch, size_t channels, size_t h, size_t w,
-                size_t k, size_t stride, size_t pad, size_t ho, size_t wo);
+                size_t k, size_t stride, size_t pad, size_t ho, size_t wo, int channels_last);
 /* rows[batch·hw, channels] → y[batch, channels, hw] (+ bias[c] when not NULL), and back. */
 void vae_rows_to_nchw(const float *restrict rows, float *restrict y, const float *restrict bias, size_t batch,
                       size_t channels, size_t hw);
 void vae_nchw_to_rows(const float *restrict y, float *restrict rows, size_t batch, size_t channels, size_t hw);
-/* y[b, c, :] += bias[c]; db[c] = Σ_b Σ_p dy[b, c, p] (each channel's plane summed, then batch in order). */
-void vae_channel_bias(float *restrict y, const float *restrict bias, size_t batch, size_t channels, size_t hw);
-void vae_channel_sum(const float *restrict dy, float *restrict db, size_t batch, size_t channels, size_t hw);
+/* y[b, c, :] += bias[c]; db[c] = Σ_b Σ_p dy[b, c, p] (each channel's plane summed, then batch
+ * in order); NCHW, or NHWC with channels_last. */
+void vae_channel_bias(float *restrict y, const float *restrict bias, size_t batch, size_t channels, size_t hw,
+                      int channels_last);
+void vae_channel_sum(const float *restrict dy, float *restrict db, size_t batch, size_t channels, size_t hw,
+                     int channels_last);
 /* Activations (VAE.Activation's raw values): out = f(pre) (out may be pre), and in place
  * d ← d · f'(pre) from pre and out. ReLU as Swift's max(v, 0); leaky ReLU slope 0.01; ELU α 1;
  * softplus β 1 with PyTorch's threshold 20. */
