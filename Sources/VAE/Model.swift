@@ -88,6 +88,9 @@ public final class VAEModel: @unchecked Sendable {
   public let reconPerExample: Buffer
   public let klPerExample: Buffer
   let rowScratch: Buffer
+  /// The KL term's weight in the gradient `backward` writes (β, or β during warm-up:
+  /// `TrainingObjective.klWeight`); 1 is the ELBO. The loss terms stay unweighted.
+  public var klWeight: Float = 1
   // Inputs of the last `loss` call, read by `backward`.
   var lastTarget: UnsafePointer<Float>?
   var lastEps: UnsafePointer<Float>?
@@ -334,11 +337,12 @@ public final class VAEModel: @unchecked Sendable {
       return
     }
     decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr, ready: ready)
-    // Reparameterisation and KL.
+    // Reparameterisation and the KL term, weighted (a weight of 1 changes no bit).
+    let w = klWeight
     for j in 0..<(batch * config.zdim) {
       let s = std.ptr[j]
-      dmu.ptr[j] = dz.ptr[j] + mu.ptr[j]
-      dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + 0.5 * (s * s - 1)
+      dmu.ptr[j] = dz.ptr[j] + w * mu.ptr[j]
+      dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + w * (0.5 * (s * s - 1))
     }
     // Heads, then encoder.
     let top = encoder.result(of: target)

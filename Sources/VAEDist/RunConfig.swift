@@ -23,6 +23,9 @@ public struct RunConfig: Sendable, Hashable {
   public var epochs: Int?
   public var steps: Int?
   public var adam: AdamConfig
+  /// The KL weight and its warm-up (the ELBO by default), and the learning rate's schedule.
+  public var objective = TrainingObjective()
+  public var lrSchedule = LearningRateSchedule()
   public var seed: UInt64
   public var checkpointEvery: Int
   /// Also checkpoint when this many minutes have passed since the last checkpoint (0: off);

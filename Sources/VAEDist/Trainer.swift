@@ -79,6 +79,7 @@ public final class Trainer {
   /// `observer` (benchmarks) wraps each phase from outside.
   @discardableResult
   public func step(observer: StepObserver = .unobserved) throws -> LossTerms {
+    applySchedules(step: completedSteps)
     var terms = LossTerms()
     for (j, rows) in microShards.enumerated() {
       try observer.measure(.batch) { loadBatch(rows) }
@@ -88,6 +89,15 @@ public final class Trainer {
     try observer.measure(.exchange) { try exchangeAndUpdate() }
     completedSteps += 1
     return terms
+  }
+
+  /// The KL weight and the learning rate of step `t`: pure functions of the step (and the run's
+  /// length), so every rank, micro-batch and resumed run agrees.
+  func applySchedules(step t: Int) {
+    model.klWeight = config.objective.klWeight(step: t)
+    adam.config.lr = config.lrSchedule.lr(
+      base: config.adam.lr, step: t, stepsPerEpoch: batcher.stepsPerEpoch,
+      totalSteps: config.steps ?? (config.epochs ?? 1) * max(batcher.stepsPerEpoch, 1))
   }
 
   /// Rows `rows` of global batch `completedSteps`: pixels (binarised as configured) and noise

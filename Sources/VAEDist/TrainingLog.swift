@@ -35,13 +35,20 @@ extension TrainingRun {
     let recon = -sums[0] / sums[2] + (standardization?.logJacobian ?? 0), kl = sums[1] / sums[2]
     if comm.isRoot {
       let wall = Date().timeIntervalSince1970
-      let fields: JSONObject = [
-        "step": .int(step), "epoch": .int(epoch), "loss": .number(recon + kl), "recon": .number(recon),
-        "kl": .number(kl), "world_size": .int(comm.size), "lr": .number(Double(config.adam.lr)),
+      var fields: JSONObject = [
+        "step": .int(step), "epoch": .int(epoch), "loss": .number(recon + kl), "recon": .number(recon), "kl": .number(kl),
+      ]
+      if !config.objective.isPlainELBO {
+        // The training objective at the logged step's weight: weighted_loss = kl_weight·kl + recon.
+        let w = Double(trainer.model.klWeight)
+        fields.append(contentsOf: ["kl_weight": .number(w), "weighted_loss": .number(w * kl + recon)])
+      }
+      fields.append(contentsOf: [
+        "world_size": .int(comm.size), "lr": .number(Double(trainer.adam.config.lr)),
         "grad_norm": .number(sums[3].squareRoot()), "samples_per_sec": .number(sps.rounded()),
         "allreduce_ms": .number((exchangeMs * 1000).rounded() / 1000), "time_s": milliseconds(clock.elapsed),
         "wall_time": milliseconds(wall),
-      ]
+      ])
       try files.appendMetrics(fields)
       try tensorboardScalars(fields, prefix: "train", wallTime: wall)
       options.events(
@@ -93,6 +100,23 @@ extension TrainingRun {
       "training \(config.name): \(totalSteps) steps of \(config.batch) (\(trainer.batcher.stepsPerEpoch) per epoch), \(trainer.model.params.count) parameters, \(comm.size) rank(s)\(sharded)\(micro)"))
     options.events(.info(environmentNote))
     if comm.size > 1 { options.events(.info("gradient exchange: \(trainer.exchange.transport)")) }
+    if let note = objectiveNote { options.events(.info(note)) }
+    if config.objective.klWarmup > totalSteps {
+      let end = config.objective.klWeight(step: totalSteps - 1)
+      options.events(.warning(
+        "train.kl_warmup (\(config.objective.klWarmup) steps) is longer than the run (\(totalSteps) steps): the KL weight ends at \(end), not beta \(config.objective.beta)"))
+    }
+  }
+
+  /// The objective and learning-rate schedule when they are not the plain ELBO at a constant rate.
+  var objectiveNote: String? {
+    let o = config.objective, s = config.lrSchedule
+    var parts: [String] = []
+    if !o.isPlainELBO { parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : "")) }
+    if s.shape != .constant || s.warmup > 0 {
+      parts.append("learning rate \(s.shape.rawValue) from \(config.adam.lr)" + (s.warmup > 0 ? " after \(s.warmup) warm-up steps" : ""))
+    }
+    return parts.isEmpty ? nil : "objective: " + parts.joined(separator: "; ") + " (held-out metrics stay the ELBO)"
   }
 
   /// A line naming the BLAS kernel and its threads, and whether flush-to-zero is on.

@@ -30,6 +30,10 @@ struct Train: ParsableCommand {
   @Option(overriding: "train.steps") var steps: ConfigOverride?
   @Option(overriding: "train.batch") var batch: ConfigOverride?
   @Option(overriding: "train.lr") var lr: ConfigOverride?
+  @Option(overriding: "train.lr_schedule") var lrSchedule: ConfigOverride?
+  @Option(overriding: "train.lr_warmup") var lrWarmup: ConfigOverride?
+  @Option(overriding: "train.beta") var beta: ConfigOverride?
+  @Option(overriding: "train.kl_warmup") var klWarmup: ConfigOverride?
   @Option(overriding: "train.seed") var seed: ConfigOverride?
   @Option(overriding: "data.train_limit") var trainLimit: ConfigOverride?
   @Option(overriding: "train.eval_every") var evalEvery: ConfigOverride?

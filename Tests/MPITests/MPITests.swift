@@ -181,6 +181,21 @@ final class MPITests: XCTestCase {
     XCTAssertEqual(try checkpoint("cp2").tensors.first { $0.name == "encoder.0.weight" }?.shape, [4, 1, 4, 4])
   }
 
+  /// The objective's and the learning rate's schedules are functions of the step alone: with
+  /// β = 0.5 warmed up over 30 steps and a cosine rate after 5 warm-up steps, np 2 (sharded,
+  /// both transports) writes the checkpoint of --micro-batches 2, byte for byte but world_size.
+  func testObjectiveSchedulesUnderNpAreByteIdenticalToMicroBatches() throws {
+    let extra = ["--beta", "0.5", "--kl-warmup", "30", "--lr-schedule", "cosine", "--lr-warmup", "5"]
+    assertSucceeded(try run(np: 0, smoke("om2", steps: 40, extra: extra + ["--micro-batches", "2"])), "np 1 × 2 micro-batches")
+    assertSucceeded(try run(np: 2, smoke("op2", steps: 40, extra: extra)), "np 2, shared window")
+    assertSucceeded(try run(np: 2, smoke("oc2", steps: 40, extra: extra), env: ["VAE_DIST_SHM": "0"]), "np 2, collectives")
+    let m = try bytes("om2", worldSize: 2)
+    XCTAssertTrue(m == (try bytes("op2", worldSize: 2)), "np 2 (window) differs from --micro-batches 2")
+    XCTAssertTrue(m == (try bytes("oc2", worldSize: 2)), "np 2 (collectives) differs from --micro-batches 2")
+    let lines = try metrics("op2").filter { $0["kl_weight"] != nil }
+    XCTAssertEqual(lines.first?["kl_weight"] as? Double ?? -1, 0.5 * 9 / 30, accuracy: 1e-6, "the logged step's weight")
+  }
+
   /// ZeRO-1 sharding changes where Adam runs, not the numbers: bit-identical parameters and
   /// moments at np 2 and 3; and a sharded run's checkpoint resumes unsharded to the same bytes.
   func testShardedOptimizerIsBitIdentical() throws {

@@ -13,6 +13,8 @@ final class GradientCheckTests: XCTestCase {
     var zdim: Int
     var batch = 4
     var likelihood: Likelihood
+    /// The KL weight of the training loss (β, or part of it during warm-up).
+    var klWeight: Float = 1
 
     var config: ModelConfig {
       ModelConfig(
@@ -26,15 +28,31 @@ final class GradientCheckTests: XCTestCase {
       case .gaussian(let s): lik = .gaussian(sigma: Double(s))
       case .gaussianLearned: lik = .gaussianLearned
       }
-      return ReferenceVAE(
+      var r = ReferenceVAE(
         inputSize: inputSize, hidden: hidden, decoderHidden: decoderHidden, zdim: zdim,
         likelihood: lik)
+      r.klWeight = Double(klWeight)
+      return r
     }
   }
 
   static let sigma: Float = 0.7
 
   // MARK: the six cases
+
+  /// β-VAE: the gradient of β·KL − log p(x|z), for a β above and below 1 (and 0: no KL at all).
+  func testKLWeightBetaAboveAndBelowOne() throws {
+    for beta: Float in [4, 0.25] {
+      try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .bernoulli, klWeight: beta))
+    }
+    try check(Case(hidden: [7], decoderHidden: [6], zdim: 2, likelihood: .gaussian(sigma: Self.sigma), klWeight: 0))
+  }
+  /// Mid-way through KL warm-up: the weight of step 30 of 100 towards β = 2.
+  func testKLWarmupMidway() throws {
+    let w = TrainingObjective(beta: 2, klWarmup: 100).klWeight(step: 30)
+    XCTAssertEqual(w, 0.6, accuracy: 1e-7)
+    try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .gaussianLearned, klWeight: w))
+  }
 
   func testDeepBernoulli() throws {
     try check(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, likelihood: .bernoulli))
@@ -139,6 +157,7 @@ final class GradientCheckTests: XCTestCase {
     let (flat, xs, epss) = draw(c)
     // A larger maxBatch than the batch: the engine must use the batch's rows only.
     let model = VAEModel(config: config, maxBatch: c.batch + 3)
+    model.klWeight = c.klWeight
     flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: layout.total) }
     let xBuf = Buffer(xs.count)
     xBuf.set(xs)
@@ -160,7 +179,9 @@ final class GradientCheckTests: XCTestCase {
     }
     worstForward = max(worstForward, ErrorMeasure.relative(terms.recon, expect.recon.reduce(0, +)))
     worstForward = max(worstForward, ErrorMeasure.relative(terms.kl, expect.kl.reduce(0, +)))
-    worstForward = max(worstForward, ErrorMeasure.relative(terms.negativeELBO, expect.loss))
+    // The loss terms stay unweighted (the weight acts on the gradient only).
+    let elbo = zip(expect.kl, expect.recon).reduce(0) { $0 + $1.0 - $1.1 }
+    worstForward = max(worstForward, ErrorMeasure.relative(terms.negativeELBO, elbo))
     XCTAssertLessThanOrEqual(worstForward, 1e-5, "forward vs reference", file: file, line: line)
     // Sanity: the case is not degenerate (KL and recon both matter).
     XCTAssertGreaterThan(expect.kl.min()!, 1e-2, file: file, line: line)

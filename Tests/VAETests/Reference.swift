@@ -22,6 +22,8 @@ struct ReferenceVAE {
   let decoderHidden: [Int]
   let zdim: Int
   let likelihood: Likelihood
+  /// The KL term's weight in `loss` (β, or β during warm-up); 1 is the ELBO.
+  var klWeight = 1.0
 
   /// (name, shape) in module order: encoder layers, mu head, logvar head, decoder layers, output.
   var specs: [(name: String, shape: [Int])] {
@@ -51,7 +53,7 @@ struct ReferenceVAE {
     var recon: [Double]
     /// KL(q(z|x) ‖ N(0, I)) per example.
     var kl: [Double]
-    /// Σ over the batch of (kl − recon).
+    /// Σ over the batch of (klWeight · kl − recon).
     var loss: Double
     /// Smallest |pre-activation| of any ReLU unit: finite differences are only valid when the
     /// step cannot carry a unit across the kink at 0.
@@ -155,7 +157,7 @@ struct ReferenceVAE {
       recon[r] = acc
     }
     var loss = 0.0
-    for r in 0..<batch { loss += kl[r] - recon[r] }
+    for r in 0..<batch { loss += klWeight * kl[r] - recon[r] }
     return Output(recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre)
   }
 

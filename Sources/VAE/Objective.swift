@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// What training minimises, apart from the network: the ELBO with a KL weight (β-VAE, Higgins
+/// et al. 2017) that may rise linearly from 0 over the first steps (KL warm-up, Bowman et al.
+/// 2016; Sønderby et al. 2016). A pure function of the step, so every rank, every micro-batch
+/// and a resumed run use the same weight. Held-out metrics stay the ELBO with weight 1.
+public struct TrainingObjective: Sendable, Hashable, Codable {
+  /// The KL weight β once warm-up is over.
+  public var beta: Float
+  /// Steps over which the weight rises linearly from 0 to β (0: β from the first step).
+  public var klWarmup: Int
+
+  public init(beta: Float = 1, klWarmup: Int = 0) {
+    self.beta = beta
+    self.klWarmup = klWarmup
+  }
+
+  /// The weight of step `step` (counted from 0): β · min(1, step / klWarmup).
+  public func klWeight(step: Int) -> Float {
+    guard klWarmup > 0, step < klWarmup else { return beta }
+    return beta * (Float(step) / Float(klWarmup))
+  }
+
+  /// Whether this is the plain ELBO (weight 1 at every step).
+  public var isPlainELBO: Bool { beta == 1 && klWarmup == 0 }
+}
+
+/// How the learning rate moves over a run: constant; cosine decay to 0 over the run (Loshchilov &
+/// Hutter 2017); or the IWAE paper's stepwise decay (Burda et al. 2016: lr · 10^(−i/7) for 3^i
+/// epochs, i = 0, 1, …). Optionally a linear warm-up from 0 over the first `warmup` steps.
+/// A pure function of the step, like the objective.
+public struct LearningRateSchedule: Sendable, Hashable, Codable {
+  public enum Shape: String, Sendable, Hashable, Codable, CaseIterable {
+    case constant, cosine, iwae
+  }
+  public var shape: Shape
+  public var warmup: Int
+
+  public init(shape: Shape = .constant, warmup: Int = 0) {
+    self.shape = shape
+    self.warmup = warmup
+  }
+
+  /// The learning rate of step `step` (from 0) of `totalSteps`, `stepsPerEpoch` steps an epoch.
+  public func lr(base: Float, step: Int, stepsPerEpoch: Int, totalSteps: Int) -> Float {
+    var lr = base
+    switch shape {
+    case .constant:
+      break
+    case .cosine:
+      let t = Double(min(step, totalSteps)) / Double(max(totalSteps, 1))
+      lr = Float(Double(base) * 0.5 * (1 + cos(Double.pi * t)))
+    case .iwae:
+      lr = Float(Double(base) * pow(10, -Double(Self.iwaeStage(epoch: step / max(stepsPerEpoch, 1))) / 7))
+    }
+    if warmup > 0 && step < warmup { lr *= Float(step + 1) / Float(warmup) }
+    return lr
+  }
+
+  /// The stage i of epoch `epoch` (from 0) in the IWAE schedule: stage i lasts 3^i epochs.
+  public static func iwaeStage(epoch: Int) -> Int {
+    var stage = 0, end = 1, length = 1
+    while epoch >= end {
+      stage += 1
+      length *= 3
+      end += length
+    }
+    return stage
+  }
+}
