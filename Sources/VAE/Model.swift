@@ -88,6 +88,8 @@ public final class VAEModel: @unchecked Sendable {
   public let reconPerExample: Buffer
   public let klPerExample: Buffer
   let rowScratch: Buffer
+  /// Importance-weighted training's buffers (nil with one sample per row).
+  let iw: ImportanceWeightedBuffers?
   /// The KL term's weight in the gradient `backward` writes (β, or β during warm-up:
   /// `TrainingObjective.klWeight`); 1 is the ELBO. The loss terms stay unweighted.
   public var klWeight: Float = 1
@@ -98,8 +100,10 @@ public final class VAEModel: @unchecked Sendable {
 
   /// `params` may be shared with another model (e.g. an evaluator with a larger batch);
   /// `grads` may live in memory other ranks read (MPI shared window).
-  public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil) {
-    precondition(maxBatch > 0)
+  /// `samples` ≥ 1 prepares importance-weighted training with that many latent samples per row
+  /// (`importanceWeightedLoss`), the decoder sized for them; 0: the ELBO only.
+  public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil, samples: Int = 0) {
+    precondition(maxBatch > 0 && samples >= 0)
     precondition(config.problem == nil, config.problem ?? "")
     self.config = config
     self.maxBatch = maxBatch
@@ -109,16 +113,17 @@ public final class VAEModel: @unchecked Sendable {
     self.params = params ?? Arena(layout: layout)
     self.grads = grads ?? Arena(layout: layout)
     let towers = config.layers, b = maxBatch
-    func tower(_ specs: [LayerSpec], exportPre: Set<Int> = []) -> Tower {
+    func tower(_ specs: [LayerSpec], exportPre: Set<Int> = [], rows: Int = b) -> Tower {
       Tower(
-        layers: specs.map { $0.makeLayer(layout: layout, maxBatch: b) }, activations: specs.map(\.activation),
-        maxBatch: b, exportPre: exportPre)
+        layers: specs.map { $0.makeLayer(layout: layout, maxBatch: rows) }, activations: specs.map(\.activation),
+        maxBatch: rows, exportPre: exportPre)
     }
     func dense(_ spec: LayerSpec) -> Linear {
       guard let l = spec.makeLayer(layout: layout, maxBatch: b) as? Linear else { preconditionFailure("\(spec.name) is not dense") }
       return l
     }
-    decoder = tower(towers.decoder)
+    decoder = tower(towers.decoder, rows: b * max(samples, 1))
+    iw = samples >= 1 ? ImportanceWeightedBuffers(rows: b, samples: samples, zdim: config.zdim, inputSize: config.inputSize) : nil
     encoder = tower(towers.encoder)
     muHead = towers.heads.first.map(dense)
     logvarHead = towers.heads.last.map(dense)
@@ -344,6 +349,14 @@ public final class VAEModel: @unchecked Sendable {
       dmu.ptr[j] = dz.ptr[j] + w * mu.ptr[j]
       dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + w * (0.5 * (s * s - 1))
     }
+    backwardEncoder(target: target, batch: batch, muHead: muHead, logvarHead: logvarHead, ready: ready)
+  }
+
+  /// Backward from dL/dμ and dL/d log σ² (in `dmu`, `dlogvar`): the heads, the encoder and, for
+  /// a CVAE, the condition tower.
+  func backwardEncoder(
+    target: UnsafePointer<Float>, batch: Int, muHead: Linear, logvarHead: Linear, ready: GradientReady?
+  ) {
     // Heads, then encoder.
     let top = encoder.result(of: target)
     let dTop = encoder.isEmpty ? nil : encoder.gradOutput

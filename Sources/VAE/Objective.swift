@@ -9,14 +9,37 @@ import Darwin
 /// 2016; Sønderby et al. 2016). A pure function of the step, so every rank, every micro-batch
 /// and a resumed run use the same weight. Held-out metrics stay the ELBO with weight 1.
 public struct TrainingObjective: Sendable, Hashable, Codable {
-  /// The KL weight β once warm-up is over.
+  public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+    /// The ELBO, its KL term weighted by `klWeight(step:)`.
+    case elbo
+    /// The importance-weighted bound of Burda et al. (2016) with `samples` samples per row.
+    case iwae
+  }
+  public var kind: Kind
+  /// The KL weight β once warm-up is over (the ELBO only).
   public var beta: Float
   /// Steps over which the weight rises linearly from 0 to β (0: β from the first step).
   public var klWarmup: Int
+  /// Latent samples per row (iwae).
+  public var samples: Int
 
-  public init(beta: Float = 1, klWarmup: Int = 0) {
+  public init(kind: Kind = .elbo, beta: Float = 1, klWarmup: Int = 0, samples: Int = 1) {
+    self.kind = kind
     self.beta = beta
     self.klWarmup = klWarmup
+    self.samples = samples
+  }
+
+  /// Importance-weighted samples per row the model needs buffers for (0: the ELBO).
+  public var importanceSamples: Int { kind == .iwae ? samples : 0 }
+
+  /// Why these settings do not go together (one line), or nil.
+  public var problem: String? {
+    if kind == .iwae && (beta != 1 || klWarmup != 0) {
+      return "train.beta and train.kl_warmup weight the ELBO's KL term; train.objective iwae has none (set them back, or use elbo)"
+    }
+    if kind == .elbo && samples != 1 { return "train.samples: \(samples) samples per row are for train.objective iwae" }
+    return nil
   }
 
   /// The weight of step `step` (counted from 0): β · min(1, step / klWarmup).
@@ -26,7 +49,7 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
   }
 
   /// Whether this is the plain ELBO (weight 1 at every step).
-  public var isPlainELBO: Bool { beta == 1 && klWarmup == 0 }
+  public var isPlainELBO: Bool { kind == .elbo && beta == 1 && klWarmup == 0 }
 }
 
 /// How the learning rate moves over a run: constant; cosine decay to 0 over the run (Loshchilov &

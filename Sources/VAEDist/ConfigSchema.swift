@@ -151,6 +151,15 @@ public enum ConfigSchema {
         default: "0 (none)",
         { $0.lrSchedule.warmup == 0 ? nil : .int($0.lrSchedule.warmup) },
         { c, v in if case .int(let i) = v { c.lrSchedule.warmup = i } }),
+    key("train", "objective", .choice(TrainingObjective.Kind.allCases.map(\.rawValue)),
+        "elbo: the evidence lower bound (with beta and kl_warmup); iwae: the importance-weighted bound of Burda et al. 2016 with train.samples samples per row, all through the decoder as one batch. Held-out metrics stay the ELBO (and eval --iw).",
+        default: "elbo",
+        { $0.objective.kind == .elbo ? nil : .string($0.objective.kind.rawValue) },
+        { c, v in if case .string(let s) = v, let k = TrainingObjective.Kind(rawValue: s) { c.objective.kind = k } }),
+    key("train", "samples", .int(1...5000), "iwae: latent samples per row (k).",
+        default: "1",
+        { $0.objective.samples == 1 ? nil : .int($0.objective.samples) },
+        { c, v in if case .int(let i) = v { c.objective.samples = i } }),
     key("train", "beta", .nonNegative,
         "The KL term's weight in the training loss (β-VAE; 1 is the ELBO). Held-out metrics stay the ELBO.",
         default: "1",
@@ -295,10 +304,17 @@ public enum ConfigSchema {
     }
     // Layer lists with a data file: the shapes follow from the file (ConfigLoader checks them then).
     if c.trainFile == nil || !c.model.usesLayerLists, let problem = c.model.problem { throw ConfigConflict(problem) }
+    try checkObjective(c)
     return c
   }
 
   static func isPresent(_ v: Any) -> Bool { !(v is NSNull) }
+
+  /// The objective's keys go together (after the file, and again after the flags).
+  public static func checkObjective(_ c: RunConfig) throws {
+    if let problem = c.objective.problem { throw ConfigConflict(problem) }
+    if c.objective.kind == .iwae && c.model.kind != .vae { throw ConfigConflict("train.objective iwae: needs model.kind vae") }
+  }
 
   /// Model keys that a checkpoint holds only when they are set.
   static let optionalModelKeys: Set<String> = ["input_shape", "encoder", "decoder"]

@@ -55,7 +55,9 @@ public final class Trainer {
     }
     let rows = max(microShards.map(\.count).max() ?? 1, 1)
     exchange = try comm.makeGradientExchange(layout: config.model.layout, shardOptimizer: parallel.shardOptimizer)
-    model = VAEModel(config: config.model, maxBatch: rows, params: exchange.parameters, grads: exchange.gradients)
+    model = VAEModel(
+      config: config.model, maxBatch: rows, params: exchange.parameters, grads: exchange.gradients,
+      samples: config.objective.importanceSamples)
     // Sharded: this rank keeps Adam's moments for its slice only (memory ÷ P).
     adam = Adam(config: config.adam, layout: model.params.layout, owning: exchange.updatedSlice)
     noiseRNG = CounterRNG(seed: config.seed)
@@ -63,7 +65,7 @@ public final class Trainer {
       dataset: train, binarization: config.binarize, rng: noiseRNG, globalBatch: config.batch,
       conditioning: config.conditioning, standardization: standardization)
     x = Buffer(rows * config.model.inputSize)
-    eps = Buffer(rows * config.model.latentSize)
+    eps = Buffer(rows * noiseWidth(config))
     indices = .allocate(capacity: rows)
     accumulated = k > 1 ? Buffer(model.grads.count) : nil
     try exchange.writeParameters(isRoot: comm.isRoot) { model.initialise(rng: CounterRNG(seed: config.seed)) }
@@ -105,13 +107,16 @@ public final class Trainer {
   func loadBatch(_ rows: Range<Int>) {
     let spe = batcher.stepsPerEpoch, epoch = completedSteps / spe
     batcher.fill(epoch: epoch, batchInEpoch: completedSteps % spe, rows: rows, x: x.ptr, indices: indices)
-    noiseRNG.fillNormal(eps.ptr, rows: rows.count, dim: config.model.latentSize, purpose: .noise, epoch: UInt64(epoch)) {
+    noiseRNG.fillNormal(eps.ptr, rows: rows.count, dim: noiseWidth(config), purpose: .noise, epoch: UInt64(epoch)) {
       UInt64(indices[$0])
     }
   }
 
   func forward(rows: Int) -> LossTerms {
-    model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
+    if config.objective.kind == .iwae {
+      return model.importanceWeightedLoss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
+    }
+    return model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
   }
 
   /// Backward of micro-batch `j`. Each layer's gradients go to `gradientReady` as backward
@@ -122,7 +127,7 @@ public final class Trainer {
       adam.beginStep()
       squares = 0
     }
-    model.backward(ready: readyHook)
+    if config.objective.kind == .iwae { model.importanceWeightedBackward(ready: readyHook) } else { model.backward(ready: readyHook) }
     if let e = readyError {
       readyError = nil
       throw e
@@ -192,3 +197,7 @@ open class StepObserver {
   open func measure<T>(_ phase: StepPhase, _ body: () throws -> T) throws -> T { try body() }
   nonisolated(unsafe) public static let unobserved = StepObserver()
 }
+
+/// Noise values per row: the latent width, times the samples of importance-weighted training
+/// (row r's k draws, one after the other; the same stream as one sample for k = 1).
+func noiseWidth(_ config: RunConfig) -> Int { config.model.latentSize * max(config.objective.importanceSamples, 1) }

@@ -38,7 +38,7 @@ extension TrainingRun {
       var fields: JSONObject = [
         "step": .int(step), "epoch": .int(epoch), "loss": .number(recon + kl), "recon": .number(recon), "kl": .number(kl),
       ]
-      if !config.objective.isPlainELBO {
+      if config.objective.kind == .elbo && !config.objective.isPlainELBO {
         // The training objective at the logged step's weight: weighted_loss = kl_weight·kl + recon.
         let w = Double(trainer.model.klWeight)
         fields.append(contentsOf: ["kl_weight": .number(w), "weighted_loss": .number(w * kl + recon)])
@@ -112,7 +112,11 @@ extension TrainingRun {
   var objectiveNote: String? {
     let o = config.objective, s = config.lrSchedule
     var parts: [String] = []
-    if !o.isPlainELBO { parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : "")) }
+    if o.kind == .iwae {
+      parts.append("importance-weighted bound, \(o.samples) samples per row (metrics: loss is −bound, kl the bound's gap to the mean log-likelihood)")
+    } else if !o.isPlainELBO {
+      parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : ""))
+    }
     if s.shape != .constant || s.warmup > 0 {
       parts.append("learning rate \(s.shape.rawValue) from \(config.adam.lr)" + (s.warmup > 0 ? " after \(s.warmup) warm-up steps" : ""))
     }

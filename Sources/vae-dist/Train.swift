@@ -32,6 +32,8 @@ struct Train: ParsableCommand {
   @Option(overriding: "train.lr") var lr: ConfigOverride?
   @Option(overriding: "train.lr_schedule") var lrSchedule: ConfigOverride?
   @Option(overriding: "train.lr_warmup") var lrWarmup: ConfigOverride?
+  @Option(overriding: "train.objective") var objective: ConfigOverride?
+  @Option(overriding: "train.samples") var samples: ConfigOverride?
   @Option(overriding: "train.beta") var beta: ConfigOverride?
   @Option(overriding: "train.kl_warmup") var klWarmup: ConfigOverride?
   @Option(overriding: "train.seed") var seed: ConfigOverride?
@@ -88,6 +90,7 @@ struct Train: ParsableCommand {
   func resolvedConfig() throws -> RunConfig {
     var c = try ConfigLoader.load(path: config)
     for o in overrides { try o.apply(to: &c) }
+    try ConfigSchema.checkObjective(c)
     return c
   }
 

@@ -46,13 +46,21 @@ final class ObjectiveCLITests: XCTestCase {
   func testBadValuesAreOneLine() throws {
     let config = TestPaths.packageRoot + "/configs/smoke.yaml"
     for (flag, value, mention) in [("--beta", "-1", "--beta"), ("--kl-warmup", "-5", "--kl-warmup"),
-                                   ("--lr-schedule", "linear", "constant, cosine, iwae"), ("--lr-warmup", "x", "--lr-warmup")] {
+                                   ("--lr-schedule", "linear", "constant, cosine, iwae"), ("--lr-warmup", "x", "--lr-warmup"),
+                                   ("--samples", "0", "--samples"), ("--objective", "vimco", "elbo, iwae")] {
       let r = try run(["train", "--config", config, flag, value, "--out", dir + "/bad", "--quiet"])
       XCTAssertNotEqual(r.status, 0, "\(flag) \(value)")
       let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("vae-dist: error:") }
       XCTAssertEqual(lines.count, 1, "\(flag) \(value): \(r.stderr)")
       XCTAssertTrue(r.stderr.contains(mention), "\(flag) \(value): \(r.stderr)")
       XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
+    }
+    for (extra, mention) in [(["--objective", "iwae", "--beta", "2"], "train.objective iwae has none"),
+                             (["--samples", "5"], "are for train.objective iwae")] {
+      let r = try run(["train", "--config", config, "--out", dir + "/bad", "--quiet"] + extra)
+      XCTAssertEqual(r.status, 1, "\(extra)")
+      XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+      XCTAssertTrue(r.stderr.contains(mention), r.stderr)
     }
   }
 }

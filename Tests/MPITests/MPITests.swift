@@ -194,6 +194,11 @@ final class MPITests: XCTestCase {
     XCTAssertTrue(m == (try bytes("oc2", worldSize: 2)), "np 2 (collectives) differs from --micro-batches 2")
     let lines = try metrics("op2").filter { $0["kl_weight"] != nil }
     XCTAssertEqual(lines.first?["kl_weight"] as? Double ?? -1, 0.5 * 9 / 30, accuracy: 1e-6, "the logged step's weight")
+    // IWAE, k = 5: each row's samples and weights are its own, so the split changes no bit.
+    let iwae = ["--objective", "iwae", "--samples", "5"]
+    assertSucceeded(try run(np: 0, smoke("im2", steps: 30, extra: iwae + ["--micro-batches", "2"])), "iwae, 2 micro-batches")
+    assertSucceeded(try run(np: 2, smoke("ip2", steps: 30, extra: iwae)), "iwae, np 2")
+    XCTAssertTrue(try bytes("im2", worldSize: 2) == bytes("ip2", worldSize: 2), "iwae np 2 differs from --micro-batches 2")
   }
 
   /// ZeRO-1 sharding changes where Adam runs, not the numbers: bit-identical parameters and

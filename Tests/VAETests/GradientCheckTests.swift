@@ -47,6 +47,37 @@ final class GradientCheckTests: XCTestCase {
     }
     try check(Case(hidden: [7], decoderHidden: [6], zdim: 2, likelihood: .gaussian(sigma: Self.sigma), klWeight: 0))
   }
+  /// IWAE training (k = 5): the bound's value and its gradient against the Double reference's
+  /// finite differences; the 5·B samples go through the decoder as one batch.
+  func testImportanceWeightedBoundAndGradientKFive() throws {
+    for lik in [Likelihood.bernoulli, .gaussianLearned] {
+      let c = Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, batch: 3, likelihood: lik)
+      let k = 5
+      let (flat, xs, _) = draw(c)
+      var s = CounterRNG(seed: 77).stream(.noise, index: 3)
+      let eps = (0..<(c.batch * k * c.zdim)).map { _ in s.nextFloat(in: -2, 2) }
+      let model = VAEModel(config: c.config, maxBatch: c.batch, samples: k)
+      flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: flat.count) }
+      let terms = xs.withUnsafeBufferPointer { xp in
+        eps.withUnsafeBufferPointer { model.importanceWeightedLoss(x: xp.baseAddress!, eps: $0.baseAddress!, batch: c.batch) }
+      }
+      let params = dictionary(flat, c.config.layout), ref = c.reference
+      let want = ref.importanceWeightedLoss(params: params, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)
+      XCTAssertEqual(terms.negativeELBO, want, accuracy: 1e-5 * abs(want), "\(lik.name): −Σ bound")
+      model.grads.data.update(repeating: .nan)
+      var ready = 0
+      model.importanceWeightedBackward { ready += $0.count }
+      XCTAssertEqual(ready, model.params.count, "every parameter reported once")
+      let fd = centralDifferences(params: params, names: c.config.layout.specs.map(\.name), h: 1e-6) {
+        ref.importanceWeightedLoss(params: $0, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)
+      }
+      for (i, spec) in c.config.layout.specs.enumerated() {
+        let g = model.grads.toArray()[c.config.layout.range(of: i)].map(Double.init), f = fd[spec.name]!
+        XCTAssertLessThan(ErrorMeasure.normRelative(g, f), 1e-3, "\(lik.name) \(spec.name)")
+      }
+    }
+  }
+
   /// Mid-way through KL warm-up: the weight of step 30 of 100 towards β = 2.
   func testKLWarmupMidway() throws {
     let w = TrainingObjective(beta: 2, klWarmup: 100).klWeight(step: 30)

@@ -58,6 +58,9 @@ struct ReferenceVAE {
     /// Smallest |pre-activation| of any ReLU unit: finite differences are only valid when the
     /// step cannot carry a unit across the kink at 0.
     var minAbsPreActivation: Double
+    /// The encoder's outputs, [batch, zdim].
+    var mu: [Double] = []
+    var logvar: [Double] = []
   }
 
   /// y[r, o] = Σ_i x[r, i]·W[o, i] + b[o]
@@ -158,7 +161,34 @@ struct ReferenceVAE {
     }
     var loss = 0.0
     for r in 0..<batch { loss += klWeight * kl[r] - recon[r] }
-    return Output(recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre)
+    return Output(recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre, mu: mu, logvar: logvar)
+  }
+
+  /// −Σ_rows of the importance-weighted bound with k samples per row (Burda et al. 2016): eps is
+  /// [batch, k·zdim]; log w = log p(x|z) + log N(z; 0, I) − log N(z; μ, σ²), written out here
+  /// from the definitions (each sample through `evaluate` on the repeated row).
+  func importanceWeightedLoss(params: [String: [Double]], x: [Double], eps: [Double], batch: Int, k: Int) -> Double {
+    var xs: [Double] = []
+    for r in 0..<batch { for _ in 0..<k { xs += x[(r * inputSize)..<((r + 1) * inputSize)] } }
+    let out = evaluate(params: params, x: xs, eps: eps, batch: batch * k)
+    var loss = 0.0
+    for r in 0..<batch {
+      var logw: [Double] = []
+      for i in 0..<k {
+        let row = r * k + i
+        var lw = out.recon[row]
+        for j in 0..<zdim {
+          let m = out.mu[row * zdim + j], lv = out.logvar[row * zdim + j], e = eps[row * zdim + j]
+          let z = m + exp(0.5 * lv) * e
+          lw += -0.5 * (log(2 * Double.pi) + z * z)  // log N(z; 0, 1)
+          lw -= -0.5 * (log(2 * Double.pi) + lv + (z - m) * (z - m) / exp(lv))  // log N(z; μ, σ²)
+        }
+        logw.append(lw)
+      }
+      let top = logw.max()!
+      loss -= top + log(logw.reduce(0) { $0 + exp($1 - top) }) - log(Double(k))
+    }
+    return loss
   }
 
   /// Central finite differences of `evaluate(...).loss` with respect to every parameter.
