@@ -34,7 +34,7 @@ struct Bench: ParsableCommand {
   @OptionGroup var parallelism: ParallelismOptions
   @Flag(name: .long, help: "Print one JSON object.")
   var json = false
-  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank.")
+  @Flag(name: .long, help: "Also time each phase of the step (batch, forward, backward, wait, allreduce, Adam), per rank, and each layer of the encoder and decoder alone (forward, backward, GFLOP/s).")
   var profile = false
   @Flag(name: .long, help: "Time the gradient exchange alone for several arena sizes (see above).")
   var exchange = false
@@ -77,9 +77,10 @@ struct Bench: ParsableCommand {
     let observer = BenchObserver(comm: comm, exchange: trainer.exchange)
     let blocks = try timedBlocks(trainer, comm: comm, observer: observer)
     let phases = profile ? try profileTable(trainer, comm: comm, observer: observer) : nil
+    let layers = profile ? LayerProfile.measure(trainer.model, calls: max(steps / 5, 2)) : []
     guard comm.isRoot else { return }
     let order = blocks.indices.sorted { blocks[$0].rate < blocks[$1].rate }
-    report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size, phases: phases)
+    report(blocks[order[order.count / 2]], all: blocks.map(\.rate), config: c, ranks: comm.size, phases: phases, layers: layers)
   }
 
   /// One timed block: steps/s, and the shares of a step spent exchanging and waiting.
@@ -115,7 +116,7 @@ struct Bench: ParsableCommand {
     return keys.indices.map { i in (0..<comm.size).map { 1000 * table[$0 * keys.count + i] / Double(steps) } }
   }
 
-  func report(_ b: Block, all rates: [Double], config c: RunConfig, ranks: Int, phases: [[Double]]?) {
+  func report(_ b: Block, all rates: [Double], config c: RunConfig, ranks: Int, phases: [[Double]]?, layers: [LayerProfile.Row]) {
     let (median, share, wait) = b
     let sps = median * Double(c.batch)
     let gflops = 6.0 * Double(c.model.forwardMACs) * Double(c.batch) * median / 1e9
@@ -130,8 +131,15 @@ struct Bench: ParsableCommand {
       if let phases {
         fields.append("profile_ms_per_step", .object(JSONObject(names.indices.map { (names[$0], .numbers(phases[$0])) })))
       }
+      if !layers.isEmpty {
+        fields.append("layer_ms_forward_backward", .object(JSONObject(layers.map { ($0.name, .numbers([$0.forwardMs, $0.backwardMs])) })))
+      }
       Console.out(fields.line)
     } else {
+      for r in layers {
+        let label = "  " + r.name.padding(toLength: 16, withPad: " ", startingAt: 0) + r.op.padding(toLength: 32, withPad: " ", startingAt: 0)
+        Console.out(label + String(format: "forward %7.3f ms  backward %7.3f ms  %6.1f GFLOP/s", r.forwardMs, r.backwardMs, r.gflops))
+      }
       for (i, k) in names.enumerated() {
         guard let p = phases?[i] else { break }
         Console.out(String(format: "  %-12@", k as NSString) + p.map { String(format: "%7.3f", $0) }.joined(separator: " ") + " ms/step")

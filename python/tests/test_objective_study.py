@@ -1,0 +1,58 @@
+"""vae_dist.objective_study apart from training: its plan, tables, CSV and the docs markers."""
+
+import os
+
+import pytest
+
+from vae_dist import objective_study as st
+
+
+def rows():
+    base = {"epochs": 10, "iw_samples": 5000, "iw_limit": 500, "train_seconds": 1.0, "samples_per_sec": 1000.0}
+    r = [dict(base, part="iwae", name="vae", objective="elbo", samples=1, beta=1.0, test_elbo=-95.5, test_recon=70.0,
+              test_kl=25.5, iw_bound=-90.25, active_units=20, zdim=50),
+         dict(base, part="iwae", name="iwae-k5", objective="iwae", samples=5, beta=1.0, test_elbo=-96.0, test_recon=69.0,
+              test_kl=27.0, iw_bound=-89.5, active_units=25, zdim=50)]
+    r += [dict(base, part="beta", name=f"beta-{b:g}", objective="elbo", samples=1, beta=b, test_elbo=-100 - b,
+               test_recon=80 + b, test_kl=30 / b, iw_bound=-95 - b, active_units=10, zdim=20) for b in (4.0, 0.25)]
+    return r
+
+
+def test_plan_has_the_three_iwae_runs_and_five_betas():
+    p = st.plan(3)
+    assert [r[1] for r in p] == ["vae", "iwae-k5", "iwae-k50", "beta-0.25", "beta-0.5", "beta-1", "beta-2", "beta-4"]
+    assert p[2][3] == ["--objective", "iwae", "--samples", "50", "--epochs", "3"] and p[2][5] == 50
+    assert p[3][3] == ["--beta", "0.25", "--epochs", "3"] and p[3][2] == "configs/mnist.yaml"
+
+
+def test_tables_name_each_run_with_minus_signs_and_sorted_betas():
+    iw = st.markdown(rows(), "iwae").splitlines()
+    assert iw[2].startswith("| VAE (ELBO) | 10 | −90.25 (k = 5000, first 500) | −95.50 | 20 of 50 |")
+    assert iw[3].startswith("| IWAE, k = 5 |")
+    beta = st.markdown(rows(), "beta").splitlines()
+    assert beta[2].startswith("| 0.25 |") and beta[3].startswith("| 4 |")
+    assert "| 120.00 |" in beta[2]  # rate 30 / 0.25
+
+
+def test_csv_round_trips(tmp_path):
+    st.write_csv(rows(), tmp_path / "s.csv")
+    back = st.read_csv(tmp_path / "s.csv")
+    assert [r["name"] for r in back] == ["vae", "iwae-k5", "beta-4", "beta-0.25"]
+    assert st.markdown(back, "beta") == st.markdown(rows(), "beta")
+
+
+def test_replace_between_rewrites_only_the_table(tmp_path):
+    begin, end = st.MARKERS["beta"]
+    page = tmp_path / "results.md"
+    page.write_text(f"intro\n{begin}\nold\n{end}\noutro\n")
+    assert st.replace_between(str(page), begin, end, "| new |")
+    assert page.read_text() == f"intro\n{begin}\n| new |\n{end}\noutro\n"
+    page.write_text("no markers\n")
+    assert not st.replace_between(str(page), begin, end, "| new |")
+
+
+def test_unknown_part_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        st.main(["--bin", "x", "--root", ".", "--parts", "vimco"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.count("\n") == 1
