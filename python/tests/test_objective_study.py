@@ -56,3 +56,11 @@ def test_unknown_part_is_one_line(capsys):
         st.main(["--bin", "x", "--root", ".", "--parts", "vimco"])
     assert e.value.code == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_missing_binary_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        st.run(["/nonexistent/vae-dist", "train"], "training vae")
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("objective-study: training vae: cannot run /nonexistent/vae-dist") and err.count("\n") == 1

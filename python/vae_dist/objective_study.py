@@ -35,7 +35,10 @@ def fail(msg):
 
 
 def run(argv, what):
-    r = subprocess.run(argv, capture_output=True, text=True)
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True)
+    except OSError as e:
+        fail(f"{what}: cannot run {argv[0]}: {e.strerror}")
     if r.returncode != 0:
         fail(f"{what} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
     return r.stdout
