@@ -93,6 +93,9 @@ public final class VAEModel: @unchecked Sendable {
   /// The KL term's weight in the gradient `backward` writes (β, or β during warm-up:
   /// `TrainingObjective.klWeight`); 1 is the ELBO. The loss terms stay unweighted.
   public var klWeight: Float = 1
+  /// Free bits: per latent dimension, 1 where its KL (averaged over the global batch) is above
+  /// λ and so is trained, 0 where max(λ, KL_j) is the constant λ (no KL gradient); nil: all 1.
+  public var klMask: UnsafePointer<Float>?
   // Inputs of the last `loss` call, read by `backward`.
   var lastTarget: UnsafePointer<Float>?
   var lastEps: UnsafePointer<Float>?
@@ -344,10 +347,19 @@ public final class VAEModel: @unchecked Sendable {
     decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr, ready: ready)
     // Reparameterisation and the KL term, weighted (a weight of 1 changes no bit).
     let w = klWeight
-    for j in 0..<(batch * config.zdim) {
-      let s = std.ptr[j]
-      dmu.ptr[j] = dz.ptr[j] + w * mu.ptr[j]
-      dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + w * (0.5 * (s * s - 1))
+    if let mask = klMask {
+      let d = config.zdim
+      for j in 0..<(batch * d) {
+        let s = std.ptr[j], wj = w * mask[j % d]
+        dmu.ptr[j] = dz.ptr[j] + wj * mu.ptr[j]
+        dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + wj * (0.5 * (s * s - 1))
+      }
+    } else {
+      for j in 0..<(batch * config.zdim) {
+        let s = std.ptr[j]
+        dmu.ptr[j] = dz.ptr[j] + w * mu.ptr[j]
+        dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + w * (0.5 * (s * s - 1))
+      }
     }
     backwardEncoder(target: target, batch: batch, muHead: muHead, logvarHead: logvarHead, ready: ready)
   }
@@ -370,6 +382,18 @@ public final class VAEModel: @unchecked Sendable {
     if let cond = condition {
       cond.gradOutput.update(repeating: 0, count: batch * config.conditionHidden[config.conditionHidden.count - 1])
       cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil, ready: ready)
+    }
+  }
+
+  /// Adds Σ over `batch` rows of KL(q(z_j|x) ‖ N(0, 1)) per latent dimension j into `sums`
+  /// ([zdim], rows in order), from the `mu` and `logvar` of the last `encode`.
+  public func addKLPerDimension(batch: Int, into sums: UnsafeMutablePointer<Double>) {
+    let d = config.zdim
+    for r in 0..<batch {
+      for j in 0..<d {
+        let m = mu.ptr[r * d + j], lv = logvar.ptr[r * d + j]
+        sums[j] += Double(-0.5 * (1 + lv - m * m - expf(lv)))
+      }
     }
   }
 }

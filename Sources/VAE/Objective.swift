@@ -22,6 +22,9 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
   public var klWarmup: Int
   /// Latent samples per row (iwae).
   public var samples: Int
+  /// Free bits λ (Kingma et al. 2016), nats per latent dimension: the KL term of dimension j,
+  /// averaged over the global batch, counts as max(λ, KL_j); 0: off.
+  public var freeBits: Float = 0
 
   public init(kind: Kind = .elbo, beta: Float = 1, klWarmup: Int = 0, samples: Int = 1) {
     self.kind = kind
@@ -39,6 +42,7 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
       return "train.beta and train.kl_warmup weight the ELBO's KL term; train.objective iwae has none (set them back, or use elbo)"
     }
     if kind == .elbo && samples != 1 { return "train.samples: \(samples) samples per row are for train.objective iwae" }
+    if kind == .iwae && freeBits > 0 { return "train.free_bits applies to the ELBO's KL term; train.objective iwae has none" }
     return nil
   }
 
@@ -49,7 +53,7 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
   }
 
   /// Whether this is the plain ELBO (weight 1 at every step).
-  public var isPlainELBO: Bool { kind == .elbo && beta == 1 && klWarmup == 0 }
+  public var isPlainELBO: Bool { kind == .elbo && beta == 1 && klWarmup == 0 && freeBits == 0 }
 }
 
 /// How the learning rate moves over a run: constant; cosine decay to 0 over the run (Loshchilov &

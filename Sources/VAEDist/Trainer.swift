@@ -15,6 +15,11 @@ public final class Trainer {
   public let exchange: GradientExchange
   public let adam: Adam
   public let batcher: Batcher
+  let comm: Communicator
+  /// Free bits: one slot of per-dimension KL sums per (rank, micro-batch), summed in that order
+  /// (the rows' order in the global batch), and the mask it gives the model.
+  let klSlots: UnsafeMutableBufferPointer<Double>?
+  let klMask: Buffer?
   /// Steps done: the next step trains on global batch `completedSteps`.
   public internal(set) var completedSteps = 0
   /// Whether the next step also measures Σg² of the summed gradient it hands to Adam (the run
@@ -46,6 +51,7 @@ public final class Trainer {
     standardization: Standardization? = nil
   ) throws {
     self.config = config
+    self.comm = comm
     let shard = comm.shard(of: config.batch)
     let k = parallel.microBatches
     // Split as the ranks split the batch, so K micro-batches take K ranks' rows.
@@ -68,11 +74,24 @@ public final class Trainer {
     eps = Buffer(rows * noiseWidth(config))
     indices = .allocate(capacity: rows)
     accumulated = k > 1 ? Buffer(model.grads.count) : nil
+    let d = config.model.latentSize
+    if config.objective.freeBits > 0 {
+      klSlots = .allocate(capacity: comm.size * k * d)
+      let mask = Buffer(d)
+      klMask = mask
+      model.klMask = UnsafePointer(mask.ptr)
+    } else {
+      klSlots = nil
+      klMask = nil
+    }
     try exchange.writeParameters(isRoot: comm.isRoot) { model.initialise(rng: CounterRNG(seed: config.seed)) }
     readyHook = { [unowned self] in self.gradientReady($0) }
   }
 
-  deinit { indices.deallocate() }
+  deinit {
+    indices.deallocate()
+    klSlots?.deallocate()
+  }
 
   /// This rank's rows of each global batch.
   public var rowsPerStep: Int { microShards.reduce(0) { $0 + $1.count } }
@@ -82,6 +101,7 @@ public final class Trainer {
   @discardableResult
   public func step(observer: StepObserver = .unobserved) throws -> LossTerms {
     applySchedules(step: completedSteps)
+    try applyFreeBits(observer: observer)
     var terms = LossTerms()
     for (j, rows) in microShards.enumerated() {
       try observer.measure(.batch) { loadBatch(rows) }
@@ -100,6 +120,28 @@ public final class Trainer {
     adam.config.lr = config.lrSchedule.lr(
       base: config.adam.lr, step: t, stepsPerEpoch: batcher.stepsPerEpoch,
       totalSteps: config.steps ?? (config.epochs ?? 1) * max(batcher.stepsPerEpoch, 1))
+  }
+
+  /// Free bits (Kingma et al. 2016): an encoder pass over this rank's micro-batches sums each
+  /// latent dimension's KL; the sums of every (rank, micro-batch) are added in the global batch's
+  /// row order (so np K and K micro-batches agree bit for bit), and dimension j keeps its KL
+  /// gradient only while its mean over the global batch is above λ.
+  func applyFreeBits(observer: StepObserver) throws {
+    guard let slots = klSlots, let mask = klMask else { return }
+    let d = config.model.latentSize, k = microShards.count
+    slots.update(repeating: 0)
+    for (j, rows) in microShards.enumerated() {
+      try observer.measure(.batch) { loadBatch(rows) }
+      model.encode(UnsafePointer(x.ptr), batch: rows.count)
+      model.addKLPerDimension(batch: rows.count, into: slots.baseAddress! + (comm.rank * k + j) * d)
+    }
+    try comm.allreduceSum(slots)
+    let lambda = Double(config.objective.freeBits)
+    for j in 0..<d {
+      var total = 0.0
+      for slot in 0..<(comm.size * k) { total += slots[slot * d + j] }
+      mask.ptr[j] = total / Double(config.batch) > lambda ? 1 : 0
+    }
   }
 
   /// Rows `rows` of global batch `completedSteps`: pixels (binarised as configured) and noise

@@ -115,7 +115,8 @@ extension TrainingRun {
     if o.kind == .iwae {
       parts.append("importance-weighted bound, \(o.samples) samples per row (metrics: loss is −bound, kl the bound's gap to the mean log-likelihood)")
     } else if !o.isPlainELBO {
-      parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : ""))
+      parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : "")
+        + (o.freeBits > 0 ? ", free bits \(o.freeBits) nats per dimension" : ""))
     }
     if s.shape != .constant || s.warmup > 0 {
       parts.append("learning rate \(s.shape.rawValue) from \(config.adam.lr)" + (s.warmup > 0 ? " after \(s.warmup) warm-up steps" : ""))

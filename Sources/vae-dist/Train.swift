@@ -36,6 +36,7 @@ struct Train: ParsableCommand {
   @Option(overriding: "train.samples") var samples: ConfigOverride?
   @Option(overriding: "train.beta") var beta: ConfigOverride?
   @Option(overriding: "train.kl_warmup") var klWarmup: ConfigOverride?
+  @Option(overriding: "train.free_bits") var freeBits: ConfigOverride?
   @Option(overriding: "train.seed") var seed: ConfigOverride?
   @Option(overriding: "data.train_limit") var trainLimit: ConfigOverride?
   @Option(overriding: "train.eval_every") var evalEvery: ConfigOverride?

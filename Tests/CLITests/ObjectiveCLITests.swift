@@ -47,7 +47,8 @@ final class ObjectiveCLITests: XCTestCase {
     let config = TestPaths.packageRoot + "/configs/smoke.yaml"
     for (flag, value, mention) in [("--beta", "-1", "--beta"), ("--kl-warmup", "-5", "--kl-warmup"),
                                    ("--lr-schedule", "linear", "constant, cosine, iwae"), ("--lr-warmup", "x", "--lr-warmup"),
-                                   ("--samples", "0", "--samples"), ("--objective", "vimco", "elbo, iwae")] {
+                                   ("--samples", "0", "--samples"), ("--objective", "vimco", "elbo, iwae"),
+                                   ("--free-bits", "-0.5", "--free-bits")] {
       let r = try run(["train", "--config", config, flag, value, "--out", dir + "/bad", "--quiet"])
       XCTAssertNotEqual(r.status, 0, "\(flag) \(value)")
       let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("vae-dist: error:") }
@@ -56,7 +57,8 @@ final class ObjectiveCLITests: XCTestCase {
       XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
     for (extra, mention) in [(["--objective", "iwae", "--beta", "2"], "train.objective iwae has none"),
-                             (["--samples", "5"], "are for train.objective iwae")] {
+                             (["--samples", "5"], "are for train.objective iwae"),
+                             (["--objective", "iwae", "--free-bits", "1"], "train.free_bits applies to the ELBO")] {
       let r = try run(["train", "--config", config, "--out", dir + "/bad", "--quiet"] + extra)
       XCTAssertEqual(r.status, 1, "\(extra)")
       XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)

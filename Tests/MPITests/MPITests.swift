@@ -199,6 +199,16 @@ final class MPITests: XCTestCase {
     assertSucceeded(try run(np: 0, smoke("im2", steps: 30, extra: iwae + ["--micro-batches", "2"])), "iwae, 2 micro-batches")
     assertSucceeded(try run(np: 2, smoke("ip2", steps: 30, extra: iwae)), "iwae, np 2")
     XCTAssertTrue(try bytes("im2", worldSize: 2) == bytes("ip2", worldSize: 2), "iwae np 2 differs from --micro-batches 2")
+    // Free bits: each dimension's KL over the global batch, summed in the rows' order.
+    let free = ["--free-bits", "0.5"]
+    assertSucceeded(try run(np: 0, smoke("fm2", steps: 30, extra: free + ["--micro-batches", "2"])), "free bits, 2 micro-batches")
+    assertSucceeded(try run(np: 2, smoke("fp2", steps: 30, extra: free)), "free bits, np 2")
+    assertSucceeded(try run(np: 2, smoke("fc2", steps: 30, extra: free), env: ["VAE_DIST_SHM": "0"]), "free bits, np 2 collectives")
+    let f = try bytes("fm2", worldSize: 2)
+    XCTAssertTrue(f == (try bytes("fp2", worldSize: 2)), "free bits np 2 differs from --micro-batches 2")
+    XCTAssertTrue(f == (try bytes("fc2", worldSize: 2)), "free bits np 2 (collectives) differs from --micro-batches 2")
+    assertSucceeded(try run(np: 0, smoke("nf", steps: 30, extra: ["--micro-batches", "2"])), "no free bits")
+    XCTAssertFalse(f == (try bytes("nf", worldSize: 2)), "free bits 0.5 changed nothing")
   }
 
   /// ZeRO-1 sharding changes where Adam runs, not the numbers: bit-identical parameters and

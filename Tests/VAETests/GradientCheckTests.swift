@@ -15,6 +15,8 @@ final class GradientCheckTests: XCTestCase {
     var likelihood: Likelihood
     /// The KL weight of the training loss (β, or part of it during warm-up).
     var klWeight: Float = 1
+    /// Free bits λ (nats per latent dimension); 0: off.
+    var freeBits: Double = 0
 
     var config: ModelConfig {
       ModelConfig(
@@ -32,6 +34,7 @@ final class GradientCheckTests: XCTestCase {
         inputSize: inputSize, hidden: hidden, decoderHidden: decoderHidden, zdim: zdim,
         likelihood: lik)
       r.klWeight = Double(klWeight)
+      r.freeBits = freeBits
       return r
     }
   }
@@ -76,6 +79,23 @@ final class GradientCheckTests: XCTestCase {
         XCTAssertLessThan(ErrorMeasure.normRelative(g, f), 1e-3, "\(lik.name) \(spec.name)")
       }
     }
+  }
+
+  /// Free bits with λ between the dimensions' mean KLs: some dimensions train their KL, the
+  /// others (below λ) get none; the gradient of Σ recon + B·Σ_j max(λ, K̄_j) by finite differences.
+  func testFreeBitsWithSomeDimensionsBelowLambda() throws {
+    let base = Case(hidden: [7, 5], decoderHidden: [6], zdim: 4, likelihood: .bernoulli)
+    let (flat, xs, epss) = draw(base)
+    let means = base.reference.evaluate(
+      params: dictionary(flat, base.config.layout), x: xs.map(Double.init), eps: epss.map(Double.init), batch: base.batch
+    ).meanKLPerDimension.sorted()
+    let lambda = (means[1] + means[2]) / 2  // two dimensions below, two above
+    XCTAssertGreaterThan(means[2] - means[1], 1e-3, "λ must not sit on a dimension's KL")
+    var c = base
+    c.freeBits = lambda
+    try check(c)
+    c.klWeight = 0.5  // with a KL weight too
+    try check(c)
   }
 
   /// Mid-way through KL warm-up: the weight of step 30 of 100 towards β = 2.
@@ -189,6 +209,11 @@ final class GradientCheckTests: XCTestCase {
     // A larger maxBatch than the batch: the engine must use the batch's rows only.
     let model = VAEModel(config: config, maxBatch: c.batch + 3)
     model.klWeight = c.klWeight
+    // Free bits: the mask the trainer would compute, dimension j trained while K̄_j > λ.
+    let mask = Buffer(c.zdim)
+    if c.freeBits > 0 {
+      model.klMask = UnsafePointer(mask.ptr)
+    }
     flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: layout.total) }
     let xBuf = Buffer(xs.count)
     xBuf.set(xs)
@@ -201,6 +226,7 @@ final class GradientCheckTests: XCTestCase {
     // Forward: loss terms and per-example values.
     let terms = model.loss(x: xBuf.ptr, eps: epsBuf.ptr, batch: c.batch)
     let expect = ref.evaluate(params: params, x: xD, eps: epsD, batch: c.batch)
+    mask.set(expect.meanKLPerDimension.map { $0 > c.freeBits ? 1 : 0 })
     let recon = model.reconPerExample.toArray(c.batch).map(Double.init)
     let kl = model.klPerExample.toArray(c.batch).map(Double.init)
     var worstForward = 0.0
@@ -210,7 +236,7 @@ final class GradientCheckTests: XCTestCase {
     }
     worstForward = max(worstForward, ErrorMeasure.relative(terms.recon, expect.recon.reduce(0, +)))
     worstForward = max(worstForward, ErrorMeasure.relative(terms.kl, expect.kl.reduce(0, +)))
-    // The loss terms stay unweighted (the weight acts on the gradient only).
+    // The loss terms stay unweighted (the weight and free bits act on the gradient only).
     let elbo = zip(expect.kl, expect.recon).reduce(0) { $0 + $1.0 - $1.1 }
     worstForward = max(worstForward, ErrorMeasure.relative(terms.negativeELBO, elbo))
     XCTAssertLessThanOrEqual(worstForward, 1e-5, "forward vs reference", file: file, line: line)

@@ -24,6 +24,9 @@ struct ReferenceVAE {
   let likelihood: Likelihood
   /// The KL term's weight in `loss` (β, or β during warm-up); 1 is the ELBO.
   var klWeight = 1.0
+  /// Free bits λ: with λ > 0 the KL term is B·Σ_j max(λ, K̄_j), K̄_j dimension j's KL averaged
+  /// over the batch (Kingma et al. 2016).
+  var freeBits = 0.0
 
   /// (name, shape) in module order: encoder layers, mu head, logvar head, decoder layers, output.
   var specs: [(name: String, shape: [Int])] {
@@ -61,6 +64,8 @@ struct ReferenceVAE {
     /// The encoder's outputs, [batch, zdim].
     var mu: [Double] = []
     var logvar: [Double] = []
+    /// K̄_j: each latent dimension's KL averaged over the batch.
+    var meanKLPerDimension: [Double] = []
   }
 
   /// y[r, o] = Σ_i x[r, i]·W[o, i] + b[o]
@@ -160,8 +165,21 @@ struct ReferenceVAE {
       recon[r] = acc
     }
     var loss = 0.0
-    for r in 0..<batch { loss += klWeight * kl[r] - recon[r] }
-    return Output(recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre, mu: mu, logvar: logvar)
+    var meanKL = [Double](repeating: 0, count: zdim)
+    for r in 0..<batch {
+      for j in 0..<zdim {
+        let k = r * zdim + j
+        meanKL[j] += -0.5 * (1 + logvar[k] - mu[k] * mu[k] - exp(logvar[k])) / Double(batch)
+      }
+    }
+    if freeBits > 0 {
+      for r in 0..<batch { loss -= recon[r] }
+      for j in 0..<zdim { loss += klWeight * Double(batch) * max(freeBits, meanKL[j]) }
+    } else {
+      for r in 0..<batch { loss += klWeight * kl[r] - recon[r] }
+    }
+    return Output(
+      recon: recon, kl: kl, loss: loss, minAbsPreActivation: minPre, mu: mu, logvar: logvar, meanKLPerDimension: meanKL)
   }
 
   /// −Σ_rows of the importance-weighted bound with k samples per row (Burda et al. 2016): eps is
