@@ -152,7 +152,7 @@ public enum ConfigSchema {
         { $0.lrSchedule.warmup == 0 ? nil : .int($0.lrSchedule.warmup) },
         { c, v in if case .int(let i) = v { c.lrSchedule.warmup = i } }),
     key("train", "objective", .choice(TrainingObjective.Kind.allCases.map(\.rawValue)),
-        "elbo: the evidence lower bound (with beta and kl_warmup); iwae: the importance-weighted bound of Burda et al. 2016 with train.samples samples per row, all through the decoder as one batch. Held-out metrics stay the ELBO (and eval --iw).",
+        "elbo: the evidence lower bound (with beta and kl_warmup); iwae: the importance-weighted bound of Burda et al. 2016 with train.samples samples per row, all through the decoder as one batch. Held-out metrics stay the ELBO and the importance-weighted bound.",
         default: "elbo",
         { $0.objective.kind == .elbo ? nil : .string($0.objective.kind.rawValue) },
         { c, v in if case .string(let s) = v, let k = TrainingObjective.Kind(rawValue: s) { c.objective.kind = k } }),
