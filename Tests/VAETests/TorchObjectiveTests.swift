@@ -1,0 +1,85 @@
+import Foundation
+import TestSupport
+import XCTest
+
+@testable import VAE
+
+/// The objectives' gradients against PyTorch's autograd on the same weights, images and noise
+/// (python/vae_dist/torch_objectives.py on the shared fixture's VAE): β = 0.5 (also what KL
+/// warm-up mid-way is) and free bits with half the dimensions below λ to 1e-4; IWAE with k = 5
+/// to 3e-4. The IWAE's log w are near −542 per sample, where a float32 resolves 3e-5 nats, and
+/// its normalised weights carry the float32 rounding of 784-term row sums into the encoder's
+/// gradient, a sum of k nearly cancelling terms: measured 2.0e-4 (encoder.0.weight) here, and
+/// PyTorch's own float32 run differs from its float64 one by 4e-5 on the same tensors.
+final class TorchObjectiveTests: XCTestCase {
+  let config = ModelConfig(inputSize: 784, hidden: [64, 32], decoderHidden: [32, 64], zdim: 8, likelihood: .bernoulli)
+  let batch = 16, k = 5
+
+  func torchGradients() throws -> (fixture: TestSafetensors, torch: TestSafetensors) {
+    guard let fixture = TorchFixtureTests.fixtureURL() else { throw XCTSkip("no PyTorch fixture (../shared/fixtures)") }
+    let out = NSTemporaryDirectory() + "torch-objectives-\(UUID().uuidString).safetensors"
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let r = try Subprocess.run(
+      Subprocess.pythonCommand + ["-m", "vae_dist.torch_objectives", fixture.path, out, "--beta", "0.5", "--samples", "\(k)"],
+      environment: ["PYTHONPATH": TestPaths.packageRoot + "/python"])
+    if r.status == 3 { throw XCTSkip("PyTorch is not installed: \(r.stderr)") }
+    XCTAssertEqual(r.status, 0, r.stderr)
+    return (try TestSafetensors(url: fixture), try TestSafetensors(url: URL(fileURLWithPath: out)))
+  }
+
+  func model(_ f: TestSafetensors, samples: Int = 0) throws -> VAEModel {
+    let m = VAEModel(config: config, maxBatch: batch, samples: samples)
+    for spec in config.layout.specs { m.params.setValues(named: spec.name, try f.require(spec.name).values.map(Float.init)) }
+    return m
+  }
+
+  func assertGradients(
+    _ m: VAEModel, _ t: TestSafetensors, _ objective: String, tolerance: Double = 1e-4, file: StaticString = #filePath,
+    line: UInt = #line
+  ) throws {
+    for (i, spec) in config.layout.specs.enumerated() {
+      let g = m.grads.toArray()[config.layout.range(of: i)].map(Double.init)
+      let want = try t.require("grad.\(objective).\(spec.name)").values
+      XCTAssertLessThan(ErrorMeasure.normRelative(g, want), tolerance, "\(objective): \(spec.name)", file: file, line: line)
+    }
+  }
+
+  func testBetaFreeBitsAndIWAEGradientsEqualPyTorchs() throws {
+    let (f, t) = try torchGradients()
+    let x = try f.require("input.x").values.map(Float.init), eps = try f.require("input.eps").values.map(Float.init)
+    let xb = Buffer(x.count), eb = Buffer(eps.count)
+    xb.set(x)
+    eb.set(eps)
+    // β = 0.5.
+    let m = try model(f)
+    m.klWeight = 0.5
+    m.loss(x: xb.ptr, eps: eb.ptr, batch: batch)
+    m.backward()
+    try assertGradients(m, t, "beta")
+    // Free bits: the engine's own per-dimension means give PyTorch's mask.
+    m.klWeight = 1
+    let sums = UnsafeMutablePointer<Double>.allocate(capacity: 8)
+    defer { sums.deallocate() }
+    sums.initialize(repeating: 0, count: 8)
+    m.encode(xb.ptr, batch: batch)
+    m.addKLPerDimension(batch: batch, into: sums)
+    let lambda = try t.require("free_bits.lambda").values[0], torchMeans = try t.require("free_bits.mean_kl").values
+    let mask = Buffer(8)
+    mask.set((0..<8).map { Float(sums[$0] / Double(batch) > lambda ? 1 : 0) })
+    XCTAssertEqual(mask.toArray(), torchMeans.map { $0 > lambda ? 1 : 0 }, "the engine's and PyTorch's dimensions below λ")
+    XCTAssertEqual(mask.toArray().reduce(0, +), 4, "half the dimensions below λ")
+    m.klMask = UnsafePointer(mask.ptr)
+    m.loss(x: xb.ptr, eps: eb.ptr, batch: batch)
+    m.backward()
+    try assertGradients(m, t, "free_bits")
+    // IWAE, k = 5, on the noise PyTorch drew.
+    let iw = try model(f, samples: k)
+    let ek = Buffer(batch * k * 8)
+    ek.set(try t.require("input.eps_iwae").values.map(Float.init))
+    let terms = iw.importanceWeightedLoss(x: xb.ptr, eps: ek.ptr, batch: batch)
+    let bound = try t.require("iwae.bound_sum").values[0]
+    XCTAssertEqual(-terms.negativeELBO, bound, accuracy: 1e-5 * abs(bound), "Σ of the bound")
+    iw.importanceWeightedBackward()
+    try assertGradients(iw, t, "iwae", tolerance: 3e-4)
+  }
+}
