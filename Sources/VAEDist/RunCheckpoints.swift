@@ -6,6 +6,12 @@ import VAEData
 /// Checkpoints of a run: the one save path (always checked for finite parameters first),
 /// resume, and initial weights.
 extension TrainingRun {
+  /// The end of a stop line: which checkpoint is the newest ("so …/step-N.safetensors is the
+  /// newest checkpoint"), or that none was written yet.
+  var newestCheckpointNote: String {
+    files.checkpoints.first.map { "so \($0) is the newest checkpoint" } ?? "and no checkpoint of this run was written yet"
+  }
+
   /// Why a checkpoint is written: every N steps or minutes, an agreed stop, or the end.
   enum SaveReason {
     case periodic
@@ -39,7 +45,7 @@ extension TrainingRun {
       try data.checkFilesUnchanged()
     } catch {
       throw TrainError.dataChanged(
-        "\(error); stopped at step \(completedSteps) before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint")
+        "\(error); stopped at step \(completedSteps) before saving, \(newestCheckpointNote)")
     }
   }
 
@@ -51,7 +57,7 @@ extension TrainingRun {
     let name = params.layout.specs.indices.first { params.layout.range(of: $0).contains(bad) }
       .map { params.layout.specs[$0].name } ?? "?"
     throw TrainError.nonFinite(
-      "step \(completedSteps): parameter \(name) is not finite after the update (the gradient was not finite); stopped before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint")
+      "step \(completedSteps): parameter \(name) is not finite after the update (the gradient was not finite); stopped before saving, \(newestCheckpointNote)")
   }
 
   /// `window`: the metrics window's sums over all ranks (recon, kl, count).

@@ -212,7 +212,7 @@ public final class TrainingRun {
     guard !t.recon.isFinite || !t.kl.isFinite else { return }
     let term = t.recon.isFinite ? "the KL term (\(t.kl))" : "the reconstruction term (\(-t.recon))"
     throw TrainError.nonFinite(
-      "step \(completedSteps): \(term) of the loss is not finite; stopped before saving, so \(files.checkpoints.first ?? "no checkpoint") is the newest checkpoint (try a lower train.lr)")
+      "step \(completedSteps): \(term) of the loss is not finite; stopped before saving, \(newestCheckpointNote) (try a lower train.lr)")
   }
 
   // MARK: - Evaluation

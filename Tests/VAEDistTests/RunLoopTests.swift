@@ -101,6 +101,15 @@ final class RunLoopTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/f/final.safetensors"))
   }
 
+  /// Before any checkpoint, the line says that none was written (not "no checkpoint is the newest").
+  func testNonFiniteParametersBeforeAnyCheckpointSayNoneWasWritten() throws {
+    let c = TT.tinyConfig(steps: 10, checkpointEvery: 0)
+    XCTAssertThrowsError(try run(c, InstrumentedCommunicator(nanAt: 3), dir: root + "/n")) { e in
+      XCTAssertTrue("\(e)".contains("and no checkpoint of this run was written yet"), "\(e)")
+      XCTAssertFalse("\(e)".contains("is the newest checkpoint"), "\(e)")
+    }
+  }
+
   /// So is the checkpoint of an agreed stop.
   func testStopSaveRefusesNonFiniteParameters() throws {
     let c = TT.tinyConfig(steps: 20, checkpointEvery: 5)
