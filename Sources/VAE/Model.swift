@@ -110,12 +110,12 @@ public final class VAEModel: @unchecked Sendable {
     precondition(config.problem == nil, config.problem ?? "")
     self.config = config
     self.maxBatch = maxBatch
-    let layout = config.layout
+    let towers = config.layers, layout = towers.layout
     if let params { precondition(params.layout == layout) }
     if let grads { precondition(grads.layout == layout) }
     self.params = params ?? Arena(layout: layout)
     self.grads = grads ?? Arena(layout: layout)
-    let towers = config.layers, b = maxBatch
+    let b = maxBatch
     func tower(_ specs: [LayerSpec], exportPre: Set<Int> = [], rows: Int = b) -> Tower {
       Tower(
         layers: specs.map { $0.makeLayer(layout: layout, maxBatch: rows) }, activations: specs.map(\.activation),
@@ -346,20 +346,12 @@ public final class VAEModel: @unchecked Sendable {
     }
     decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr, ready: ready)
     // Reparameterisation and the KL term, weighted (a weight of 1 changes no bit).
-    let w = klWeight
-    if let mask = klMask {
-      let d = config.zdim
-      for j in 0..<(batch * d) {
-        let s = std.ptr[j], wj = w * mask[j % d]
-        dmu.ptr[j] = dz.ptr[j] + wj * mu.ptr[j]
-        dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + wj * (0.5 * (s * s - 1))
-      }
-    } else {
-      for j in 0..<(batch * config.zdim) {
-        let s = std.ptr[j]
-        dmu.ptr[j] = dz.ptr[j] + w * mu.ptr[j]
-        dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + w * (0.5 * (s * s - 1))
-      }
+    // Free bits: dimension j's weight times its mask (w · 1 is w, bit for bit).
+    let w = klWeight, mask = klMask, d = config.zdim
+    for j in 0..<(batch * d) {
+      let s = std.ptr[j], wj = mask.map { w * $0[j % d] } ?? w
+      dmu.ptr[j] = dz.ptr[j] + wj * mu.ptr[j]
+      dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + wj * (0.5 * (s * s - 1))
     }
     backwardEncoder(target: target, batch: batch, muHead: muHead, logvarHead: logvarHead, ready: ready)
   }

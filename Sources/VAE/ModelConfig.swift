@@ -131,7 +131,7 @@ public struct ModelConfig: Sendable, Hashable, Codable {
   }
 
   /// Tensors in arena order: each layer's `weight` (PyTorch's shape), then its `bias` [out].
-  public var layout: ParameterLayout { ParameterLayout(specs: layers.arenaOrder.flatMap(\.tensors)) }
+  public var layout: ParameterLayout { layers.layout }
 
   /// Multiply-adds of one forward pass of one example (GEMMs only).
   public var forwardMACs: Int { layers.arenaOrder.reduce(0) { $0 + $1.forwardMACs } }
@@ -178,6 +178,9 @@ public struct ModelLayers: Sendable, Hashable {
   public var arenaOrder: [LayerSpec] {
     heads.isEmpty ? condition + decoder : encoder + heads + decoder + condition
   }
+
+  /// Tensors in arena order: each layer's `weight` (PyTorch's shape), then its `bias` [out].
+  public var layout: ParameterLayout { ParameterLayout(specs: arenaOrder.flatMap(\.tensors)) }
 }
 
 extension ModelConfig {

@@ -47,12 +47,6 @@ public final class Tower: @unchecked Sendable {
     extraPreGradients = Array(repeating: [], count: layers.count)
   }
 
-  /// Dense layers with ReLU between them (`relu[k]`) and none after the others: the towers of
-  /// the fully connected models.
-  public convenience init(layers: [Linear], relu: [Bool], maxBatch: Int, exportPre: Set<Int> = []) {
-    self.init(layers: layers, activations: relu.map { $0 ? .relu : .none }, maxBatch: maxBatch, exportPre: exportPre)
-  }
-
   public var isEmpty: Bool { layers.isEmpty }
   /// The last layer's output (the tower's result); only when not empty.
   public var output: UnsafeMutablePointer<Float> { out[out.count - 1].ptr }
