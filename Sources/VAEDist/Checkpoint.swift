@@ -10,6 +10,10 @@ public struct TrainingState: Sendable, Hashable {
   public var epoch: Int
   public var seed: UInt64
   public var worldSize: Int
+  /// How many parts the global batch was split into: ranks × micro-batches per rank. A resume
+  /// that keeps this count on fewer or more ranks keeps the rows each part sums
+  /// (`ParallelOptions.microBatches` nil). Checkpoints from before the field: `worldSize`.
+  public var shards: Int
   public var globalBatch: Int
   public var adamStep: Int
   public var dataChecksum: UInt32
@@ -19,7 +23,7 @@ public struct TrainingState: Sendable, Hashable {
   public var windowKL: Double
   public var windowCount: Int
   public init(
-    step: Int, epoch: Int, seed: UInt64, worldSize: Int, globalBatch: Int, adamStep: Int,
+    step: Int, epoch: Int, seed: UInt64, worldSize: Int, shards: Int? = nil, globalBatch: Int, adamStep: Int,
     dataChecksum: UInt32, windowRecon: Double = 0,
     windowKL: Double = 0, windowCount: Int = 0
   ) {
@@ -27,6 +31,7 @@ public struct TrainingState: Sendable, Hashable {
     self.epoch = epoch
     self.seed = seed
     self.worldSize = worldSize
+    self.shards = shards ?? worldSize
     self.globalBatch = globalBatch
     self.adamStep = adamStep
     self.dataChecksum = dataChecksum
@@ -113,6 +118,7 @@ public enum Checkpoint {
       "epoch": String(state.epoch),
       "seed": String(state.seed),
       "world_size": String(state.worldSize),
+      "shards": String(state.shards),
       "global_batch": String(state.globalBatch),
       "adam_step": String(state.adamStep),
       "data_checksum": String(state.dataChecksum),
@@ -256,8 +262,13 @@ public enum Checkpoint {
       guard let dataChecksum = UInt32(try field("data_checksum")) else {
         throw CheckpointError.badMetadata(file: path, field: "data_checksum", expected: "a CRC-32")
       }
+      let world = try int("world_size")
+      let shards = meta["shards"] == nil ? world : try int("shards")
+      guard world >= 1, shards >= world, shards % world == 0 else {
+        throw CheckpointError.badMetadata(file: path, field: "shards", expected: "a positive multiple of world_size (\(world))")
+      }
       return TrainingState(
-        step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: try int("world_size"),
+        step: try int("step"), epoch: try int("epoch"), seed: seed, worldSize: world, shards: shards,
         globalBatch: try int("global_batch"), adamStep: try int("adam_step"), dataChecksum: dataChecksum,
         windowRecon: try double("window_recon"), windowKL: try double("window_kl"),
         windowCount: try int("window_count"))

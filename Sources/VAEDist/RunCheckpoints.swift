@@ -64,7 +64,7 @@ extension TrainingRun {
   func saveCheckpoint(path: String, window w: [Double], moments: (m: Arena, v: Arena)) throws {
     let state = TrainingState(
       step: completedSteps, epoch: trainer.epochNumber(afterSteps: completedSteps), seed: config.seed,
-      worldSize: comm.size, globalBatch: config.batch, adamStep: trainer.adam.step, dataChecksum: dataChecksum,
+      worldSize: comm.size, shards: split.shards, globalBatch: config.batch, adamStep: trainer.adam.step, dataChecksum: dataChecksum,
       windowRecon: w[0], windowKL: w[1], windowCount: Int(w[2]))
     do {
       try Checkpoint.save(
@@ -95,32 +95,44 @@ extension TrainingRun {
   }
 
   /// Resume: rank 0 picks the newest valid checkpoint (auto) or reads the given one and
-  /// broadcasts its bytes, so other hosts need no copy of the run directory (nor the file).
-  /// Fresh: refuse to overwrite an existing run.
-  func restoreOrCheckFresh(resume: ResumeMode) throws {
+  /// broadcasts its bytes, so other hosts need no copy of the run directory (nor the file);
+  /// every rank decodes them. Fresh: refuse to overwrite an existing run. Runs before the
+  /// Trainer is built, because the checkpoint's split decides the micro-batches.
+  static func readResumeCheckpoint(
+    _ resume: ResumeMode, files: RunDirectory, comm: Communicator, events: (RunEvent) -> Void
+  ) throws -> LoadedCheckpoint? {
     var bytes: [UInt8] = []
     var path: [UInt8] = []
-    options.events(.waiting(comm.isRoot ? "this rank to read the checkpoint" : "rank 0's checkpoint (the resume broadcast)"))
+    events(.waiting(comm.isRoot ? "this rank to read the checkpoint" : "rank 0's checkpoint (the resume broadcast)"))
     if comm.isRoot {
       switch resume {
       case .none:
-        if !files.checkpoints.isEmpty { throw TrainError.runExists(runDirectory) }
+        if !files.checkpoints.isEmpty { throw TrainError.runExists(files.path) }
         files.removeMetrics()
       case .auto:
-        if let best = files.newestValidCheckpoint(warn: { options.events(.warning($0)) }) {
+        if let best = files.newestValidCheckpoint(warn: { events(.warning($0)) }) {
           (bytes, path) = (best.bytes, Array(best.path.utf8))
         } else {
-          options.events(.info("no checkpoint in \(runDirectory); starting from step 0"))
+          events(.info("no checkpoint in \(files.path); starting from step 0"))
         }
       case .path(let p):
         (bytes, path) = (try FileIO.readAll(path: p), Array(p.utf8))
       }
     }
-    if resume == .none { return }
+    if resume == .none { return nil }
     try comm.broadcast(&path, root: 0)
     try comm.broadcast(&bytes, root: 0)
-    if bytes.isEmpty { return }
-    try restore(try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self)))
+    if bytes.isEmpty { return nil }
+    return try Checkpoint.load(bytes: bytes, path: String(decoding: path, as: UTF8.self))
+  }
+
+  /// This run's split: the given micro-batches, or (auto) the resumed checkpoint's shards kept
+  /// when this run's ranks divide them.
+  static func batchSplit(microBatches: Int?, resuming c: LoadedCheckpoint?, ranks: Int, batch: Int) -> BatchSplit {
+    if let k = microBatches { return BatchSplit(ranks: ranks, microBatches: k) }
+    // Another global batch is refused by `restore`, naming it; until then, one micro-batch.
+    guard let c, c.state.globalBatch == batch else { return BatchSplit(ranks: ranks, microBatches: 1) }
+    return .resuming(c.savedSplit, on: ranks)
   }
 
   /// Rank 0 reads and checks the weights, every rank gets its bytes (no shared file system
@@ -155,7 +167,7 @@ extension TrainingRun {
     guard comm.isRoot else { return }
     elapsedBefore = try files.truncateMetrics(after: c.state.step, finished: c.state.step == totalSteps)
     options.events(.info("resuming from \(c.path) at step \(c.state.step)"))
-    for note in resumeNotes(c) { options.events(.warning(note)) }
+    for note in resumeNotes(c) { options.events(note) }
   }
 
   /// The model, seed, batch and data must be the checkpoint's; the first differing field is
@@ -175,14 +187,25 @@ extension TrainingRun {
   }
 
   /// What differs from the run the checkpoint was written by and still allows continuing it:
-  /// the world size, and settings other than the model, seed, batch and data (which `restore`
-  /// refuses). The curve continues, but not bit-identically to an unchanged run.
-  func resumeNotes(_ c: LoadedCheckpoint) -> [String] {
-    var notes: [String] = []
-    if c.state.worldSize != comm.size {
-      notes.append(
-        "resuming a \(c.state.worldSize)-rank run on \(comm.size) rank(s): the curve continues but is not bit-identical to an unchanged run (summation order)")
+  /// the split of the batch, and settings other than the model, seed, batch and data (which
+  /// `restore` refuses). Sets the `resume` metrics line, which records each segment's split.
+  func resumeNotes(_ c: LoadedCheckpoint) -> [RunEvent] {
+    var notes: [RunEvent] = []
+    let saved = c.savedSplit
+    var sameBits = saved.addsLike(split, batch: config.batch)
+    var fields: [(String, JSONValue)] = [
+      ("step", .int(c.state.step)), ("event", .string("resume")), ("checkpoint", .string(c.path)), ("world_size", .int(split.ranks)),
+      ("micro_batches", .int(split.microBatches)), ("from_world_size", .int(saved.ranks)),
+      ("from_micro_batches", .int(saved.microBatches)),
+    ]
+    var changedSettings = false
+    defer {
+      resumeRecord = JSONObject(fields + [("same_bits", .bool(sameBits))])
+      // metrics.jsonl says when the split or a setting changed; an unchanged resume leaves
+      // the uninterrupted run's lines.
+      if saved != split || changedSettings { resumeEvent = resumeRecord }
     }
+    if let note = splitNote(saved) { notes.append(note) }
     // Length and cadence may change freely; anything else in `train` changes the numbers.
     let free: Set<String> = [
       "epochs", "steps", "checkpoint_every", "checkpoint_minutes", "eval_every", "keep_checkpoints", "log_every",
@@ -191,7 +214,8 @@ extension TrainingRun {
     // The checkpoint's config read by the same loader and schema as a config file, so values
     // compare as what they mean (0.001 and 1e-3 agree), not as text.
     guard let before = try? ConfigLoader.parse(c.configYAML, file: c.path, defaultName: config.name) else {
-      notes.append("\(c.path): its config cannot be read to compare settings; resuming with this run's")
+      notes.append(.warning("\(c.path): its config cannot be read to compare settings; resuming with this run's"))
+      (sameBits, changedSettings) = (false, true)
       return notes
     }
     let changed = ConfigSchema.keys(in: "train").filter { !free.contains($0.name) }.compactMap { key -> String? in
@@ -200,9 +224,34 @@ extension TrainingRun {
     }
     if !changed.isEmpty {
       let list = changed.joined(separator: ", ")
-      notes.append("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run")
-      resumeEvent = ["step": .int(c.state.step), "event": .string("resume"), "changed": .string(list)]
+      notes.append(.warning("resuming with changed settings (\(list)): the curve continues but is not bit-identical to an unchanged run"))
+      fields.append(("changed", .string(list)))
+      (sameBits, changedSettings) = (false, true)
     }
     return notes
   }
+
+  /// What a change of split means for the bits (nil when the split is the checkpoint's). The
+  /// step's bits follow the parts' rows and the order they are added in (`BatchSplit`).
+  func splitNote(_ saved: BatchSplit) -> RunEvent? {
+    guard saved != split else { return nil }
+    let from = "resuming a run of \(saved) on \(split)"
+    if saved.addsLike(split, batch: config.batch) {
+      return .info("\(from): the same \(split.shards) parts of each global batch, added in the same order, so it continues bit for bit")
+    }
+    let keeping = BatchSplit.rankCounts(keeping: saved.shards).filter {
+      saved.addsLike(BatchSplit(ranks: $0, microBatches: saved.shards / $0), batch: config.batch)
+    }
+    let ranks = keeping.map(String.init).joined(separator: keeping.count == 2 ? " or " : ", ")
+    let why = saved.shards == split.shards
+      ? "the same \(split.shards) parts of each global batch, but added in another order"
+      : "each global batch is split into \(split.shards) part(s) instead of \(saved.shards)"
+    return .warning(
+      "\(from): \(why), so the curve continues (same global batch of \(config.batch)) but is not bit-identical to an unchanged run; to keep its bits, resume on \(ranks) rank(s) with the micro-batch count left to auto")
+  }
+}
+
+extension LoadedCheckpoint {
+  /// The split of the run that wrote it.
+  var savedSplit: BatchSplit { BatchSplit(ranks: state.worldSize, microBatches: state.shards / state.worldSize) }
 }

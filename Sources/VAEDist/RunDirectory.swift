@@ -86,7 +86,33 @@ final class RunDirectory {
     if close(fd) != 0 { throw TrainError.io("\(metricsPath): close failed: \(String(cString: strerror(errno)))") }
   }
 
-  func removeMetrics() { try? FileManager.default.removeItem(atPath: metricsPath) }
+  func removeMetrics() {
+    try? FileManager.default.removeItem(atPath: metricsPath)
+    try? FileManager.default.removeItem(atPath: segmentsPath)
+  }
+
+  /// segments.jsonl: one line per start of the run (fresh, then each resume), kept across
+  /// resumes, so the run's history (world sizes, requeues, work redone) survives the metrics'
+  /// truncation at the checkpoint.
+  var segmentsPath: String { (path as NSString).appendingPathComponent("segments.jsonl") }
+
+  func appendSegment(_ fields: JSONObject) throws {
+    let fd = open(segmentsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(0o644))
+    guard fd >= 0 else {
+      throw TrainError.io("\(segmentsPath): cannot open for appending: \(String(cString: strerror(errno)))")
+    }
+    defer { close(fd) }
+    do {
+      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: segmentsPath, what: "appending a line")
+    } catch {
+      throw TrainError.io("\(error)")
+    }
+  }
+
+  /// How many starts segments.jsonl records so far.
+  var segmentCount: Int {
+    ((try? String(contentsOfFile: segmentsPath, encoding: .utf8)) ?? "").split(separator: "\n").count
+  }
 
   /// Drops metrics lines past `step` (written after the checkpoint by the interrupted run) and
   /// the final evaluation of a finished run at `step` when `finished` (a resumed run logs it

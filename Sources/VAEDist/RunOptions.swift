@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 
 /// Where a run starts: from scratch, from the newest valid checkpoint of the run directory, or
@@ -29,8 +30,11 @@ public struct ParallelOptions: Sendable {
   /// split, like the ranks' shards), runs forward and backward on each in turn and sums their
   /// gradients in order, so activation memory shrinks by this factor. With K micro-batches on
   /// one process the step is bit-identical to K ranks on one node.
-  public var microBatches: Int
-  public init(shardOptimizer: Bool = true, microBatches: Int = 1) {
+  /// nil (auto): 1 for a fresh run; a resumed run keeps its checkpoint's shards (ranks ×
+  /// micro-batches) when this run's rank count divides them (`BatchSplit.resuming`), so a
+  /// 2-rank run resumed on 1 rank runs 2 micro-batches and continues bit for bit.
+  public var microBatches: Int?
+  public init(shardOptimizer: Bool = true, microBatches: Int? = nil) {
     self.shardOptimizer = shardOptimizer
     self.microBatches = microBatches
   }
@@ -62,6 +66,9 @@ public struct RunOptions {
   public var events: (RunEvent) -> Void
   /// The command's start and its phases before the run (the run's `startup` line).
   public var startup: StartupTimes
+  /// What launched this process (e.g. a batch scheduler's job id and restart count), added to
+  /// the run's segments.jsonl line for this start.
+  public var launch: JSONObject = JSONObject()
   public init(
     parallel: ParallelOptions = ParallelOptions(), start: StartOptions = StartOptions(), tensorboard: Bool = true,
     stopRequest: @escaping () -> Int32 = { 0 }, events: @escaping (RunEvent) -> Void = { _ in },

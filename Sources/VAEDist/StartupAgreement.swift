@@ -71,7 +71,7 @@ public enum StartupRecord {
       StartupField(setting: .overlap, value: MPICommunicator.overlapAllowed ? 1 : 0) {
         $0 == 1 ? "enabled" : "disabled (VAE_DIST_OVERLAP=0)"
       },
-      StartupField(setting: .microBatches, value: UInt64(parallel.microBatches)) { String($0) },
+      StartupField(setting: .microBatches, value: UInt64(parallel.microBatches ?? 0)) { $0 == 0 ? "auto" : String($0) },
       StartupField(setting: .resume, value: start.resume.kind) { ["not given", "auto", "a file"][Int(min($0, 2))] },
       path(start.resume.file, .resumeFile),
       path(start.initialWeights, .initialWeights),

@@ -53,7 +53,7 @@ public final class Trainer {
     self.config = config
     self.comm = comm
     let shard = comm.shard(of: config.batch)
-    let k = parallel.microBatches
+    let k = parallel.microBatches ?? 1
     // Split as the ranks split the batch, so K micro-batches take K ranks' rows.
     microShards = (0..<k).map { j in
       let r = shardRange(rank: j, size: k, count: shard.count)

@@ -144,9 +144,24 @@ extension TrainingRun {
   /// (`startup_s`), then the phases timed (`StartupTimes`).
   func startupFields() -> JSONObject {
     JSONObject(
-      [("step", .int(completedSteps)), ("event", .string("startup")),
-       ("startup_s", milliseconds(MonotonicClock.now() - startup.since))]
+      [("step", .int(completedSteps)), ("event", .string("startup")), ("world_size", .int(split.ranks)),
+       ("micro_batches", .int(split.microBatches)), ("startup_s", milliseconds(MonotonicClock.now() - startup.since))]
         + startup.phases.map { ($0.name, milliseconds($0.seconds)) })
+  }
+
+  /// segments.jsonl's line for this start: the step it starts at, its split and transport, the
+  /// wall-clock time, what it resumed (checkpoint, the split before, whether the bits are kept)
+  /// and what launched it (`RunOptions.launch`).
+  func segmentFields() -> JSONObject {
+    var line = JSONObject(
+      [("segment", .int(files.segmentCount + 1)), ("step", .int(completedSteps)), ("world_size", .int(split.ranks)),
+       ("micro_batches", .int(split.microBatches)), ("transport", .string(trainer.exchange.transport)),
+       ("started", .string(ISO8601DateFormatter().string(from: Date())))])
+    for f in resumeRecord?.fields ?? [] where !["step", "event", "world_size", "micro_batches"].contains(f.key) {
+      line.append(f.key, f.value)
+    }
+    line.append(contentsOf: options.launch)
+    return line
   }
 
   /// The scalars of one metrics line, tagged `train/<field>` (JSON numbers only).

@@ -15,6 +15,9 @@ public final class TrainingRun {
   public let runDirectory: String
   public let options: RunOptions
   public let trainer: Trainer
+  /// Ranks × micro-batches: the given micro-batches, or (auto) the resumed checkpoint's split
+  /// kept where this run's ranks divide it.
+  public let split: BatchSplit
   public let totalSteps: Int
   let files: RunDirectory
   let estimator: Estimator
@@ -35,15 +38,19 @@ public final class TrainingRun {
   var tensorboard: TensorBoardWriter?
   /// A metrics line recording a resume with changed settings, written once the log is open.
   var resumeEvent: JSONObject?
+  /// The resume's fields (checkpoint, split before and now, same bits) for segments.jsonl.
+  var resumeRecord: JSONObject?
   /// The command's start and the start-up phases timed so far (the `startup` metrics line).
   var startup: StartupTimes
+  /// The checkpoint to resume from, read before the Trainer is built and restored by `begin`.
+  var resuming: LoadedCheckpoint?
 
   /// Start-up, in the order every rank follows: the option record, then config, data and model
   /// size, then the exchange (shared-memory window) and the initial parameters.
   public init(config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String, options: RunOptions = RunOptions())
     throws
   {
-    try Self.validate(config: config, data: data, comm: comm, microBatches: options.parallel.microBatches)
+    try Self.validate(config: config, data: data, comm: comm, microBatches: options.parallel.microBatches ?? 1)
     let replicas = ReplicaCheck(comm: comm)
     let t0 = MonotonicClock.now()
     options.events(.waiting("the start-up option agreement (an allgather every rank makes first)"))
@@ -56,15 +63,20 @@ public final class TrainingRun {
     startup = options.startup
     startup.phases += [("data_checksum_s", t2 - t1), ("handshake_s", t1 - t0 + MonotonicClock.now() - t2)]
     standardization = config.standardize ? Standardization.fit(data.train) : nil
+    files = RunDirectory(path: runDirectory)
+    resuming = try Self.readResumeCheckpoint(options.start.resume, files: files, comm: comm, events: options.events)
+    split = Self.batchSplit(microBatches: options.parallel.microBatches, resuming: resuming, ranks: comm.size, batch: config.batch)
+    try Self.validate(config: config, data: data, comm: comm, microBatches: split.microBatches)
+    var parallel = options.parallel
+    parallel.microBatches = split.microBatches
     options.events(.waiting("the gradient exchange (shared-memory window) and the initial parameters"))
     trainer = try Trainer(
-      config: config, train: data.train, comm: comm, parallel: options.parallel, standardization: standardization)
+      config: config, train: data.train, comm: comm, parallel: parallel, standardization: standardization)
     self.config = config
     self.comm = comm
     self.data = data
     self.runDirectory = runDirectory
     self.options = options
-    files = RunDirectory(path: runDirectory)
     estimator = Estimator(config: config.model, params: trainer.model.params)
     testRange = shardRange(rank: comm.rank, size: comm.size, count: data.test.count)
     testX = Batcher.heldOut(
@@ -115,9 +127,15 @@ public final class TrainingRun {
     return try finish(clock)
   }
 
+  /// Restores the checkpoint `init` read to resume from (nothing for a fresh run).
+  func restoreResumed() throws {
+    if let c = resuming { try restore(c) }
+    resuming = nil
+  }
+
   /// Resume or initial weights, the first replica check, then rank 0 opens the run directory.
   func begin() throws {
-    try restoreOrCheckFresh(resume: options.start.resume)
+    try restoreResumed()
     if let weights = options.start.initialWeights, options.start.resume == .none { try loadInitialWeights(weights) }
     options.events(.waiting("the replica check of the initial parameters (allgather)"))
     try replicas.checkParameters(trainer.model.params, what: "initial parameters")
@@ -131,6 +149,7 @@ public final class TrainingRun {
       try files.openMetrics()
       try openTensorBoard()
       if let e = resumeEvent { try files.appendMetrics(e) }
+      try files.appendSegment(segmentFields())
       // A fresh run's start-up; a resumed one keeps it, so its lines stay the uninterrupted run's.
       if completedSteps == 0 { try files.appendMetrics(startupFields()) }
       announce()

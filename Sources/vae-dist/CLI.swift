@@ -144,16 +144,25 @@ struct ParallelismOptions: ParsableArguments {
     "Under MPI: each rank runs Adam on 1/P of the parameters (ZeRO stage 1); bit-identical results, less work and memory. On by default; --no-shard-optimizer runs the whole Adam on every rank."))
   var shardOptimizer = true
   @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
-    "Gradient accumulation: each rank splits its share of every global batch into K micro-batches, run one after another and summed; activations need 1/K of the memory and the step is the same up to summation order (K on one process reproduces K ranks on one node bit for bit).",
-    valueName: "K"))
-  var microBatches: Int = 1
+    "Gradient accumulation: each rank splits its share of every global batch into K micro-batches, run one after another and summed; activations need 1/K of the memory and the step is the same up to summation order (K on one process reproduces K ranks on one node bit for bit). auto (the default): 1, but a resumed run keeps its checkpoint's ranks × micro-batches when this run's ranks divide them, so a 2-rank run resumed on 1 rank runs 2 micro-batches and continues bit for bit.",
+    valueName: "K|auto"))
+  var microBatches: String = "auto"
 
   func validate() throws {
     if let threads, threads < 1 { throw ValidationError("--threads: expected a positive integer, got \(threads)") }
-    if microBatches < 1 { throw ValidationError("--micro-batches: expected a positive integer, got \(microBatches)") }
+    _ = try microBatchCount()
   }
 
-  var parallel: ParallelOptions { ParallelOptions(shardOptimizer: shardOptimizer, microBatches: microBatches) }
+  /// nil for auto.
+  func microBatchCount() throws -> Int? {
+    if microBatches == "auto" { return nil }
+    guard let k = Int(microBatches), k >= 1 else {
+      throw ValidationError("--micro-batches: expected a positive integer or auto, got '\(microBatches)'")
+    }
+    return k
+  }
+
+  var parallel: ParallelOptions { ParallelOptions(shardOptimizer: shardOptimizer, microBatches: try? microBatchCount()) }
 
   /// Sets OpenBLAS's threads: the flag, else under MPI one share of the node's cores per rank
   /// (ranks ≥ cores: two threads per rank measured ~20% slower), else OpenBLAS's choice.

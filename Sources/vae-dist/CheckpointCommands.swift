@@ -287,7 +287,7 @@ struct Info: ParsableCommand {
     let s = ck.state
     Console.out("\(path)")
     Console.out("kind \(ck.model.kind.rawValue)")
-    Console.out("format \(Checkpoint.format), step \(s.step), epoch \(s.epoch), seed \(s.seed), world size \(s.worldSize), global batch \(s.globalBatch), Adam step \(s.adamStep)")
+    Console.out("format \(Checkpoint.format), step \(s.step), epoch \(s.epoch), seed \(s.seed), world size \(s.worldSize) (\(s.shards) shards), global batch \(s.globalBatch), Adam step \(s.adamStep)")
     Console.out("model \(RunConfig.modelJSON(ck.model))")
     Console.out("parameters \(ck.params.count)")
     Console.out("layers:")

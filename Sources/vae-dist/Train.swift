@@ -1,4 +1,5 @@
 import ArgumentParser
+import Formats
 import Foundation
 import VAE
 import VAEData
@@ -122,13 +123,23 @@ struct Train: ParsableCommand {
     FloatingPointEnvironment.enableFlushToZero()
     let console = RunConsole(style: outputStyle(isRoot: comm.isRoot, ranks: comm.size))
     if comm.isRoot, let w = BLASInfo.fallbackWarning() { console.warningsAtStart.append(w + "; scripts/train does this for you") }
-    let options = RunOptions(
+    var options = RunOptions(
       parallel: parallelism.parallel, start: StartOptions(resume: resume ?? .none, initialWeights: initFrom),
       tensorboard: tensorboard, stopRequest: { StopSignals.pending }, events: console.handle, startup: startup)
+    options.launch = Self.schedulerFields()
     let run = try TrainingRun(config: c, data: data, comm: comm, runDirectory: outDir, options: options)
     StopSignals.install()
     let s = try run.run()
     report(s, comm: comm, outDir: outDir)
+  }
+
+  /// The batch scheduler's job, for segments.jsonl: Slurm's job id, restart count and nodes.
+  static func schedulerFields(_ env: [String: String] = ProcessInfo.processInfo.environment) -> JSONObject {
+    var fields = JSONObject()
+    if let job = env["SLURM_JOB_ID"] { fields.append("slurm_job_id", .string(job)) }
+    if let n = env["SLURM_RESTART_COUNT"].flatMap({ Int($0) }) { fields.append("slurm_restart_count", .int(n)) }
+    if let nodes = env["SLURM_JOB_NODELIST"] { fields.append("slurm_nodes", .string(nodes)) }
+    return fields
   }
 
   /// The config's data, timing its phases: `data_load_s` (opening and mapping, or reading a

@@ -371,6 +371,45 @@ final class MPITests: XCTestCase {
       try Data(contentsOf: URL(fileURLWithPath: straight + "/final.safetensors")))
   }
 
+  /// Fewer ranks after a failure: a 2-rank run resumed on 1 rank with the micro-batch count left
+  /// to auto runs 2 micro-batches (the checkpoint's 2 shards) and ends on the uninterrupted np 2
+  /// run's bytes (but world_size); metrics.jsonl records each segment's split. 3 ranks cannot
+  /// keep 2 shards: one line says so and on how many ranks the bits would be kept, and the run
+  /// goes on. An explicit --micro-batches 1 on 1 rank changes the parts and says so too.
+  func testResumeOnFewerRanksKeepsTheShardsAndTheBits() throws {
+    assertSucceeded(try run(np: 2, smoke("straight", steps: 200)), "uninterrupted np 2")
+    assertSucceeded(try run(np: 2, smoke("fewer", steps: 100)), "np 2 to step 100")
+    try FileManager.default.copyItem(at: tmp.appendingPathComponent("fewer"), to: tmp.appendingPathComponent("explicit"))
+    let resumed = try run(np: 0, smoke("fewer", steps: 200, extra: ["--resume", "auto"]))
+    assertSucceeded(resumed, "np 1, micro-batches auto")
+    XCTAssertEqual(try checkpoint("fewer").metadata["shards"], "2")
+    XCTAssertTrue(try bytes("fewer", worldSize: 2) == bytes("straight", worldSize: 2), "np 1 after np 2 differs from np 2 throughout")
+    let segments = try metrics("fewer").filter { ["startup", "resume"].contains($0["event"] as? String) }
+    XCTAssertEqual(segments.map { [$0["step"] as? Int, $0["world_size"] as? Int, $0["micro_batches"] as? Int] },
+                   [[0, 2, 1], [100, 1, 2]])
+    XCTAssertEqual(segments.last?["same_bits"] as? Bool, true)
+    XCTAssertEqual(segments.last?["from_world_size"] as? Int, 2)
+    // segments.jsonl: one line per start, with the transport (the shared window at np 2).
+    let text = try String(contentsOf: tmp.appendingPathComponent("fewer/segments.jsonl"), encoding: .utf8)
+    let starts = try text.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+    XCTAssertEqual(starts.map { [$0["segment"] as? Int, $0["step"] as? Int, $0["world_size"] as? Int, $0["micro_batches"] as? Int] },
+                   [[1, 0, 2, 1], [2, 100, 1, 2]])
+    XCTAssertEqual(starts.last?["same_bits"] as? Bool, true)
+    XCTAssertNotNil(starts.first?["started"] as? String)
+    // Explicit: 1 rank × 1 micro-batch is one part instead of two.
+    let explicit = try run(np: 0, smoke("explicit", steps: 200, extra: ["--resume", "auto", "--micro-batches", "1"]))
+    assertSucceeded(explicit, "np 1 --micro-batches 1")
+    XCTAssertTrue(explicit.stderr.contains("each global batch is split into 1 part(s) instead of 2"), explicit.stderr)
+    XCTAssertFalse(try bytes("explicit", worldSize: 2) == bytes("straight", worldSize: 2))
+    XCTAssertEqual(try metrics("explicit").last { $0["event"] as? String == "resume" }?["same_bits"] as? Bool, false)
+    // 3 ranks cannot keep 2 shards: said in one line, and training goes on.
+    let three = try run(np: 3, smoke("fewer", steps: 220, extra: ["--resume", "auto"]))
+    assertSucceeded(three, "np 3 after 2 shards")
+    let line = three.stderr.split(separator: "\n").filter { $0.contains("resuming a run of 1 rank × 2 micro-batches on 3 ranks") }
+    XCTAssertEqual(line.count, 1, three.stderr)
+    XCTAssertTrue(line.first?.hasSuffix("to keep its bits, resume on 1 or 2 rank(s) with the micro-batch count left to auto") ?? false, three.stderr)
+  }
+
   /// Time-based checkpoints under MPI: rank 0's clock decides and every rank takes part (no
   /// hang, valid checkpoints).
   func testTimeBasedCheckpointsUnderMPI() throws {

@@ -214,7 +214,7 @@ final class TrainerTests: XCTestCase {
     XCTAssertNil(meta["elapsed_s"])
     XCTAssertEqual(
       Set(meta.keys),
-      ["format", "model", "config", "step", "epoch", "seed", "world_size", "global_batch", "adam_step",
+      ["format", "model", "config", "step", "epoch", "seed", "world_size", "shards", "global_batch", "adam_step",
        "data_checksum", "tensor_crc32", "window_recon", "window_kl", "window_count"])
   }
 
@@ -232,8 +232,8 @@ final class TrainerTests: XCTestCase {
 
   private func assertResumedRunMatches(_ a: String, _ b: String, from step: Int, line: UInt = #line) throws {
     // It really resumed (and did not silently start over, which would also be deterministic).
-    let probe = try TT.trainer(TT.tinyConfig(), dir: b)
-    try probe.restoreOrCheckFresh(resume: .auto)
+    let probe = try TT.trainer(TT.tinyConfig(), dir: b, resume: .auto)
+    try probe.restoreResumed()
     XCTAssertEqual(probe.completedSteps, step, "resume auto picked the wrong checkpoint", line: line)
     XCTAssertEqual(probe.trainer.adam.step, step, line: line)
 
@@ -377,8 +377,8 @@ final class TrainerTests: XCTestCase {
     try TT.copy(a + "/metrics.jsonl", b + "/metrics.jsonl")
     XCTAssertThrowsError(try Checkpoint.load(path: newest))
 
-    let probe = try TT.trainer(TT.tinyConfig(), dir: b)
-    try probe.restoreOrCheckFresh(resume: .auto)
+    let probe = try TT.trainer(TT.tinyConfig(), dir: b, resume: .auto)
+    try probe.restoreResumed()
     XCTAssertEqual(probe.completedSteps, 10, "resume auto should fall back to step 10")
 
     try TT.train(TT.tinyConfig(), dir: b, resume: .auto)
@@ -399,8 +399,8 @@ final class TrainerTests: XCTestCase {
     bad[bad.count - 1] ^= 0x40  // a flipped data bit
     try FileManager.default.createDirectory(atPath: b + "/checkpoints", withIntermediateDirectories: true)
     try TT.write(bad, only)
-    let probe = try TT.trainer(TT.tinyConfig(), dir: b)
-    try probe.restoreOrCheckFresh(resume: .auto)
+    let probe = try TT.trainer(TT.tinyConfig(), dir: b, resume: .auto)
+    try probe.restoreResumed()
     XCTAssertEqual(probe.completedSteps, 0)
   }
 
