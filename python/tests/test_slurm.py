@@ -1,5 +1,6 @@
-"""scripts/slurm.sbatch and scripts/zdim-study --slurm under a real Slurm: the one-node cluster of
-scripts/slurm-local, which scripts/test starts (as root) and names in SLURM_CONF.
+"""scripts/slurm.sbatch and scripts/zdim-study --slurm under a real Slurm: the cluster of
+scripts/slurm-local, which scripts/test starts (as root, two nodes) and names in SLURM_CONF;
+these jobs each run on one node (test_slurm_nodes.py has those across nodes).
 
 One module fixture submits every test's jobs at once and starts the uninterrupted reference run
 (`mpirun -np 2`, the same config); they run side by side (the test cluster lets jobs share
