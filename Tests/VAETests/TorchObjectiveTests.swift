@@ -27,8 +27,8 @@ final class TorchObjectiveTests: XCTestCase {
     return (try TestSafetensors(url: fixture), try TestSafetensors(url: URL(fileURLWithPath: out)))
   }
 
-  func model(_ f: TestSafetensors, samples: Int = 0) throws -> VAEModel {
-    let m = VAEModel(config: config, maxBatch: batch, samples: samples)
+  func model(_ f: TestSafetensors, objective: TrainingObjective = TrainingObjective()) throws -> VAEModel {
+    let m = VAEModel(config: config, maxBatch: batch, objective: objective)
     for spec in config.layout.specs { m.params.setValues(named: spec.name, try f.require(spec.name).values.map(Float.init)) }
     return m
   }
@@ -73,13 +73,13 @@ final class TorchObjectiveTests: XCTestCase {
     m.backward()
     try assertGradients(m, t, "free_bits")
     // IWAE, k = 5, on the noise PyTorch drew.
-    let iw = try model(f, samples: k)
+    let iw = try model(f, objective: TrainingObjective(kind: .iwae, samples: k))
     let ek = Buffer(batch * k * 8)
     ek.set(try t.require("input.eps_iwae").values.map(Float.init))
-    let terms = iw.importanceWeightedLoss(x: xb.ptr, eps: ek.ptr, batch: batch)
+    let terms = iw.loss(x: xb.ptr, eps: ek.ptr, batch: batch)
     let bound = try t.require("iwae.bound_sum").values[0]
     XCTAssertEqual(-terms.negativeELBO, bound, accuracy: 1e-5 * abs(bound), "Σ of the bound")
-    iw.importanceWeightedBackward()
+    iw.backward()
     try assertGradients(iw, t, "iwae", tolerance: 3e-4)
   }
 }
