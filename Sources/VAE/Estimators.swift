@@ -117,16 +117,13 @@ public final class Estimator: @unchecked Sendable {
   }
 
   /// z = μ + σ·ε (`reparameterize`) for `example` of the saved posteriors into row `row` of
-  /// `zRows`, ε from `noise` (kept in row `row` of `eps`); returns log p(z) − log q(z|x) =
-  /// −½Σz² + ½Σε² + ½Σ log σ² (the 2π terms cancel).
+  /// `zRows`, ε from `noise` (kept in row `row` of `eps`); returns `logPriorOverPosterior`.
   func drawLatent(row: Int, example i: Int, noise: inout RandomStream) -> Double {
     let d = model.config.zdim
     let e = eps.ptr + row * d, lv = lvSave.ptr + i * d, z = zRows.ptr + row * d
     for j in 0..<d { e[j] = noise.nextNormal() }
     reparameterize(mu: muSave.ptr + i * d, logvar: lv, eps: e, d: d, z: z, std: nil)
-    var c = 0.0
-    for j in 0..<d { c += 0.5 * (Double(e[j]) * Double(e[j]) + Double(lv[j]) - Double(z[j]) * Double(z[j])) }
-    return c
+    return logPriorOverPosterior(z: z, eps: e, logvar: lv, d: d)
   }
 
   /// Decodes the first `rows` rows (inputs in `xRows`, latents in `zRows`) and adds each row's

@@ -10,17 +10,27 @@ import Darwin
 /// [batch, k·zdim]). Its loss terms: recon = Σ_rows of the mean log p(x|z_i) and kl = Σ_rows
 /// (that mean − L), so that `negativeELBO` is −Σ L (the bound, not the ELBO). Its gradient is
 /// each sample's gradient of −log w_i weighted by w̃_i (the plain IWAE estimator).
+///
+/// log w is kept in Double, and log p(x|z) summed in Double (`exactLikelihood`): near −540 nats
+/// a Float resolves 3e-5, and one Float accumulator over 784 pixels is off by up to ~5e-4 nats;
+/// w̃ carries that error into every sample's share of the gradient (TorchObjectiveTests).
 final class ImportanceWeightedBound: LatentObjective {
   let samples: Int
-  /// log p(z) − log q(z|x) per sample, then log w; the normalised weights w̃ (softmax over a row's samples).
-  let logWeight: Buffer, normalized: Buffer
+  var exactLikelihood: Bool { true }
+  /// log p(z) − log q(z|x) per sample, then log w.
+  let logWeight: UnsafeMutablePointer<Double>
+  /// The normalised weights w̃ (softmax over a row's samples).
+  let normalized: Buffer
 
   init(rows: Int, samples: Int) {
     precondition(samples >= 1)
     self.samples = samples
-    logWeight = Buffer(rows * samples)
+    logWeight = .allocate(capacity: rows * samples)
+    logWeight.initialize(repeating: 0, count: rows * samples)
     normalized = Buffer(rows * samples)
   }
+
+  deinit { logWeight.deallocate() }
 
   func drawLatents(_ m: VAEModel, eps: UnsafePointer<Float>, batch: Int) {
     let k = samples, d = m.config.zdim
@@ -29,12 +39,7 @@ final class ImportanceWeightedBound: LatentObjective {
       for i in 0..<k {
         let row = r * k + i, e = eps + row * d, z = m.z.ptr + row * d
         reparameterize(mu: mu, logvar: lv, eps: e, d: d, z: z, std: i == 0 ? m.std.ptr + r * d : nil)
-        var prior: Float = 0, posterior: Float = 0
-        for j in 0..<d {
-          prior += -0.5 * z[j] * z[j]
-          posterior += -0.5 * e[j] * e[j] - 0.5 * lv[j]
-        }
-        logWeight.ptr[row] = prior - posterior  // log p(z) − log q(z|x); the 2π terms cancel
+        logWeight[row] = logPriorOverPosterior(z: z, eps: e, logvar: lv, d: d)
       }
     }
   }
@@ -45,17 +50,17 @@ final class ImportanceWeightedBound: LatentObjective {
     let k = samples, width = m.config.outputSize
     var recon = 0.0, bound = 0.0
     for r in 0..<batch {
-      var top = -Float.infinity, mean = 0.0
+      var top = -Double.infinity, mean = 0.0
       for i in 0..<k {
         let row = r * k + i
-        logWeight.ptr[row] += m.rowLogLikelihood.ptr[row]
-        top = max(top, logWeight.ptr[row])
-        mean += Double(m.rowLogLikelihood.ptr[row])
+        logWeight[row] += m.rowLogLikelihood[row]
+        top = max(top, logWeight[row])
+        mean += m.rowLogLikelihood[row]
       }
       var sum = 0.0
-      for i in 0..<k { sum += exp(Double(logWeight.ptr[r * k + i] - top)) }
-      for i in 0..<k { normalized.ptr[r * k + i] = Float(exp(Double(logWeight.ptr[r * k + i] - top)) / sum) }
-      let l = Double(top) + log(sum) - log(Double(k))
+      for i in 0..<k { sum += exp(logWeight[r * k + i] - top) }
+      for i in 0..<k { normalized.ptr[r * k + i] = Float(exp(logWeight[r * k + i] - top) / sum) }
+      let l = top + log(sum) - log(Double(k))
       m.reconPerExample.ptr[r] = Float(mean / Double(k))
       m.klPerExample.ptr[r] = Float(mean / Double(k) - l)
       recon += mean / Double(k)

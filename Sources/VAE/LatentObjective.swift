@@ -18,6 +18,9 @@ protocol LatentObjective: AnyObject {
   /// Decoder rows per input row (samples of z per row): `z`, `dz` and `rowLogLikelihood` hold
   /// row r's sample i at row r·samples + i.
   var samples: Int { get }
+  /// Whether each row's log p(x|z) must be summed in Double (`rowLogLikelihood`): when the
+  /// gradient depends on its value (importance weights), not only on its per-output gradient.
+  var exactLikelihood: Bool { get }
   /// The latents of `batch` rows into `m.z` from `m.mu`, `m.logvar` and `eps` ([batch, samples·zdim]),
   /// through `reparameterize`.
   func drawLatents(_ m: VAEModel, eps: UnsafePointer<Float>, batch: Int)
@@ -40,6 +43,17 @@ func makeLatentObjective(_ objective: TrainingObjective, config: ModelConfig, ro
   }
 }
 
+/// log p(z) − log q(z|x) of a z drawn by `reparameterize` from ε and log σ² (d latents):
+/// −½Σz² + ½Σε² + ½Σ log σ², in Double (the 2π terms cancel). The importance weights of training
+/// and of the held-out bound.
+func logPriorOverPosterior(
+  z: UnsafePointer<Float>, eps: UnsafePointer<Float>, logvar: UnsafePointer<Float>, d: Int
+) -> Double {
+  var c = 0.0
+  for j in 0..<d { c += 0.5 * (Double(eps[j]) * Double(eps[j]) + Double(logvar[j]) - Double(z[j]) * Double(z[j])) }
+  return c
+}
+
 /// The one reparameterisation (Kingma & Welling 2014) of one posterior's `d` latents:
 /// z = μ + σ·ε with σ = exp(½ log σ²), into `z`, and σ into `std` when given. Training (every
 /// objective) and the held-out estimators draw z here.
@@ -60,6 +74,8 @@ func reparameterize(
 /// by `m.klMask` (free bits); the loss terms stay unweighted.
 final class EvidenceLowerBound: LatentObjective {
   var samples: Int { 1 }
+  /// The gradient needs only d(−log p)/d output; the Float row sums keep the logged terms' bits.
+  var exactLikelihood: Bool { false }
 
   func drawLatents(_ m: VAEModel, eps: UnsafePointer<Float>, batch: Int) {
     let d = m.config.zdim
@@ -78,8 +94,8 @@ final class EvidenceLowerBound: LatentObjective {
   func lossTerms(_ m: VAEModel, batch: Int) -> LossTerms {
     var terms = LossTerms()
     for r in 0..<batch {
-      m.reconPerExample.ptr[r] = m.rowLogLikelihood.ptr[r]
-      terms.recon += Double(m.rowLogLikelihood.ptr[r])
+      m.reconPerExample.ptr[r] = Float(m.rowLogLikelihood[r])
+      terms.recon += m.rowLogLikelihood[r]
       terms.kl += Double(m.klPerExample.ptr[r])
     }
     return terms

@@ -90,8 +90,9 @@ public final class VAEModel: @unchecked Sendable {
   public let reconPerExample: Buffer
   public let klPerExample: Buffer
   let rowScratch: Buffer
-  /// log p(target|z) per decoder row of the last `loss` call, [maxBatch·samples].
-  let rowLogLikelihood: Buffer
+  /// log p(target|z) per decoder row of the last `loss` call, [maxBatch·samples] (summed in
+  /// Double when the objective asks for `exactLikelihood`).
+  let rowLogLikelihood: UnsafeMutablePointer<Double>
   /// The target repeated once per sample (with more than one sample per row).
   let sampleTargets: Buffer
   /// What training minimises over the encoder's and decoder's outputs (nil for a regressor).
@@ -116,8 +117,7 @@ public final class VAEModel: @unchecked Sendable {
     config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil,
     objective: TrainingObjective = TrainingObjective()
   ) {
-    precondition(maxBatch > 0)
-    precondition(config.problem == nil, config.problem ?? "")
+    precondition(maxBatch > 0 && config.problem == nil, config.problem ?? "maxBatch \(maxBatch)")
     self.config = config
     self.maxBatch = maxBatch
     let towers = config.layers, layout = towers.layout
@@ -168,10 +168,13 @@ public final class VAEModel: @unchecked Sendable {
     dlogvar = Buffer(b * d)
     reconPerExample = Buffer(b)
     klPerExample = Buffer(b)
-    rowScratch = Buffer(b)
-    rowLogLikelihood = Buffer(b * samples)
+    rowScratch = Buffer(b * samples)
+    rowLogLikelihood = .allocate(capacity: b * samples)
+    rowLogLikelihood.initialize(repeating: 0, count: b * samples)
     sampleTargets = Buffer(samples > 1 ? b * samples * config.targetSize : 1)
   }
+
+  deinit { rowLogLikelihood.deallocate() }
 
   /// The decoder's outputs of the last `decode`/`loss`/`predict` (logits or Gaussian means),
   /// [batch, targetSize].
@@ -263,71 +266,101 @@ public final class VAEModel: @unchecked Sendable {
       for row in 0..<(batch * k) { (sampleTargets.ptr + row * n).update(from: target + (row / k) * n, count: n) }
       targets = UnsafePointer(sampleTargets.ptr)
     }
-    _ = reconstruction(
-      x: targets, logits: UnsafePointer(logits), batch: batch * k, perExample: rowLogLikelihood.ptr,
-      gradient: decoder.gradOutput)
+    rowLogLikelihoods(
+      x: targets, logits: UnsafePointer(logits), batch: batch * k, into: rowLogLikelihood,
+      exact: objective.exactLikelihood, gradient: decoder.gradOutput)
     return objective.lossTerms(self, batch: batch)
   }
 
   /// log p(target|z) per row from decoder outputs; optionally d(−log p)/d(output) into
-  /// `gradient`. `x`: target rows, [batch, targetSize].
+  /// `gradient`. `x`: target rows, [batch, targetSize]. Each row is summed in Float.
   public func reconstruction(
     x: UnsafePointer<Float>, logits l: UnsafePointer<Float>, batch: Int,
     perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
   ) -> Double {
-    let n = config.targetSize
-    var total = 0.0
     switch config.likelihood {
     case .bernoulli:
       // Vectorised in C (CSupport): one exp and one log1p per pixel, plus the gradient.
       let rows = perExample ?? rowScratch.ptr
-      vae_bernoulli_loglik(x, l, batch, n, rows, gradient)
+      vae_bernoulli_loglik(x, l, batch, config.targetSize, rows, gradient)
+      var total = 0.0
       for r in 0..<batch { total += Double(rows[r]) }
+      return total
     case .gaussian(let sigma):
-      let inv = 1 / (sigma * sigma)
-      let c = -0.5 * logf(2 * Float.pi * sigma * sigma) * Float(n)
-      for r in 0..<batch {
-        var acc: Float = 0
-        let xr = x + r * n
-        let lr = l + r * n
-        for j in 0..<n {
-          let diff = lr[j] - xr[j]
-          acc += diff * diff
-          gradient?[r * n + j] = diff * inv
-        }
-        let lp = -0.5 * inv * acc + c
-        perExample?[r] = lp
-        total += Double(lp)
-      }
+      return fixedGaussian(sigma: sigma, x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
     case .gaussianLearned:
-      total = learnedGaussian(x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
+      return learnedGaussian(x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
+    }
+  }
+
+  /// log p(target|z) per row into `rows` (and d(−log p)/d(output) into `gradient`), each row
+  /// summed in Double from the same Float terms when `exact`, else `reconstruction`'s Float
+  /// sums (widened). `rowScratch` holds `batch` rows.
+  func rowLogLikelihoods(
+    x: UnsafePointer<Float>, logits l: UnsafePointer<Float>, batch: Int, into rows: UnsafeMutablePointer<Double>,
+    exact: Bool, gradient: UnsafeMutablePointer<Float>?
+  ) {
+    guard exact else {
+      _ = reconstruction(x: x, logits: l, batch: batch, perExample: rowScratch.ptr, gradient: gradient)
+      for r in 0..<batch { rows[r] = Double(rowScratch.ptr[r]) }
+      return
+    }
+    switch config.likelihood {
+    case .bernoulli: vae_bernoulli_loglik_f64(x, l, batch, config.targetSize, rows, gradient)
+    case .gaussian(let sigma):
+      _ = fixedGaussian(sigma: sigma, x: x, outputs: l, batch: batch, perExample: rows, gradient: gradient)
+    case .gaussianLearned: _ = learnedGaussian(x: x, outputs: l, batch: batch, perExample: rows, gradient: gradient)
+    }
+  }
+
+  /// log N(x; f(z), σ²I) per row, summed in `T`; d(−log p)/d f = (f − x)/σ².
+  func fixedGaussian<T: BinaryFloatingPoint>(
+    sigma: Float, x: UnsafePointer<Float>, outputs l: UnsafePointer<Float>, batch: Int,
+    perExample: UnsafeMutablePointer<T>?, gradient: UnsafeMutablePointer<Float>?
+  ) -> Double {
+    let n = config.targetSize
+    let inv = 1 / (sigma * sigma)
+    let c = -0.5 * logf(2 * Float.pi * sigma * sigma) * Float(n)
+    var total = 0.0
+    for r in 0..<batch {
+      var acc: T = 0
+      let xr = x + r * n
+      let lr = l + r * n
+      for j in 0..<n {
+        let diff = lr[j] - xr[j]
+        acc += T(diff * diff)
+        gradient?[r * n + j] = diff * inv
+      }
+      let lp = T(-0.5 * inv) * acc + T(c)
+      perExample?[r] = lp
+      total += Double(lp)
     }
     return total
   }
 
-  /// log N(x; μ, diag exp(log σ²)) per row, from outputs [μ (n) | log σ² (n)] per row;
-  /// d(−log p)/dμ = (μ − x)·exp(−log σ²), d(−log p)/d log σ² = ½·(1 − (x − μ)²·exp(−log σ²)).
-  func learnedGaussian(
+  /// log N(x; μ, diag exp(log σ²)) per row, summed in `T`, from outputs [μ (n) | log σ² (n)] per
+  /// row; d(−log p)/dμ = (μ − x)·exp(−log σ²), d(−log p)/d log σ² = ½·(1 − (x − μ)²·exp(−log σ²)).
+  func learnedGaussian<T: BinaryFloatingPoint>(
     x: UnsafePointer<Float>, outputs l: UnsafePointer<Float>, batch: Int,
-    perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
+    perExample: UnsafeMutablePointer<T>?, gradient: UnsafeMutablePointer<Float>?
   ) -> Double {
     let n = config.targetSize
     let log2pi = logf(2 * Float.pi)
     var total = 0.0
     for r in 0..<batch {
-      var acc: Float = 0
+      var acc: T = 0
       let xr = x + r * n, mu = l + r * 2 * n, lv = mu + n
       for j in 0..<n {
         let diff = mu[j] - xr[j]
         let precision = expf(-lv[j])
-        acc += log2pi + lv[j] + diff * diff * precision
+        acc += T(log2pi + lv[j] + diff * diff * precision)
         if let g = gradient {
           g[r * 2 * n + j] = diff * precision
           g[r * 2 * n + n + j] = 0.5 * (1 - diff * diff * precision)
         }
       }
-      perExample?[r] = -0.5 * acc
-      total += Double(-0.5 * acc)
+      perExample?[r] = T(-0.5) * acc
+      total += Double(T(-0.5) * acc)
     }
     return total
   }
