@@ -116,19 +116,14 @@ public final class Estimator: @unchecked Sendable {
     lvSave.ptr.update(from: model.logvar.ptr, count: batch * d)
   }
 
-  /// z = μ + σ·ε for `example` of the saved posteriors into row `row` of `zRows`, ε from `noise`;
-  /// returns log p(z) − log q(z|x) = −½Σz² + ½Σε² + ½Σ log σ² (the 2π terms cancel).
+  /// z = μ + σ·ε (`reparameterize`) for `example` of the saved posteriors into row `row` of
+  /// `zRows`, ε from `noise` (kept in row `row` of `eps`); returns `logPriorOverPosterior`.
   func drawLatent(row: Int, example i: Int, noise: inout RandomStream) -> Double {
     let d = model.config.zdim
-    var c = 0.0
-    for j in 0..<d {
-      let e = noise.nextNormal()
-      let lv = lvSave.ptr[i * d + j]
-      let zj = muSave.ptr[i * d + j] + expf(0.5 * lv) * e
-      zRows.ptr[row * d + j] = zj
-      c += 0.5 * (Double(e) * Double(e) + Double(lv) - Double(zj) * Double(zj))
-    }
-    return c
+    let e = eps.ptr + row * d, lv = lvSave.ptr + i * d, z = zRows.ptr + row * d
+    for j in 0..<d { e[j] = noise.nextNormal() }
+    reparameterize(mu: muSave.ptr + i * d, logvar: lv, eps: e, d: d, z: z, std: nil)
+    return logPriorOverPosterior(z: z, eps: e, logvar: lv, d: d)
   }
 
   /// Decodes the first `rows` rows (inputs in `xRows`, latents in `zRows`) and adds each row's

@@ -80,6 +80,8 @@ public final class VAEModel: @unchecked Sendable {
   public let mu: Buffer
   public let logvar: Buffer
   let std: Buffer
+  /// The decoder's latent rows and their gradients, [maxBatch·samples, latentSize] (the
+  /// objective's samples per row; row r's sample i is row r·samples + i).
   public let z: Buffer
   let dz: Buffer
   let dmu: Buffer
@@ -88,8 +90,13 @@ public final class VAEModel: @unchecked Sendable {
   public let reconPerExample: Buffer
   public let klPerExample: Buffer
   let rowScratch: Buffer
-  /// Importance-weighted training's buffers (nil with one sample per row).
-  let iw: ImportanceWeightedBuffers?
+  /// log p(target|z) per decoder row of the last `loss` call, [maxBatch·samples] (summed in
+  /// Double when the objective asks for `exactLikelihood`).
+  let rowLogLikelihood: UnsafeMutablePointer<Double>
+  /// The target repeated once per sample (with more than one sample per row).
+  let sampleTargets: Buffer
+  /// What training minimises over the encoder's and decoder's outputs (nil for a regressor).
+  let objective: LatentObjective?
   /// The KL term's weight in the gradient `backward` writes (β, or β during warm-up:
   /// `TrainingObjective.klWeight`); 1 is the ELBO. The loss terms stay unweighted.
   public var klWeight: Float = 1
@@ -103,11 +110,14 @@ public final class VAEModel: @unchecked Sendable {
 
   /// `params` may be shared with another model (e.g. an evaluator with a larger batch);
   /// `grads` may live in memory other ranks read (MPI shared window).
-  /// `samples` ≥ 1 prepares importance-weighted training with that many latent samples per row
-  /// (`importanceWeightedLoss`), the decoder sized for them; 0: the ELBO only.
-  public init(config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil, samples: Int = 0) {
-    precondition(maxBatch > 0 && samples >= 0)
-    precondition(config.problem == nil, config.problem ?? "")
+  /// `objective` is what `loss` and `backward` compute (the ELBO unless told; its kind and
+  /// samples per row, not its weights, which are `klWeight` and `klMask`); the decoder is sized
+  /// for its samples.
+  public init(
+    config: ModelConfig, maxBatch: Int, params: Arena? = nil, grads: Arena? = nil,
+    objective: TrainingObjective = TrainingObjective()
+  ) {
+    precondition(maxBatch > 0 && config.problem == nil, config.problem ?? "maxBatch \(maxBatch)")
     self.config = config
     self.maxBatch = maxBatch
     let towers = config.layers, layout = towers.layout
@@ -125,8 +135,9 @@ public final class VAEModel: @unchecked Sendable {
       guard let l = spec.makeLayer(layout: layout, maxBatch: b) as? Linear else { preconditionFailure("\(spec.name) is not dense") }
       return l
     }
-    decoder = tower(towers.decoder, rows: b * max(samples, 1))
-    iw = samples >= 1 ? ImportanceWeightedBuffers(rows: b, samples: samples, zdim: config.zdim, inputSize: config.inputSize) : nil
+    self.objective = makeLatentObjective(objective, config: config, rows: b)
+    let samples = self.objective?.samples ?? 1
+    decoder = tower(towers.decoder, rows: b * samples)
     encoder = tower(towers.encoder)
     muHead = towers.heads.first.map(dense)
     logvarHead = towers.heads.last.map(dense)
@@ -151,14 +162,19 @@ public final class VAEModel: @unchecked Sendable {
     mu = Buffer(b * d)
     logvar = Buffer(b * d)
     std = Buffer(b * d)
-    z = Buffer(b * d)
-    dz = Buffer(b * d)
+    z = Buffer(b * samples * d)
+    dz = Buffer(b * samples * d)
     dmu = Buffer(b * d)
     dlogvar = Buffer(b * d)
     reconPerExample = Buffer(b)
     klPerExample = Buffer(b)
-    rowScratch = Buffer(b)
+    rowScratch = Buffer(b * samples)
+    rowLogLikelihood = .allocate(capacity: b * samples)
+    rowLogLikelihood.initialize(repeating: 0, count: b * samples)
+    sampleTargets = Buffer(samples > 1 ? b * samples * config.targetSize : 1)
   }
+
+  deinit { rowLogLikelihood.deallocate() }
 
   /// The decoder's outputs of the last `decode`/`loss`/`predict` (logits or Gaussian means),
   /// [batch, targetSize].
@@ -222,121 +238,142 @@ public final class VAEModel: @unchecked Sendable {
     decoder.forward(UnsafePointer(condition!.output), batch: batch, params: params)
   }
 
-  /// Forward pass with given noise ε ([batch, latentSize]): z = μ + exp(½·logvar)·ε. Returns
-  /// the loss terms summed over the batch (a regressor's KL is 0), fills the per-example
-  /// buffers, and prepares `backward`. `x` and `eps` must stay valid until `backward` returns.
+  /// Forward pass with given noise ε ([batch, latentSize·samples]) of the model's objective:
+  /// the encoder, the objective's z rows (`reparameterize`), the decoder and the likelihood of
+  /// each row, then the objective's loss terms, summed over the batch (a regressor's KL is 0).
+  /// Fills the per-example buffers and prepares `backward`. `x` and `eps` must stay valid until
+  /// `backward` returns.
   @discardableResult
   public func loss(x: UnsafePointer<Float>, eps: UnsafePointer<Float>, batch: Int) -> LossTerms {
     let target = setInput(x, batch: batch)
-    var klTotal = 0.0
-    if config.kind == .regressor {
-      decoder.forward(UnsafePointer(condition!.output), batch: batch, params: params)
-      klPerExample.ptr.update(repeating: 0, count: batch)
-    } else {
-      encodeTarget(target, batch: batch)
-      klTotal = sampleLatent(eps: eps, batch: batch)
-      decoder.forward(UnsafePointer(z.ptr), batch: batch, params: params)
-    }
-    let reconTotal = reconstruction(
-      x: target, logits: UnsafePointer(logits), batch: batch, perExample: reconPerExample.ptr,
-      gradient: decoder.gradOutput)
     lastTarget = target
     lastEps = eps
     lastBatch = batch
-    return LossTerms(recon: reconTotal, kl: klTotal)
-  }
-
-  /// z = μ + σ·ε into `z` and σ into `std`; returns Σ KL(q(z|x) ‖ N(0, I)) (closed form).
-  func sampleLatent(eps: UnsafePointer<Float>, batch: Int) -> Double {
-    let d = config.zdim
-    var klTotal = 0.0
-    for r in 0..<batch {
-      var kl: Float = 0
-      for j in (r * d)..<(r * d + d) {
-        let lv = logvar.ptr[j]
-        let s = expf(0.5 * lv)
-        std.ptr[j] = s
-        z.ptr[j] = mu.ptr[j] + s * eps[j]
-        let m = mu.ptr[j]
-        kl += -0.5 * (1 + lv - m * m - s * s)
-      }
-      klPerExample.ptr[r] = kl
-      klTotal += Double(kl)
+    guard let objective else {
+      decoder.forward(UnsafePointer(condition!.output), batch: batch, params: params)
+      klPerExample.ptr.update(repeating: 0, count: batch)
+      let recon = reconstruction(
+        x: target, logits: UnsafePointer(logits), batch: batch, perExample: reconPerExample.ptr,
+        gradient: decoder.gradOutput)
+      return LossTerms(recon: recon, kl: 0)
     }
-    return klTotal
+    encodeTarget(target, batch: batch)
+    objective.drawLatents(self, eps: eps, batch: batch)
+    let k = objective.samples, n = config.targetSize
+    decoder.forward(UnsafePointer(z.ptr), batch: batch * k, params: params)
+    var targets = target
+    if k > 1 {
+      for row in 0..<(batch * k) { (sampleTargets.ptr + row * n).update(from: target + (row / k) * n, count: n) }
+      targets = UnsafePointer(sampleTargets.ptr)
+    }
+    rowLogLikelihoods(
+      x: targets, logits: UnsafePointer(logits), batch: batch * k, into: rowLogLikelihood,
+      exact: objective.exactLikelihood, gradient: decoder.gradOutput)
+    return objective.lossTerms(self, batch: batch)
   }
 
   /// log p(target|z) per row from decoder outputs; optionally d(−log p)/d(output) into
-  /// `gradient`. `x`: target rows, [batch, targetSize].
+  /// `gradient`. `x`: target rows, [batch, targetSize]. Each row is summed in Float.
   public func reconstruction(
     x: UnsafePointer<Float>, logits l: UnsafePointer<Float>, batch: Int,
     perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
   ) -> Double {
-    let n = config.targetSize
-    var total = 0.0
     switch config.likelihood {
     case .bernoulli:
       // Vectorised in C (CSupport): one exp and one log1p per pixel, plus the gradient.
       let rows = perExample ?? rowScratch.ptr
-      vae_bernoulli_loglik(x, l, batch, n, rows, gradient)
+      vae_bernoulli_loglik(x, l, batch, config.targetSize, rows, gradient)
+      var total = 0.0
       for r in 0..<batch { total += Double(rows[r]) }
+      return total
     case .gaussian(let sigma):
-      let inv = 1 / (sigma * sigma)
-      let c = -0.5 * logf(2 * Float.pi * sigma * sigma) * Float(n)
-      for r in 0..<batch {
-        var acc: Float = 0
-        let xr = x + r * n
-        let lr = l + r * n
-        for j in 0..<n {
-          let diff = lr[j] - xr[j]
-          acc += diff * diff
-          gradient?[r * n + j] = diff * inv
-        }
-        let lp = -0.5 * inv * acc + c
-        perExample?[r] = lp
-        total += Double(lp)
-      }
+      return fixedGaussian(sigma: sigma, x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
     case .gaussianLearned:
-      total = learnedGaussian(x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
+      return learnedGaussian(x: x, outputs: l, batch: batch, perExample: perExample, gradient: gradient)
+    }
+  }
+
+  /// log p(target|z) per row into `rows` (and d(−log p)/d(output) into `gradient`), each row
+  /// summed in Double from the same Float terms when `exact`, else `reconstruction`'s Float
+  /// sums (widened). `rowScratch` holds `batch` rows.
+  func rowLogLikelihoods(
+    x: UnsafePointer<Float>, logits l: UnsafePointer<Float>, batch: Int, into rows: UnsafeMutablePointer<Double>,
+    exact: Bool, gradient: UnsafeMutablePointer<Float>?
+  ) {
+    guard exact else {
+      _ = reconstruction(x: x, logits: l, batch: batch, perExample: rowScratch.ptr, gradient: gradient)
+      for r in 0..<batch { rows[r] = Double(rowScratch.ptr[r]) }
+      return
+    }
+    switch config.likelihood {
+    case .bernoulli: vae_bernoulli_loglik_f64(x, l, batch, config.targetSize, rows, gradient)
+    case .gaussian(let sigma):
+      _ = fixedGaussian(sigma: sigma, x: x, outputs: l, batch: batch, perExample: rows, gradient: gradient)
+    case .gaussianLearned: _ = learnedGaussian(x: x, outputs: l, batch: batch, perExample: rows, gradient: gradient)
+    }
+  }
+
+  /// log N(x; f(z), σ²I) per row, summed in `T`; d(−log p)/d f = (f − x)/σ².
+  func fixedGaussian<T: BinaryFloatingPoint>(
+    sigma: Float, x: UnsafePointer<Float>, outputs l: UnsafePointer<Float>, batch: Int,
+    perExample: UnsafeMutablePointer<T>?, gradient: UnsafeMutablePointer<Float>?
+  ) -> Double {
+    let n = config.targetSize
+    let inv = 1 / (sigma * sigma)
+    let c = -0.5 * logf(2 * Float.pi * sigma * sigma) * Float(n)
+    var total = 0.0
+    for r in 0..<batch {
+      var acc: T = 0
+      let xr = x + r * n
+      let lr = l + r * n
+      for j in 0..<n {
+        let diff = lr[j] - xr[j]
+        acc += T(diff * diff)
+        gradient?[r * n + j] = diff * inv
+      }
+      let lp = T(-0.5 * inv) * acc + T(c)
+      perExample?[r] = lp
+      total += Double(lp)
     }
     return total
   }
 
-  /// log N(x; μ, diag exp(log σ²)) per row, from outputs [μ (n) | log σ² (n)] per row;
-  /// d(−log p)/dμ = (μ − x)·exp(−log σ²), d(−log p)/d log σ² = ½·(1 − (x − μ)²·exp(−log σ²)).
-  func learnedGaussian(
+  /// log N(x; μ, diag exp(log σ²)) per row, summed in `T`, from outputs [μ (n) | log σ² (n)] per
+  /// row; d(−log p)/dμ = (μ − x)·exp(−log σ²), d(−log p)/d log σ² = ½·(1 − (x − μ)²·exp(−log σ²)).
+  func learnedGaussian<T: BinaryFloatingPoint>(
     x: UnsafePointer<Float>, outputs l: UnsafePointer<Float>, batch: Int,
-    perExample: UnsafeMutablePointer<Float>?, gradient: UnsafeMutablePointer<Float>?
+    perExample: UnsafeMutablePointer<T>?, gradient: UnsafeMutablePointer<Float>?
   ) -> Double {
     let n = config.targetSize
     let log2pi = logf(2 * Float.pi)
     var total = 0.0
     for r in 0..<batch {
-      var acc: Float = 0
+      var acc: T = 0
       let xr = x + r * n, mu = l + r * 2 * n, lv = mu + n
       for j in 0..<n {
         let diff = mu[j] - xr[j]
         let precision = expf(-lv[j])
-        acc += log2pi + lv[j] + diff * diff * precision
+        acc += T(log2pi + lv[j] + diff * diff * precision)
         if let g = gradient {
           g[r * 2 * n + j] = diff * precision
           g[r * 2 * n + n + j] = 0.5 * (1 - diff * diff * precision)
         }
       }
-      perExample?[r] = -0.5 * acc
-      total += Double(-0.5 * acc)
+      perExample?[r] = T(-0.5) * acc
+      total += Double(T(-0.5) * acc)
     }
     return total
   }
 
-  /// Backward pass of the last `loss` call: writes d(Σ over the batch of (kl − recon))/dθ into
-  /// `grads` (overwriting). The caller scales by 1/global batch. `ready` receives each layer's
-  /// arena range as soon as its gradients are written and its weights no longer read (the
-  /// decoder's last layer first): every parameter exactly once.
+  /// Backward pass of the last `loss` call: writes the gradient of the objective's loss summed
+  /// over the batch (the ELBO's: Σ (klWeight·kl − recon)) into `grads` (overwriting). The caller
+  /// scales by 1/global batch. `ready` receives each layer's arena range as soon as its gradients
+  /// are written and its weights no longer read (the decoder's last layer first): every parameter
+  /// exactly once.
   public func backward(ready: GradientReady? = nil) {
     guard let target = lastTarget, let eps = lastEps else { preconditionFailure("backward() before loss()") }
     let batch = lastBatch
-    guard let muHead, let logvarHead else {
+    guard let muHead, let logvarHead, let objective else {
       // Regressor: the decoder, then the condition tower it read (after the tower's ReLU).
       let cond = condition!
       decoder.backward(
@@ -344,15 +381,9 @@ public final class VAEModel: @unchecked Sendable {
       cond.backward(UnsafePointer(conditionRows.ptr), batch: batch, params: params, grads: grads, dInput: nil, ready: ready)
       return
     }
-    decoder.backward(UnsafePointer(z.ptr), batch: batch, params: params, grads: grads, dInput: dz.ptr, ready: ready)
-    // Reparameterisation and the KL term, weighted (a weight of 1 changes no bit).
-    // Free bits: dimension j's weight times its mask (w · 1 is w, bit for bit).
-    let w = klWeight, mask = klMask, d = config.zdim
-    for j in 0..<(batch * d) {
-      let s = std.ptr[j], wj = mask.map { w * $0[j % d] } ?? w
-      dmu.ptr[j] = dz.ptr[j] + wj * mu.ptr[j]
-      dlogvar.ptr[j] = dz.ptr[j] * eps[j] * 0.5 * s + wj * (0.5 * (s * s - 1))
-    }
+    decoder.backward(
+      UnsafePointer(z.ptr), batch: batch * objective.samples, params: params, grads: grads, dInput: dz.ptr, ready: ready)
+    objective.headGradients(self, eps: eps, batch: batch)
     backwardEncoder(target: target, batch: batch, muHead: muHead, logvarHead: logvarHead, ready: ready)
   }
 

@@ -33,8 +33,8 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
     self.samples = samples
   }
 
-  /// Importance-weighted samples per row the model needs buffers for (0: the ELBO).
-  public var importanceSamples: Int { kind == .iwae ? samples : 0 }
+  /// Latent samples per row the objective draws (and noise values per row per latent dimension).
+  public var samplesPerRow: Int { kind == .iwae ? samples : 1 }
 
   /// Why these settings do not go together (one line), or nil.
   public var problem: String? {

@@ -63,7 +63,7 @@ public final class Trainer {
     exchange = try comm.makeGradientExchange(layout: config.model.layout, shardOptimizer: parallel.shardOptimizer)
     model = VAEModel(
       config: config.model, maxBatch: rows, params: exchange.parameters, grads: exchange.gradients,
-      samples: config.objective.importanceSamples)
+      objective: config.objective)
     // Sharded: this rank keeps Adam's moments for its slice only (memory ÷ P).
     adam = Adam(config: config.adam, layout: model.params.layout, owning: exchange.updatedSlice)
     noiseRNG = CounterRNG(seed: config.seed)
@@ -155,10 +155,7 @@ public final class Trainer {
   }
 
   func forward(rows: Int) -> LossTerms {
-    if config.objective.kind == .iwae {
-      return model.importanceWeightedLoss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
-    }
-    return model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
+    model.loss(x: UnsafePointer(x.ptr), eps: UnsafePointer(eps.ptr), batch: rows)
   }
 
   /// Backward of micro-batch `j`. Each layer's gradients go to `gradientReady` as backward
@@ -169,7 +166,7 @@ public final class Trainer {
       adam.beginStep()
       squares = 0
     }
-    if config.objective.kind == .iwae { model.importanceWeightedBackward(ready: readyHook) } else { model.backward(ready: readyHook) }
+    model.backward(ready: readyHook)
     if let e = readyError {
       readyError = nil
       throw e
@@ -242,4 +239,4 @@ open class StepObserver {
 
 /// Noise values per row: the latent width, times the samples of importance-weighted training
 /// (row r's k draws, one after the other; the same stream as one sample for k = 1).
-func noiseWidth(_ config: RunConfig) -> Int { config.model.latentSize * max(config.objective.importanceSamples, 1) }
+func noiseWidth(_ config: RunConfig) -> Int { config.model.latentSize * config.objective.samplesPerRow }

@@ -59,17 +59,17 @@ final class GradientCheckTests: XCTestCase {
       let (flat, xs, _) = draw(c)
       var s = CounterRNG(seed: 77).stream(.noise, index: 3)
       let eps = (0..<(c.batch * k * c.zdim)).map { _ in s.nextFloat(in: -2, 2) }
-      let model = VAEModel(config: c.config, maxBatch: c.batch, samples: k)
+      let model = VAEModel(config: c.config, maxBatch: c.batch, objective: TrainingObjective(kind: .iwae, samples: k))
       flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: flat.count) }
       let terms = xs.withUnsafeBufferPointer { xp in
-        eps.withUnsafeBufferPointer { model.importanceWeightedLoss(x: xp.baseAddress!, eps: $0.baseAddress!, batch: c.batch) }
+        eps.withUnsafeBufferPointer { model.loss(x: xp.baseAddress!, eps: $0.baseAddress!, batch: c.batch) }
       }
       let params = dictionary(flat, c.config.layout), ref = c.reference
       let want = ref.importanceWeightedLoss(params: params, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)
       XCTAssertEqual(terms.negativeELBO, want, accuracy: 1e-5 * abs(want), "\(lik.name): −Σ bound")
       model.grads.data.update(repeating: .nan)
       var ready = 0
-      model.importanceWeightedBackward { ready += $0.count }
+      model.backward { ready += $0.count }
       XCTAssertEqual(ready, model.params.count, "every parameter reported once")
       let fd = centralDifferences(params: params, names: c.config.layout.specs.map(\.name), h: 1e-6) {
         ref.importanceWeightedLoss(params: $0, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)

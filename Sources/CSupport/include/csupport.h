@@ -59,6 +59,9 @@ void vae_adam_update(float *restrict p, const float *restrict grad, float *restr
 /// (own exp and log1p, ≤ 2 ulp on the ranges used) and picked at load time like Adam.
 void vae_bernoulli_loglik(const float *restrict x, const float *restrict logits, size_t rows,
                           size_t cols, float *restrict row_out, float *restrict grad);
+/// The same with each row's sum accumulated in double into row_out[rows] (importance weights).
+void vae_bernoulli_loglik_f64(const float *restrict x, const float *restrict logits, size_t rows,
+                              size_t cols, double *restrict row_out, float *restrict grad);
 /// A linear layer's epilogue over y[rows, cols] = x·Wᵀ, in place, one pass per row while it is
 /// in cache: y = (y + bias) (+ addend[rows, cols] when not NULL), then, with relu, max(y, 0)
 /// as Swift's max computes it. Plain adds, so the bits are those of the scalar loop.
