@@ -108,8 +108,8 @@ final class MPITests: XCTestCase {
   }
 
   /// A checkpoint written under np 4 has the same layout (tensor names, order, shapes, dtypes,
-  /// metadata) as under np 1, metadata equal except world_size, timing and CRC, and the same
-  /// values up to summation order.
+  /// metadata) as under np 1, metadata equal except world_size, shards (ranks × micro-batches),
+  /// timing and CRC, and the same values up to summation order.
   func testCheckpointUnderNp4MatchesNp1() throws {
     assertSucceeded(try run(np: 0, smoke("c1", steps: 60)), "np 1")
     assertSucceeded(try run(np: 4, smoke("c4", steps: 60)), "np 4")
@@ -118,11 +118,12 @@ final class MPITests: XCTestCase {
     XCTAssertEqual(a.tensors.map(\.shape), b.tensors.map(\.shape))
     XCTAssertEqual(a.tensors.map(\.dtype), b.tensors.map(\.dtype))
     XCTAssertEqual(Set(a.metadata.keys), Set(b.metadata.keys))
-    for (k, v) in a.metadata where !["world_size", "tensor_crc32"].contains(k) {
+    for (k, v) in a.metadata where !["world_size", "shards", "tensor_crc32"].contains(k) {
       XCTAssertEqual(b.metadata[k], v, "metadata \(k)")
     }
     XCTAssertEqual(a.metadata["world_size"], "1")
     XCTAssertEqual(b.metadata["world_size"], "4")
+    XCTAssertEqual([a.metadata["shards"], b.metadata["shards"]], ["1", "4"])
     for (x, y) in zip(a.tensors, b.tensors) where !x.name.hasPrefix("adam.") {
       let u = floatsFromBytes(x.bytes), v = floatsFromBytes(y.bytes)
       var diff = 0.0, norm = 0.0
@@ -439,7 +440,7 @@ final class MPITests: XCTestCase {
       (["--no-shard-optimizer"], nil, "optimizer sharding differs from rank 0's: disabled here, enabled on rank 0 (--[no-]shard-optimizer)"),
       (["--resume", "auto"], nil, "resume mode differs from rank 0's: auto here, not given on rank 0 (--resume)"),
       ([], "VAE_DIST_SHM=0", "the shared-memory transport (VAE_DIST_SHM) differs from rank 0's: disabled (VAE_DIST_SHM=0) here, enabled on rank 0"),
-      (["--micro-batches", "2"], nil, "micro-batches per rank differs from rank 0's: 2 here, 1 on rank 0 (--micro-batches)"),
+      (["--micro-batches", "2"], nil, "micro-batches per rank differs from rank 0's: 2 here, auto on rank 0 (--micro-batches)"),
       (["--init", Self.root.appendingPathComponent("configs/smoke.yaml").path], nil, "the initial weights file differs from rank 0's: '"),
     ]
     for (i, c) in cases.enumerated() {
