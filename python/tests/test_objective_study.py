@@ -85,7 +85,8 @@ def test_torch_table_has_a_row_per_run_and_a_mean_per_framework():
     lines = st.markdown(rs, "torch").splitlines()
     assert lines[2].startswith("| pytorch | 1 | 10 | −102.50 (k = 5000, first 500) | −111.00 | 48 of 50 | 100 | 6000 |")
     assert lines[3].startswith("| pytorch | 2 |") and lines[5].startswith("| vae-dist | 2 |")
-    assert lines[6].startswith("| pytorch, mean of 2 | | | −102.75 |") and lines[7].startswith("| vae-dist, mean of 2 | | | −102.25 |")
+    assert lines[6].startswith("| pytorch, mean ± sd of 2 | | | −102.75 ± 0.35 |")
+    assert lines[7].startswith("| vae-dist, mean ± sd of 2 | | | −102.25 ± 0.35 | −111.00 ± 0.00 | 48.0 |")
 
 
 def test_bad_seeds_are_one_line(capsys):

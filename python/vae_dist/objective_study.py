@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -182,7 +183,8 @@ def markdown(rows, part):
 
 
 def torch_markdown(rs):
-    """The torch part's table: a row per (framework, seed), then each framework's mean."""
+    """The torch part's table: a row per (framework, seed), then each framework's mean and
+    sample standard deviation over its seeds (the seed noise the two means are judged against)."""
     out = ["| trained by | seed | epochs | test log-likelihood (IW bound) | held-out ELBO | active units | training s | samples/s |",
            "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rs, key=lambda r: (r["framework"], int(r["seed"]))):
@@ -192,8 +194,11 @@ def torch_markdown(rs):
     for fw in sorted({r["framework"] for r in rs}):
         mine = [r for r in rs if r["framework"] == fw]
         if len(mine) > 1:
-            mean = lambda k: sum(float(r[k]) for r in mine) / len(mine)  # noqa: E731
-            out.append(f"| {fw}, mean of {len(mine)} | | | {minus(mean('iw_bound'))} | {minus(mean('test_elbo'))} | "
+            def stat(k):
+                v = [float(r[k]) for r in mine]
+                return f"{minus(statistics.mean(v))} ± {statistics.stdev(v):.2f}"
+            mean = lambda k: statistics.mean(float(r[k]) for r in mine)  # noqa: E731
+            out.append(f"| {fw}, mean ± sd of {len(mine)} | | | {stat('iw_bound')} | {stat('test_elbo')} | "
                        f"{mean('active_units'):.1f} | {mean('train_seconds'):.0f} | {mean('samples_per_sec'):.0f} |")
     return "\n".join(out)
 
