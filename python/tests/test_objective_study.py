@@ -93,3 +93,13 @@ def test_bad_seeds_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         st.main(["--bin", "x", "--root", ".", "--parts", "torch", "--seeds", "one"])
     assert e.value.code == 1 and "--seeds" in capsys.readouterr().err
+
+
+def test_torch_jsonl_holds_the_pytorch_runs_lines_in_order(tmp_path):
+    for name, line in (("pytorch-iwae-k5-seed2", '{"seed": 2}'), ("pytorch-iwae-k5-seed1", 'log\n{"seed": 1}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "torch.json").write_text(line + "\n")
+    rows = [{"framework": "pytorch", "name": "pytorch-iwae-k5-seed2"}, {"framework": "vae-dist", "name": "iwae-k5"},
+            {"framework": "pytorch", "name": "pytorch-iwae-k5-seed1"}]
+    st.write_torch_jsonl(str(tmp_path), rows, str(tmp_path / "out.jsonl"))
+    assert (tmp_path / "out.jsonl").read_text() == '{"seed": 2}\n{"seed": 1}\n'

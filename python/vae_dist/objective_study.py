@@ -152,6 +152,16 @@ def write_csv(rows, path, fields=FIELDS):
             w.writerow(r)
 
 
+def write_torch_jsonl(out, rows, path):
+    """torch_train's JSON line of each PyTorch run (its settings, torch's version, training
+    seconds and its own held-out ELBO), one per line, in the rows' order."""
+    with open(path, "w") as f:
+        for r in rows:
+            if r["framework"] == "pytorch":
+                with open(os.path.join(out, r["name"], "torch.json")) as g:
+                    f.write(g.read().strip().splitlines()[-1] + "\n")
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -280,6 +290,7 @@ def main(argv=None):
             shutil.copyfile(os.path.join(a.out, "objective-study.csv"), os.path.join(target, "objective-study.csv"))
         if torch_rows:
             shutil.copyfile(os.path.join(a.out, "objective-torch.csv"), os.path.join(target, "objective-torch.csv"))
+            write_torch_jsonl(a.out, torch_rows, os.path.join(target, "objective-torch-pytorch.jsonl"))
         if plotted:
             shutil.copyfile(os.path.join(a.out, "rate-distortion.png"), os.path.join(target, "rate-distortion.png"))
         for part in sorted(parts):
