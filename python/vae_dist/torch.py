@@ -468,8 +468,8 @@ def load(path):
 
 
 def save_checkpoint(module, path, config_yaml, step, epoch, seed, batch, note=""):
-    """Writes ``module``'s weights as a checkpoint that ``vae-dist eval`` (and ``train --resume``,
-    without Adam's moments) reads: format ``vae-dist/1``, the ``model`` metadata of
+    """Writes ``module``'s weights as a checkpoint that ``vae-dist eval`` reads (no Adam moments;
+    resuming from it is not supported: ``data_checksum`` is 0): format ``vae-dist/1``, the ``model`` metadata of
     ``module.config()``, ``config_yaml`` (the run's config, which names the data), the training
     state (``step``, ``epoch``, ``seed``, ``batch``; one process) and a CRC-32 per tensor. ``note``
     goes to the ``trained_by`` field (vae-dist ignores it)."""
