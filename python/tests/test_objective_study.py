@@ -64,3 +64,42 @@ def test_a_missing_binary_is_one_line(capsys):
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("objective-study: training vae: cannot run /nonexistent/vae-dist") and err.count("\n") == 1
+
+
+def test_torch_plan_pairs_vae_dist_and_pytorch_per_seed_with_seed_1_the_iwae_parts_run():
+    p = st.torch_plan(3, [1, 2])
+    assert [(r[1], r[8], r[9]) for r in p] == [("iwae-k5", "vae-dist", 1), ("pytorch-iwae-k5-seed1", "pytorch", 1),
+                                               ("iwae-k5-seed2", "vae-dist", 2), ("pytorch-iwae-k5-seed2", "pytorch", 2)]
+    assert p[0][3] == st.plan(3)[1][3]  # the IWAE part's k = 5 command, not retrained
+    assert p[2][3][-2:] == ["--seed", "2"]
+    torch_flags = p[3][3]
+    assert torch_flags[:6] == ["--model", "iwae-mnist", "--objective", "iwae", "--train-samples", "5"]
+    assert "--epochs" in torch_flags and torch_flags[torch_flags.index("--epochs") + 1] == "3"
+
+
+def test_torch_table_has_a_row_per_run_and_a_mean_per_framework():
+    base = {"epochs": 10, "iw_samples": 5000, "iw_limit": 500, "train_seconds": 100.0, "samples_per_sec": 6000.0,
+            "part": "torch", "test_elbo": -111.0, "active_units": 48, "zdim": 50}
+    rs = [dict(base, framework=fw, seed=s, iw_bound=b) for fw, s, b in
+          (("vae-dist", 1, -102.0), ("pytorch", 2, -103.0), ("pytorch", 1, -102.5), ("vae-dist", 2, -102.5))]
+    lines = st.markdown(rs, "torch").splitlines()
+    assert lines[2].startswith("| pytorch | 1 | 10 | −102.50 (k = 5000, first 500) | −111.00 | 48 of 50 | 100 | 6000 |")
+    assert lines[3].startswith("| pytorch | 2 |") and lines[5].startswith("| vae-dist | 2 |")
+    assert lines[6].startswith("| pytorch, mean ± sd of 2 | | | −102.75 ± 0.35 |")
+    assert lines[7].startswith("| vae-dist, mean ± sd of 2 | | | −102.25 ± 0.35 | −111.00 ± 0.00 | 48.0 |")
+
+
+def test_bad_seeds_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        st.main(["--bin", "x", "--root", ".", "--parts", "torch", "--seeds", "one"])
+    assert e.value.code == 1 and "--seeds" in capsys.readouterr().err
+
+
+def test_torch_jsonl_holds_the_pytorch_runs_lines_in_order(tmp_path):
+    for name, line in (("pytorch-iwae-k5-seed2", '{"seed": 2}'), ("pytorch-iwae-k5-seed1", 'log\n{"seed": 1}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "torch.json").write_text(line + "\n")
+    rows = [{"framework": "pytorch", "name": "pytorch-iwae-k5-seed2"}, {"framework": "vae-dist", "name": "iwae-k5"},
+            {"framework": "pytorch", "name": "pytorch-iwae-k5-seed1"}]
+    st.write_torch_jsonl(str(tmp_path), rows, str(tmp_path / "out.jsonl"))
+    assert (tmp_path / "out.jsonl").read_text() == '{"seed": 2}\n{"seed": 1}\n'

@@ -1,7 +1,10 @@
 """vae_dist.torch_train: its held-out ELBO is vae-dist's estimator (the same number as `vae-dist
 eval` on the same checkpoint, to float rounding: an independent PyTorch reference for the
 evaluation), its noise is vae-dist's eval noise, its defaults are configs/mnist.yaml's, a short
-training run trains, and bad arguments give one-line errors. Skipped, saying why, without numpy,
+training run trains, and bad arguments give one-line errors. With --model iwae-mnist: the IWAE
+loss and gradient are torch_objectives' (the reference of vae-dist's TorchObjectiveTests), the
+lr decay is vae-dist's, the settings are configs/iwae-mnist.yaml's, and --out writes a checkpoint
+that vae-dist eval reads with the same ELBO. Skipped, saying why, without numpy,
 safetensors, torch, the binary or MNIST."""
 
 import json
@@ -117,3 +120,96 @@ def test_bad_inputs_are_one_line_errors(tmp_path, mnist_dir):
     assert r.returncode == 1 and r.stderr.startswith("torch_train: --checkpoint ") and r.stderr.count("\n") == 1
     r = torch_train_cli(["--steps", "1"], str(tmp_path))
     assert r.returncode == 1 and "no " + str(tmp_path / "mnist" / "t10k-images-idx3-ubyte") in r.stderr
+
+
+# --- configs/iwae-mnist.yaml trained as an IWAE (--model iwae-mnist --objective iwae) ---
+
+FIXTURE = os.path.join(PYTHON_DIR, "..", "..", "shared", "fixtures", "torch-vae-step.safetensors")
+
+
+@pytest.fixture(scope="module")
+def step_fixture():
+    """The shared PyTorch fixture (784-64-32-8 ReLU VAE, 16 images), as test_torch_objectives finds it."""
+    path = os.environ.get("VAE_DIST_FIXTURES", FIXTURE)
+    if os.path.isdir(path):
+        path = os.path.join(path, "torch-vae-step.safetensors")
+    if not os.path.exists(path):
+        pytest.skip(f"no PyTorch fixture at {path}")
+    from vae_dist import torch_objectives
+    return torch_objectives.load(path)
+
+
+def test_the_iwae_loss_is_torch_objectives_bound_and_gradient(step_fixture):
+    """torch_objectives' IWAE bound and gradient are the reference vae-dist's own is checked
+    against (TorchObjectiveTests, 1e-4); torch_train's loss, written apart, must give the same
+    numbers on the same weights, images and noise, times 1/B (its loss is a mean over rows)."""
+    from vae_dist import torch_objectives
+    grads, extra = torch_objectives.objectives(step_fixture, 1.0, 5, 7)
+    model = vt.VAE(784, [64, 32], [32, 64], 8).double()
+    model.load_state_dict({n: torch.from_numpy(step_fixture[n].astype(np.float64)) for n, _ in model.named_parameters()})
+    x = torch.from_numpy(step_fixture["input.x"].astype(np.float64))
+    eps = torch.from_numpy(extra["input.eps_iwae"]).reshape(16, 5, 8)
+    loss = torch_train.iwae_loss(model, x, eps)
+    assert float(loss.detach()) * 16 == pytest.approx(-extra["iwae.bound_sum"][0], rel=1e-12)
+    loss.backward()
+    for name, p in model.named_parameters():
+        want = grads["iwae"][name] / 16
+        assert np.linalg.norm(p.grad.numpy() - want) <= 1e-10 * np.linalg.norm(want), name
+    # The ELBO's gradient on the first sample's noise is another one: the check can fail.
+    model.zero_grad()
+    recon, kl = model.elbo_terms(x, eps[:, 0, :])
+    ((kl - recon).sum() / 16).backward()
+    g, want = model.encoder["0"].weight.grad.numpy(), grads["iwae"]["encoder.0.weight"] / 16
+    assert np.linalg.norm(g - want) > 0.01 * np.linalg.norm(want)
+
+
+def test_the_iwae_schedule_is_vae_dists():
+    assert [torch_train.iwae_stage(e) for e in (0, 1, 3, 4, 12, 13, 39, 40)] == [0, 1, 1, 2, 2, 3, 3, 4]
+    # vae-dist's metrics.jsonl lr (float32) of configs/iwae-mnist.yaml at steps 0, 1,200 and 6,000.
+    lrs = [torch_train.step_lr(1e-3, "iwae", s, 600) for s in (0, 599, 600, 1199, 2399, 2400, 5999)]
+    assert lrs == [0.0010000000474974513] * 2 + [0.0007196856895461679] * 3 + [0.0005179474828764796] * 2
+    assert torch_train.step_lr(1e-3, "constant", 5999, 600) == 1e-3
+
+
+def test_the_iwae_mnist_model_is_the_configs(repo):
+    with open(os.path.join(repo, "configs", "iwae-mnist.yaml")) as f:
+        text = f.read()
+    m = torch_train.MODELS["iwae-mnist"]
+    for line in (f"encoder: [{', '.join(m['model']['encoder'])}]", f"decoder: [{', '.join(m['model']['decoder'])}]",
+                 f"zdim: {m['model']['zdim']}", "adam_eps: 0.0001", "lr_schedule: iwae", "batch: 100", "lr: 0.001",
+                 "epochs: 10", "seed: 1", "binarize: dynamic", "likelihood: bernoulli"):
+        assert "\n  " + line + "\n" in text, line
+    a = torch_train.parse_args(["--model", "iwae-mnist", "--objective", "iwae", "--train-samples", "5"])
+    assert (a.adam_eps, a.lr_schedule, a.batch, a.lr, a.steps, a.seed) == (1e-4, "iwae", 100, 1e-3, 6000, 1)
+    names = [n for n, _ in torch_train.build_model("iwae-mnist").named_parameters()]
+    assert names[:2] == ["encoder.0.weight", "encoder.0.bias"] and names[-1] == "decoder.out.bias"
+
+
+def test_an_iwae_run_writes_a_checkpoint_vae_dist_evaluates(vae_dist_bin, mnist_dir, tmp_path):
+    """The exported weights are the trained ones: vae-dist eval's ELBO on them is torch_train's
+    (the same estimator, to float rounding), and the tanh network loads back."""
+    out = str(tmp_path / "iwae.safetensors")
+    r = torch_train_cli(["--model", "iwae-mnist", "--objective", "iwae", "--train-samples", "5", "--steps", "20",
+                         "--threads", "1", "--limit", "200", "--out", out], mnist_dir)
+    assert r.returncode == 0, r.stderr
+    ours = json.loads(r.stdout)
+    assert (ours["objective"], ours["train_samples"], ours["adam_eps"]) == ("iwae", 5, 1e-4)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    ev = run([vae_dist_bin, "eval", "--checkpoint", out, "--data", mnist_dir, "--json", "--threads", "1", "--limit", "200",
+              "--iw", "20"], env)
+    assert ev.returncode == 0, ev.stderr
+    got = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert abs(got["elbo"] - ours["test_elbo"]) <= 1e-5 * abs(ours["test_elbo"]) and got["step"] == 20
+    assert got["iw_bound"] > got["elbo"]
+    assert vt.load(out).config()["encoder"] == ["dense 200 tanh", "dense 200 tanh"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--objective", "iwae"], "--train-samples goes with --objective iwae"),
+    (["--train-samples", "5"], "--train-samples goes with --objective iwae"),
+    (["--adam-eps", "0"], "--adam-eps: expected a number > 0"),
+    (["--model", "cifar"], "--model: invalid choice"),
+])
+def test_iwae_flags_that_do_not_go_together_are_refused(args, message, tmp_path):
+    r = torch_train_cli(args, str(tmp_path))
+    assert r.returncode == 2 and message in r.stderr

@@ -395,6 +395,21 @@ class VAE(nn.Module):
         output = self.decode(self.reparameterize(mu, logvar, eps))
         return self.log_likelihood(x, output), self.kl(mu, logvar)
 
+    def iw_log_weights(self, x, eps):
+        """log w_i = log p(x|z_i) + log N(z_i; 0, I) - log N(z_i; mu, sigma^2) per row and sample,
+        ``[batch, k]``, with z_i = mu + sigma * eps_i and ``eps`` ``[batch, k, zdim]``: the k·B
+        samples go through the decoder as one batch. Their log-mean-exp is the IWAE bound."""
+        mu, logvar = self.encode(x)
+        z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps
+        log_px = self.log_likelihood(x[:, None, :], self.decode(z))
+        log_pz = (-0.5 * (z * z + math.log(2 * math.pi))).sum(-1)
+        log_qz = (-0.5 * (eps * eps + math.log(2 * math.pi)) - 0.5 * logvar[:, None, :]).sum(-1)
+        return log_px + log_pz - log_qz
+
+    def iwae_bound(self, x, eps):
+        """log (1/k) Σ_i w_i per row (Burda et al. 2016), ``[batch]``; see ``iw_log_weights``."""
+        return torch.logsumexp(self.iw_log_weights(x, eps), dim=1) - math.log(eps.shape[1])
+
     def elbo(self, x, eps=None):
         """The ELBO per example, ``log p(x|z) - KL``; ``eps=0`` gives vae-dist's ``eval --mean-z``."""
         recon, kl = self.elbo_terms(x, eps)
@@ -450,6 +465,27 @@ def load(path):
     state = {k: torch.from_numpy(v.copy()) for k, v in _checkpoint.model_tensors(tensors).items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+def save_checkpoint(module, path, config_yaml, step, epoch, seed, batch, note=""):
+    """Writes ``module``'s weights as a checkpoint that ``vae-dist eval`` reads (no Adam moments;
+    resuming from it is not supported: ``data_checksum`` is 0): format ``vae-dist/1``, the ``model`` metadata of
+    ``module.config()``, ``config_yaml`` (the run's config, which names the data), the training
+    state (``step``, ``epoch``, ``seed``, ``batch``; one process) and a CRC-32 per tensor. ``note``
+    goes to the ``trained_by`` field (vae-dist ignores it)."""
+    import json
+    import zlib
+
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
+    crcs = {k: zlib.crc32(v.numpy().astype("<f4").tobytes()) for k, v in state.items()}
+    meta = {"format": "vae-dist/1", "model": json.dumps(module.config()), "config": config_yaml,
+            "step": str(step), "epoch": str(epoch), "seed": str(seed), "world_size": "1", "shards": "1",
+            "global_batch": str(batch), "adam_step": str(step), "data_checksum": "0",
+            "tensor_crc32": json.dumps(crcs, separators=(",", ":")), "window_recon": "0.0", "window_kl": "0.0",
+            "window_count": "0", "trained_by": note}
+    save_file(state, str(path), metadata=meta)
 
 
 def save_init(module, path):

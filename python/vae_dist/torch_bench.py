@@ -79,18 +79,18 @@ def step_loss(terms, x, eps, batch):
     return (kl - recon).sum() / batch
 
 
-def make_optimizer(params, adam, lr):
+def make_optimizer(params, adam, lr, eps=1e-8):
     """``(optimizer, implementation)``: torch.optim.Adam as constructed by default, or fused
-    (falling back to foreach where this torch has no fused Adam on CPU)."""
+    (falling back to foreach where this torch has no fused Adam on CPU); ``eps``: Adam's ε."""
     import torch
 
     if adam == "default":
-        return torch.optim.Adam(params, lr=lr), "default"
+        return torch.optim.Adam(params, lr=lr, eps=eps), "default"
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True), "fused"
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True), "fused"
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, foreach=True), "foreach"
+        return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True), "foreach"
 
 
 class Batches:
