@@ -184,13 +184,17 @@ def requeue_at_step(job, run_dir, step, requeued):
     return hook
 
 
-@pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-    reason = skip_reason()
+def require_slurm(reason):
+    """Skips with `reason` when Slurm cannot run, or fails when VAE_DIST_REQUIRE_SLURM=1 (CI)."""
     if reason and os.environ.get("VAE_DIST_REQUIRE_SLURM") == "1":
         pytest.fail(f"VAE_DIST_REQUIRE_SLURM=1 but {reason}")
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    require_slurm(skip_reason())
     j = Jobs(str(tmp_path_factory.mktemp("slurm")))
     # Slurm's warning comes at its first 30 s check after (limit - signal time - 30 s): with a
     # 1-minute limit and @20, 10-40 s into the job, and the time limit itself at 60-90 s.

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import pytest
 
 from test_slurm import (CONFIG, JOB_TIMEOUT, LOCAL_CLUSTER, REPO, SBATCH, STEPS, TERMINAL, assert_same_tensors,
-                        binary, events, job_info, newest_step)
+                        binary, events, job_info, newest_step, require_slurm)
 
 SLURM_LOCAL = os.path.join(REPO, "scripts", "slurm-local")
 CHECKPOINT_EVERY = int(re.search(r"^  checkpoint_every: (\d+)$", open(CONFIG).read(), re.M).group(1))
@@ -187,11 +187,7 @@ def preemption(p):
 
 @pytest.fixture(scope="module")
 def phases(tmp_path_factory):
-    reason = skip_reason()
-    if reason and os.environ.get("VAE_DIST_REQUIRE_SLURM") == "1":
-        pytest.fail(f"VAE_DIST_REQUIRE_SLURM=1 but {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_slurm(skip_reason())
     p = Phases(str(tmp_path_factory.mktemp("slurm-nodes")))
     started = time.monotonic()
     log = open(os.path.join(p.work, "reference.log"), "w")
