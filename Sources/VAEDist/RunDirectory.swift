@@ -60,12 +60,23 @@ final class RunDirectory {
 
   // MARK: - metrics.jsonl
 
-  func openMetrics() throws {
-    let fd = open(metricsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(0o644))
+  func openMetrics() throws { metrics = try Self.openForAppending(metricsPath) }
+
+  static func openForAppending(_ file: String) throws -> Int32 {
+    let fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(0o644))
     guard fd >= 0 else {
-      throw TrainError.io("\(metricsPath): cannot open for appending: \(String(cString: strerror(errno)))")
+      throw TrainError.io("\(file): cannot open for appending: \(String(cString: strerror(errno)))")
     }
-    metrics = fd
+    return fd
+  }
+
+  /// `fields` as one JSON line at the end of `file` (open on `fd`).
+  static func appendLine(_ fields: JSONObject, fd: Int32, file: String) throws {
+    do {
+      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: file, what: "appending a line")
+    } catch {
+      throw TrainError.io(error.description)
+    }
   }
 
   /// Appends `fields` as one line (`JSONObject.line`: non-finite numbers become null with a
@@ -73,11 +84,7 @@ final class RunDirectory {
   /// nothing is lost silently.
   func appendMetrics(_ fields: JSONObject) throws {
     guard let fd = metrics else { return }
-    do {
-      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: metricsPath, what: "appending a line")
-    } catch {
-      throw TrainError.io(error.description)
-    }
+    try Self.appendLine(fields, fd: fd, file: metricsPath)
   }
 
   func closeMetrics() throws {
@@ -97,16 +104,9 @@ final class RunDirectory {
   var segmentsPath: String { (path as NSString).appendingPathComponent("segments.jsonl") }
 
   func appendSegment(_ fields: JSONObject) throws {
-    let fd = open(segmentsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(0o644))
-    guard fd >= 0 else {
-      throw TrainError.io("\(segmentsPath): cannot open for appending: \(String(cString: strerror(errno)))")
-    }
+    let fd = try Self.openForAppending(segmentsPath)
     defer { close(fd) }
-    do {
-      try FileIO.writeAll(Array((fields.line + "\n").utf8), fd: fd, path: segmentsPath, what: "appending a line")
-    } catch {
-      throw TrainError.io("\(error)")
-    }
+    try Self.appendLine(fields, fd: fd, file: segmentsPath)
   }
 
   /// How many starts segments.jsonl records so far.

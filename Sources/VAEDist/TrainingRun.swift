@@ -50,7 +50,9 @@ public final class TrainingRun {
   public init(config: RunConfig, data: DataSplits, comm: Communicator, runDirectory: String, options: RunOptions = RunOptions())
     throws
   {
-    try Self.validate(config: config, data: data, comm: comm, microBatches: options.parallel.microBatches ?? 1)
+    try Self.validate(config: config, data: data, comm: comm)
+    // A given count is checked before any collective; auto's, once the checkpoint decided it.
+    if let k = options.parallel.microBatches { try Self.validate(microBatches: k, config: config, comm: comm) }
     let replicas = ReplicaCheck(comm: comm)
     let t0 = MonotonicClock.now()
     options.events(.waiting("the start-up option agreement (an allgather every rank makes first)"))
@@ -66,7 +68,7 @@ public final class TrainingRun {
     files = RunDirectory(path: runDirectory)
     resuming = try Self.readResumeCheckpoint(options.start.resume, files: files, comm: comm, events: options.events)
     split = Self.batchSplit(microBatches: options.parallel.microBatches, resuming: resuming, ranks: comm.size, batch: config.batch)
-    try Self.validate(config: config, data: data, comm: comm, microBatches: split.microBatches)
+    if options.parallel.microBatches == nil { try Self.validate(microBatches: split.microBatches, config: config, comm: comm) }
     var parallel = options.parallel
     parallel.microBatches = split.microBatches
     options.events(.waiting("the gradient exchange (shared-memory window) and the initial parameters"))
@@ -85,7 +87,7 @@ public final class TrainingRun {
     window = MetricsWindow(step: 0, exchangeSeconds: 0)
   }
 
-  static func validate(config: RunConfig, data: DataSplits, comm: Communicator, microBatches k: Int) throws {
+  static func validate(config: RunConfig, data: DataSplits, comm: Communicator) throws {
     guard config.batch >= comm.size else {
       throw TrainError.badSetting(
         "train.batch: the global batch (\(config.batch)) must be at least the number of ranks (\(comm.size))")
@@ -98,6 +100,9 @@ public final class TrainingRun {
       throw TrainError.badSetting(
         "model.input_size: \(config.model.inputSize) but \(data.train.name) examples have \(data.train.pixelsPerImage) values")
     }
+  }
+
+  static func validate(microBatches k: Int, config: RunConfig, comm: Communicator) throws {
     let perRank = config.batch / comm.size
     guard k >= 1, k <= perRank else {
       throw TrainError.invalidOption(

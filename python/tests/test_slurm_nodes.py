@@ -46,7 +46,7 @@ def skip_reason():
         return ("SLURM_CONF names no two-node cluster of scripts/slurm-local "
                 "(scripts/test starts one as root; or: scripts/slurm-local start DIR --nodes 2)")
     config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
-    if f"ClusterName             = {LOCAL_CLUSTER}" not in config and not re.search(rf"ClusterName\s*=\s*{LOCAL_CLUSTER}\b", config):
+    if not re.search(rf"^ClusterName\s*=\s*{LOCAL_CLUSTER}$", config, re.M):
         return f"SLURM_CONF's cluster is not {LOCAL_CLUSTER}"
     if binary() is None:
         return "no vae-dist binary: set VAE_DIST_BIN or build (swift build -c release)"
