@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -108,7 +109,7 @@ class Jobs(threading.Thread):
         self.env = dict(os.environ, VAE_DIST_BIN=binary(), CONFIG=CONFIG, OPENBLAS_NUM_THREADS="1",
                         OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         self.env.pop("VAE_DIST_LAUNCHER", None)
-        self.ids, self.hooks, self.seen, self.final, self.errors = [], {}, {}, {}, []
+        self.ids, self.hooks, self.seen, self.final, self.errors, self.held = [], {}, {}, {}, [], {}
         self.lock, self.stopping = threading.Lock(), False
 
     def dir(self, name):
@@ -162,8 +163,11 @@ class Jobs(threading.Thread):
                 pytest.fail(f"the reference run failed: {f.read()[-2000:]}")
         return os.path.join(self.dir("reference"), "final.safetensors")
 
-    def output(self, name):
-        with open(os.path.join(self.dir(name), f"vae-dist-{name}.out")) as f:
+    def output(self, name, missing=None):
+        path = os.path.join(self.dir(name), f"vae-dist-{name}.out")
+        if missing is not None and not os.path.exists(path):
+            return missing
+        with open(path) as f:
             return f.read()
 
 
@@ -175,13 +179,63 @@ def lift_time_limit(job):
     return hook
 
 
-def requeue_at_step(job, run_dir, step, requeued):
-    """scontrol requeue once the running job's run has logged `step`; appends that step to requeued."""
-    def hook(info):
-        if not requeued and info["JobState"] == "RUNNING" and newest_step(run_dir) >= step:
-            requeued.append(newest_step(run_dir))
-            subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, text=True)
-    return hook
+def hold_at_step(j, name, step, signal_line, action=lambda: None):
+    """A thread that stops job `name`'s two ranks once its run has logged `step`, runs action(),
+    and lets the ranks go on once the job script has logged signal_line (the signal has reached
+    it): the signal then finds the run mid-way however fast the machine trains. Records the
+    step held at in j.held[name], or what went wrong in j.errors."""
+    def run():
+        try:
+            logged, pids = stop_ranks_at_step(j.dir(name), os.path.join(j.dir(name), "runs", name), step, 2)
+            j.held[name] = logged
+            action()
+            continue_ranks(pids, until=lambda: signal_line in j.output(name, missing=""))
+        except BaseException as e:  # pytest.fail included: the test reports it
+            j.errors.append(f"holding {name} at step {step}: {e}")
+    threading.Thread(target=run, daemon=True).start()
+
+
+def ranks(job_dir):
+    """PIDs of the vae-dist processes working in job_dir (a job's submit directory), whichever node runs them."""
+    exe, cwd, pids = os.path.realpath(binary()), os.path.realpath(job_dir), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == exe and os.readlink(f"/proc/{pid}/cwd") == cwd:
+                pids.append(int(pid))
+        except OSError:
+            pass  # gone, or not ours to read
+    return pids
+
+
+def signal_pids(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_ranks_at_step(job_dir, run_dir, step, count, timeout=JOB_TIMEOUT):
+    """Once the run has logged `step`, stops (SIGSTOP) its `count` ranks and returns (step logged, pids).
+    What a test does at a step then happens there, however fast the machine trains: the tensors
+    are unchanged, and a signal sent meanwhile waits for continue_ranks. Checks every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if newest_step(run_dir) >= step:
+            pids = ranks(job_dir)
+            if len(pids) == count:
+                signal_pids(pids, signal.SIGSTOP)
+                return newest_step(run_dir), pids
+        time.sleep(0.05)
+    pytest.fail(f"{run_dir}: step {step} with {count} ranks running not reached within {timeout} s")
+
+
+def continue_ranks(pids, until=lambda: True, timeout=120):
+    """SIGCONT to pids once until() is true (checked every 0.2 s), or after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    signal_pids(pids, signal.SIGCONT)
 
 
 def require_slurm(reason):
@@ -198,11 +252,16 @@ def jobs(tmp_path_factory):
     j = Jobs(str(tmp_path_factory.mktemp("slurm")))
     # Slurm's warning comes at its first 30 s check after (limit - signal time - 30 s): with a
     # 1-minute limit and @20, 10-40 s into the job, and the time limit itself at 60-90 s.
+    # Each run is held (its ranks stopped) at a step until its signal has reached the script, so
+    # that the signal finds it mid-way on a machine of any speed.
     j.timelimit = j.submit("timelimit", "--time=1", "--signal=B:USR1@20")
     j.hooks[j.timelimit] = lift_time_limit(j.timelimit)
+    hold_at_step(j, "timelimit", 50, "SIGUSR1 (time limit near)")
     j.norequeue = j.submit("norequeue", "--time=1", "--signal=B:USR1@20", "--no-requeue", VAE_DIST_LAUNCHER="srun")
-    j.requeue, j.requeued = j.submit("requeue", "--time=10", VAE_DIST_LAUNCHER="mpirun"), []
-    j.hooks[j.requeue] = requeue_at_step(j.requeue, os.path.join(j.dir("requeue"), "runs", "requeue"), 500, j.requeued)
+    hold_at_step(j, "norequeue", 50, "SIGUSR1 (time limit near)")
+    j.requeue = j.submit("requeue", "--time=10", VAE_DIST_LAUNCHER="mpirun")
+    hold_at_step(j, "requeue", 500, "SIGTERM at", lambda: subprocess.run(
+        ["scontrol", "requeue", j.requeue], check=True, capture_output=True, text=True))
     zdim = subprocess.run([os.path.join(REPO, "scripts", "zdim-study"), "--slurm", "--quick", "--zdims", "2 3",
                            "--epochs", "1", "--out", j.dir("zdim")] + zdim_data_args(),
                           env=j.env, capture_output=True, text=True)
@@ -246,7 +305,7 @@ def stop_step(run_dir, signal):
 def test_time_limit_warning_checkpoints_requeues_and_finishes_identically(jobs):
     info, seen = jobs.wait(jobs.timelimit)
     out = jobs.output("timelimit")
-    assert "SIGUSR1 (time limit near)" in out, f"no time-limit warning reached the script; states {seen}:\n{out}"
+    assert "SIGUSR1 (time limit near)" in out, f"no time-limit warning reached the script; states {seen}; {jobs.errors}:\n{out}"
     assert "srun --mpi=pmix" in out.splitlines()[1], "the launcher was not srun --mpi=pmix though this Slurm has PMIx"
     run = os.path.join(jobs.dir("timelimit"), "runs", "timelimit")
     step = stop_step(run, "SIGUSR1")
@@ -262,12 +321,12 @@ def test_time_limit_warning_checkpoints_requeues_and_finishes_identically(jobs):
 
 def test_scontrol_requeue_mid_run_with_mpirun_finishes_identically(jobs):
     info, seen = jobs.wait(jobs.requeue)
-    assert jobs.requeued, f"the run never reached step 500 while running: {seen}"
+    assert "requeue" in jobs.held, f"the run was never held at step 500 and requeued: {seen}; {jobs.errors}"
     out = jobs.output("requeue")
     assert out.splitlines()[1].startswith("slurm.sbatch: mpirun "), out.splitlines()[1]
     run = os.path.join(jobs.dir("requeue"), "runs", "requeue")
     step = stop_step(run, "SIGTERM")
-    assert jobs.requeued[0] <= step < STEPS
+    assert jobs.held["requeue"] <= step < STEPS
     assert f"step-{step:08d}.safetensors at step {step}" in out, "the restart did not resume from the stop checkpoint"
     assert ("PENDING", "BeginTime", 1) in seen, f"the job did not wait in the queue after its requeue: {seen}"
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1")

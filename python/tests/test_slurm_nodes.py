@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 import pytest
 
 from test_slurm import (CONFIG, JOB_TIMEOUT, LOCAL_CLUSTER, REPO, SBATCH, STEPS, TERMINAL, assert_same_tensors,
-                        binary, events, job_info, newest_step, require_slurm)
+                        binary, continue_ranks, events, job_info, newest_step, require_slurm,
+                        stop_ranks_at_step)
 
 SLURM_LOCAL = os.path.join(REPO, "scripts", "slurm-local")
 CHECKPOINT_EVERY = int(re.search(r"^  checkpoint_every: (\d+)$", open(CONFIG).read(), re.M).group(1))
@@ -113,11 +114,6 @@ class Phases:
                 pytest.fail(f"job {job}: not done within {timeout} s; states {self.seen[job]}")
             time.sleep(1)
 
-    def wait_for_step(self, job, name, step):
-        self.wait(job, lambda info: info["JobState"] == "RUNNING" and newest_step(self.run_dir(name)) >= step
-                  or info["JobState"] in TERMINAL)
-        return newest_step(self.run_dir(name))
-
     def output(self, name):
         with open(os.path.join(self.dir(name), f"vae-dist-{name}.out")) as f:
             return f.read()
@@ -148,9 +144,12 @@ def node_death(p):
     p.death = p.submit("death", "--nodes=1-2", "--ntasks=2", VAE_DIST_RANKS_PER_NODE="1")
     info = p.wait(p.death, lambda i: i["JobState"] == "RUNNING" or i["JobState"] in TERMINAL)
     p.death_nodes = info["NodeList"]
-    p.wait_for_step(p.death, "death", KILL_AT)
+    # Held at KILL_AT (its ranks stopped) while node 2 dies, so that the death comes mid-run
+    # however fast the machine trains; the rank on node 1 then goes on into the dead exchange.
+    _, pids = stop_ranks_at_step(p.dir("death"), p.run_dir("death"), KILL_AT, 2)
     p.killed_at = time.time()
     p.node("node-down", 2)
+    continue_ranks(pids)
     # The newest step logged once the rank left on node 1 is stuck in the exchange: the work
     # done before the death, as far as the run directory shows.
     time.sleep(2)
@@ -171,7 +170,7 @@ def node_death(p):
 
 def preemption(p):
     p.preempted = p.submit("preempted", "--nodes=1", "--ntasks-per-node=2", "--nodelist=vd-node2")
-    p.preempt_step = p.wait_for_step(p.preempted, "preempted", KILL_AT)
+    p.preempt_step, pids = stop_ranks_at_step(p.dir("preempted"), p.run_dir("preempted"), KILL_AT, 2)
     p.high_submitted = time.time()
     high = subprocess.run(["sbatch", "--parsable", "--partition=high", "--nodelist=vd-node2", "--exclusive",
                            "--job-name=high", "-o", os.path.join(p.work, "high.out"), "--wrap", "sleep 8"],
@@ -179,6 +178,9 @@ def preemption(p):
     p.ids.append(high)
     p.seen[high] = []
     p.high = high
+    # The ranks, held at KILL_AT, go on when Slurm preempts the job (its SIGTERM to the ranks comes
+    # with a SIGCONT; the script itself is not signalled), or when the job leaves RUNNING.
+    continue_ranks(pids, until=lambda: "SIGTERM at" in p.output("preempted") or p.poll(p.preempted)["JobState"] != "RUNNING")
     p.preempted_requeued = p.wait(p.preempted, lambda i: int(i["Restarts"]) >= 1 or i["JobState"] in TERMINAL)
     p.times["preemption_to_requeue_s"] = round(time.time() - p.high_submitted, 1)
     p.high_info = p.wait(high)
