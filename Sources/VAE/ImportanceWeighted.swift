@@ -9,22 +9,25 @@ import Darwin
 /// through the decoder as one batch (sample i of row r is decoder row r·k + i; ε is
 /// [batch, k·zdim]). Its loss terms: recon = Σ_rows of the mean log p(x|z_i) and kl = Σ_rows
 /// (that mean − L), so that `negativeELBO` is −Σ L (the bound, not the ELBO). Its gradient is
-/// each sample's gradient of −log w_i weighted by w̃_i (the plain IWAE estimator).
+/// each sample's gradient of −log w_i weighted by w̃_i (the plain IWAE estimator), or, with
+/// `gradient: .dreg`, DReG's (Tucker et al. 2019) for the encoder.
 ///
 /// log w is kept in Double, and log p(x|z) summed in Double (`exactLikelihood`): near −540 nats
 /// a Float resolves 3e-5, and one Float accumulator over 784 pixels is off by up to ~5e-4 nats;
 /// w̃ carries that error into every sample's share of the gradient (TorchObjectiveTests).
 final class ImportanceWeightedBound: LatentObjective {
   let samples: Int
+  let gradient: TrainingObjective.Gradient
   var exactLikelihood: Bool { true }
   /// log p(z) − log q(z|x) per sample, then log w.
   let logWeight: UnsafeMutablePointer<Double>
   /// The normalised weights w̃ (softmax over a row's samples).
   let normalized: Buffer
 
-  init(rows: Int, samples: Int) {
+  init(rows: Int, samples: Int, gradient: TrainingObjective.Gradient = .standard) {
     precondition(samples >= 1)
     self.samples = samples
+    self.gradient = gradient
     logWeight = .allocate(capacity: rows * samples)
     logWeight.initialize(repeating: 0, count: rows * samples)
     normalized = Buffer(rows * samples)
@@ -74,21 +77,25 @@ final class ImportanceWeightedBound: LatentObjective {
   }
 
   /// d(−log w_i)/dz_i = −d log p(x|z_i)/dz_i + z_i, each weighted by w̃_i (the decoder's part is
-  /// weighted already); through z_i = μ + σ·ε_i, and −log q's −½ log σ².
+  /// weighted already); through z_i = μ + σ·ε_i, and −log q's −½ log σ² (the score term).
+  ///
+  /// DReG: −w̃_i² ∂log w_i/∂z_i, q's parameters held fixed in log q (∂(−log q)/∂z = ε/σ), so
+  /// w̃_i·(dz_i + w̃_i·(z_i − ε_i/σ)) with dz_i = −w̃_i ∂log p(x|z_i)/∂z_i as the decoder left it;
+  /// through z_i alone, no score term.
   func headGradients(_ m: VAEModel, eps: UnsafePointer<Float>, batch: Int) {
-    let k = samples, d = m.config.zdim
+    let k = samples, d = m.config.zdim, dreg = gradient == .dreg
     for r in 0..<batch {
       for j in 0..<d {
         let s = m.std.ptr[r * d + j]
         var gm: Float = 0, gl: Float = 0
         for i in 0..<k {
-          let row = r * k + i
-          let g = m.dz.ptr[row * d + j] + normalized.ptr[row] * m.z.ptr[row * d + j]
+          let row = r * k + i, w = normalized.ptr[row], e = eps[row * d + j], z = m.z.ptr[row * d + j]
+          let g = dreg ? w * (m.dz.ptr[row * d + j] + w * (z - e / s)) : m.dz.ptr[row * d + j] + w * z
           gm += g
-          gl += g * eps[row * d + j] * 0.5 * s
+          gl += g * e * 0.5 * s
         }
         m.dmu.ptr[r * d + j] = gm
-        m.dlogvar.ptr[r * d + j] = gl - 0.5
+        m.dlogvar.ptr[r * d + j] = dreg ? gl : gl - 0.5
       }
     }
   }

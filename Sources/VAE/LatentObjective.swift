@@ -39,7 +39,7 @@ func makeLatentObjective(_ objective: TrainingObjective, config: ModelConfig, ro
   case .elbo: return EvidenceLowerBound()
   case .iwae:
     precondition(config.kind == .vae, "importance-weighted training needs a vae")
-    return ImportanceWeightedBound(rows: rows, samples: objective.samples)
+    return ImportanceWeightedBound(rows: rows, samples: objective.samples, gradient: objective.gradient)
   }
 }
 

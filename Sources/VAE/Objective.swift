@@ -25,6 +25,16 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
   /// Free bits λ (Kingma et al. 2016), nats per latent dimension: the KL term of dimension j,
   /// averaged over the global batch, counts as max(λ, KL_j); 0: off.
   public var freeBits: Float = 0
+  /// The estimator of the importance-weighted bound's gradient (iwae).
+  public enum Gradient: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Burda et al.'s: each sample's gradient of log w_i weighted by w̃_i.
+    case standard
+    /// Doubly reparameterised (Tucker et al. 2019): the encoder's gradient through z alone,
+    /// weighted by w̃_i², with no score term; the decoder's as `standard`. Same expectation,
+    /// lower variance for the encoder, the more so the larger k.
+    case dreg
+  }
+  public var gradient: Gradient = .standard
 
   public init(kind: Kind = .elbo, beta: Float = 1, klWarmup: Int = 0, samples: Int = 1) {
     self.kind = kind
@@ -43,6 +53,9 @@ public struct TrainingObjective: Sendable, Hashable, Codable {
     }
     if kind == .elbo && samples != 1 { return "train.samples: \(samples) samples per row are for train.objective iwae" }
     if kind == .iwae && freeBits > 0 { return "train.free_bits applies to the ELBO's KL term; train.objective iwae has none" }
+    if kind == .elbo && gradient != .standard {
+      return "train.iwae_gradient \(gradient.rawValue) is an estimator of train.objective iwae's gradient (set train.objective: iwae)"
+    }
     return nil
   }
 

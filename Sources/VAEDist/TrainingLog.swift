@@ -113,7 +113,8 @@ extension TrainingRun {
     let o = config.objective, s = config.lrSchedule
     var parts: [String] = []
     if o.kind == .iwae {
-      parts.append("importance-weighted bound, \(o.samples) samples per row (metrics: loss is −bound, kl the bound's gap to the mean log-likelihood)")
+      parts.append("importance-weighted bound, \(o.samples) samples per row" + (o.gradient == .dreg ? ", DReG gradient" : "")
+        + " (metrics: loss is −bound, kl the bound's gap to the mean log-likelihood)")
     } else if !o.isPlainELBO {
       parts.append("ELBO with KL weight \(o.beta)" + (o.klWarmup > 0 ? ", warmed up over \(o.klWarmup) steps" : "")
         + (o.freeBits > 0 ? ", free bits \(o.freeBits) nats per dimension" : ""))

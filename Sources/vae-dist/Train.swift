@@ -35,6 +35,7 @@ struct Train: ParsableCommand {
   @Option(overriding: "train.lr_warmup") var lrWarmup: ConfigOverride?
   @Option(overriding: "train.objective") var objective: ConfigOverride?
   @Option(overriding: "train.samples") var samples: ConfigOverride?
+  @Option(overriding: "train.iwae_gradient") var iwaeGradient: ConfigOverride?
   @Option(overriding: "train.beta") var beta: ConfigOverride?
   @Option(overriding: "train.kl_warmup") var klWarmup: ConfigOverride?
   @Option(overriding: "train.free_bits") var freeBits: ConfigOverride?

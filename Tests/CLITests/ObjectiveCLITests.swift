@@ -48,7 +48,7 @@ final class ObjectiveCLITests: XCTestCase {
     for (flag, value, mention) in [("--beta", "-1", "--beta"), ("--kl-warmup", "-5", "--kl-warmup"),
                                    ("--lr-schedule", "linear", "constant, cosine, iwae"), ("--lr-warmup", "x", "--lr-warmup"),
                                    ("--samples", "0", "--samples"), ("--objective", "vimco", "elbo, iwae"),
-                                   ("--free-bits", "-0.5", "--free-bits")] {
+                                   ("--free-bits", "-0.5", "--free-bits"), ("--iwae-gradient", "vimco", "standard, dreg")] {
       let r = try run(["train", "--config", config, flag, value, "--out", dir + "/bad", "--quiet"])
       XCTAssertNotEqual(r.status, 0, "\(flag) \(value)")
       let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("vae-dist: error:") }
@@ -58,7 +58,8 @@ final class ObjectiveCLITests: XCTestCase {
     }
     for (extra, mention) in [(["--objective", "iwae", "--beta", "2"], "train.objective iwae has none"),
                              (["--samples", "5"], "are for train.objective iwae"),
-                             (["--objective", "iwae", "--free-bits", "1"], "train.free_bits applies to the ELBO")] {
+                             (["--objective", "iwae", "--free-bits", "1"], "train.free_bits applies to the ELBO"),
+                             (["--iwae-gradient", "dreg"], "train.iwae_gradient dreg is an estimator of train.objective iwae's")] {
       let r = try run(["train", "--config", config, "--out", dir + "/bad", "--quiet"] + extra)
       XCTAssertEqual(r.status, 1, "\(extra)")
       XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)

@@ -200,6 +200,11 @@ final class MPITests: XCTestCase {
     assertSucceeded(try run(np: 0, smoke("im2", steps: 30, extra: iwae + ["--micro-batches", "2"])), "iwae, 2 micro-batches")
     assertSucceeded(try run(np: 2, smoke("ip2", steps: 30, extra: iwae)), "iwae, np 2")
     XCTAssertTrue(try bytes("im2", worldSize: 2) == bytes("ip2", worldSize: 2), "iwae np 2 differs from --micro-batches 2")
+    let dreg = iwae + ["--iwae-gradient", "dreg"]
+    assertSucceeded(try run(np: 0, smoke("dm2", steps: 30, extra: dreg + ["--micro-batches", "2"])), "dreg, 2 micro-batches")
+    assertSucceeded(try run(np: 2, smoke("dp2", steps: 30, extra: dreg)), "dreg, np 2")
+    XCTAssertTrue(try bytes("dm2", worldSize: 2) == bytes("dp2", worldSize: 2), "dreg np 2 differs from --micro-batches 2")
+    XCTAssertFalse(try bytes("dm2", worldSize: 2) == bytes("im2", worldSize: 2), "--iwae-gradient dreg changed nothing")
     // Free bits: each dimension's KL over the global batch, summed in the rows' order.
     let free = ["--free-bits", "0.5"]
     assertSucceeded(try run(np: 0, smoke("fm2", steps: 30, extra: free + ["--micro-batches", "2"])), "free bits, 2 micro-batches")

@@ -54,31 +54,66 @@ final class GradientCheckTests: XCTestCase {
   /// finite differences; the 5·B samples go through the decoder as one batch.
   func testImportanceWeightedBoundAndGradientKFive() throws {
     for lik in [Likelihood.bernoulli, .gaussianLearned] {
-      let c = Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, batch: 3, likelihood: lik)
-      let k = 5
-      let (flat, xs, _) = draw(c)
-      var s = CounterRNG(seed: 77).stream(.noise, index: 3)
-      let eps = (0..<(c.batch * k * c.zdim)).map { _ in s.nextFloat(in: -2, 2) }
-      let model = VAEModel(config: c.config, maxBatch: c.batch, objective: TrainingObjective(kind: .iwae, samples: k))
-      flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: flat.count) }
-      let terms = xs.withUnsafeBufferPointer { xp in
-        eps.withUnsafeBufferPointer { model.loss(x: xp.baseAddress!, eps: $0.baseAddress!, batch: c.batch) }
+      let run = importanceWeighted(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, batch: 3, likelihood: lik), .standard)
+      let want = run.reference.importanceWeightedLoss(params: run.params, x: run.x, eps: run.eps, batch: run.batch, k: run.k)
+      XCTAssertEqual(run.loss, want, accuracy: 1e-5 * abs(want), "\(lik.name): −Σ bound")
+      let fd = centralDifferences(params: run.params, names: Array(run.gradients.keys), h: 1e-6) {
+        run.reference.importanceWeightedLoss(params: $0, x: run.x, eps: run.eps, batch: run.batch, k: run.k)
       }
-      let params = dictionary(flat, c.config.layout), ref = c.reference
-      let want = ref.importanceWeightedLoss(params: params, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)
-      XCTAssertEqual(terms.negativeELBO, want, accuracy: 1e-5 * abs(want), "\(lik.name): −Σ bound")
-      model.grads.data.update(repeating: .nan)
-      var ready = 0
-      model.backward { ready += $0.count }
-      XCTAssertEqual(ready, model.params.count, "every parameter reported once")
-      let fd = centralDifferences(params: params, names: c.config.layout.specs.map(\.name), h: 1e-6) {
-        ref.importanceWeightedLoss(params: $0, x: xs.map(Double.init), eps: eps.map(Double.init), batch: c.batch, k: k)
-      }
-      for (i, spec) in c.config.layout.specs.enumerated() {
-        let g = model.grads.toArray()[c.config.layout.range(of: i)].map(Double.init), f = fd[spec.name]!
-        XCTAssertLessThan(ErrorMeasure.normRelative(g, f), 1e-3, "\(lik.name) \(spec.name)")
-      }
+      for (name, g) in run.gradients { XCTAssertLessThan(ErrorMeasure.normRelative(g, fd[name]!), 1e-3, "\(lik.name) \(name)") }
     }
+  }
+
+  /// DReG (k = 5): the gradient of Tucker et al.'s surrogate by the Double reference's finite
+  /// differences, w̃ and log q's μ, σ² held at the current parameters: weighted by w̃² for the
+  /// encoder's parameters, by w̃ (IWAE's own gradient) for the decoder's. The loss is IWAE's.
+  func testDReGGradientKFiveIsItsSurrogates() throws {
+    for lik in [Likelihood.bernoulli, .gaussianLearned] {
+      let run = importanceWeighted(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, batch: 3, likelihood: lik), .dreg)
+      let want = run.reference.importanceWeightedLoss(params: run.params, x: run.x, eps: run.eps, batch: run.batch, k: run.k)
+      XCTAssertEqual(run.loss, want, accuracy: 1e-5 * abs(want), "\(lik.name): −Σ bound")
+      for power in [1.0, 2.0] {
+        let names = run.gradients.keys.filter { $0.hasPrefix("encoder.") == (power == 2) }
+        let fd = centralDifferences(params: run.params, names: names, h: 1e-6) {
+          run.reference.dregSurrogate(params: $0, base: run.params, x: run.x, eps: run.eps, batch: run.batch, k: run.k, power: power)
+        }
+        for name in names {
+          XCTAssertLessThan(ErrorMeasure.normRelative(run.gradients[name]!, fd[name]!), 1e-3, "\(lik.name) \(name)")
+        }
+      }
+      let plain = importanceWeighted(Case(hidden: [7, 5], decoderHidden: [6], zdim: 3, batch: 3, likelihood: lik), .standard)
+      XCTAssertGreaterThan(ErrorMeasure.normRelative(run.gradients["encoder.mu.weight"]!, plain.gradients["encoder.mu.weight"]!), 0.01,
+                           "DReG's encoder gradient is not the standard one")
+    }
+  }
+
+  /// One IWAE step (k = 5) of the engine on case c's parameters and images, noise in [−2, 2]:
+  /// −Σ bound, each parameter's gradient, and what the reference needs.
+  func importanceWeighted(_ c: Case, _ gradient: TrainingObjective.Gradient) -> (
+    loss: Double, gradients: [String: [Double]], params: [String: [Double]], x: [Double], eps: [Double], batch: Int,
+    k: Int, reference: ReferenceVAE
+  ) {
+    let k = 5
+    let (flat, xs, _) = draw(c)
+    var s = CounterRNG(seed: 77).stream(.noise, index: 3)
+    let eps = (0..<(c.batch * k * c.zdim)).map { _ in s.nextFloat(in: -2, 2) }
+    var objective = TrainingObjective(kind: .iwae, samples: k)
+    objective.gradient = gradient
+    let model = VAEModel(config: c.config, maxBatch: c.batch, objective: objective)
+    flat.withUnsafeBufferPointer { model.params.base.update(from: $0.baseAddress!, count: flat.count) }
+    let terms = xs.withUnsafeBufferPointer { xp in
+      eps.withUnsafeBufferPointer { model.loss(x: xp.baseAddress!, eps: $0.baseAddress!, batch: c.batch) }
+    }
+    model.grads.data.update(repeating: .nan)
+    var ready = 0
+    model.backward { ready += $0.count }
+    XCTAssertEqual(ready, model.params.count, "every parameter reported once")
+    var gradients: [String: [Double]] = [:]
+    for (i, spec) in c.config.layout.specs.enumerated() {
+      gradients[spec.name] = model.grads.toArray()[c.config.layout.range(of: i)].map(Double.init)
+    }
+    return (terms.negativeELBO, gradients, dictionary(flat, c.config.layout), xs.map(Double.init), eps.map(Double.init),
+            c.batch, k, c.reference)
   }
 
   /// Free bits with λ between the dimensions' mean KLs: some dimensions train their KL, the

@@ -186,25 +186,54 @@ struct ReferenceVAE {
   /// [batch, k·zdim]; log w = log p(x|z) + log N(z; 0, I) − log N(z; μ, σ²), written out here
   /// from the definitions (each sample through `evaluate` on the repeated row).
   func importanceWeightedLoss(params: [String: [Double]], x: [Double], eps: [Double], batch: Int, k: Int) -> Double {
+    let lw = logWeights(params: params, x: x, eps: eps, batch: batch, k: k).logw
+    var loss = 0.0
+    for r in 0..<batch {
+      let row = lw[(r * k)..<((r + 1) * k)], top = row.max()!
+      loss -= top + log(row.reduce(0) { $0 + exp($1 - top) }) - log(Double(k))
+    }
+    return loss
+  }
+
+  /// log w per sample ([batch·k]), and each sample row's μ and log σ². With `posterior` (μ and
+  /// log σ² per sample row, from other parameters) log q is that posterior's density at z: held
+  /// fixed while z moves with `params`, as DReG's surrogate holds it.
+  func logWeights(
+    params: [String: [Double]], x: [Double], eps: [Double], batch: Int, k: Int,
+    posterior: (mu: [Double], logvar: [Double])? = nil
+  ) -> (logw: [Double], mu: [Double], logvar: [Double]) {
     var xs: [Double] = []
     for r in 0..<batch { for _ in 0..<k { xs += x[(r * inputSize)..<((r + 1) * inputSize)] } }
     let out = evaluate(params: params, x: xs, eps: eps, batch: batch * k)
+    let qmu = posterior?.mu ?? out.mu, qlv = posterior?.logvar ?? out.logvar
+    var logw: [Double] = []
+    for row in 0..<(batch * k) {
+      var lw = out.recon[row]
+      for j in 0..<zdim {
+        let t = row * zdim + j
+        let z = out.mu[t] + exp(0.5 * out.logvar[t]) * eps[t]
+        lw += -0.5 * (log(2 * Double.pi) + z * z)  // log N(z; 0, 1)
+        lw -= Self.logDensity(x: z, mean: qmu[t], logVariance: qlv[t])  // log N(z; μ, σ²)
+      }
+      logw.append(lw)
+    }
+    return (logw, out.mu, out.logvar)
+  }
+
+  /// DReG's surrogate (Tucker et al. 2019): −Σ w̃^power · log w, the normalised weights w̃ and
+  /// log q's μ, σ² taken at `base` and held fixed, z = μ + σ·ε moving with `params`. Its
+  /// gradient at params = base is DReG's: power 2 for the encoder's parameters, 1 (the plain
+  /// IWAE gradient) for the decoder's.
+  func dregSurrogate(
+    params: [String: [Double]], base: [String: [Double]], x: [Double], eps: [Double], batch: Int, k: Int, power: Double
+  ) -> Double {
+    let fixed = logWeights(params: base, x: x, eps: eps, batch: batch, k: k)
+    let lw = logWeights(params: params, x: x, eps: eps, batch: batch, k: k, posterior: (fixed.mu, fixed.logvar)).logw
     var loss = 0.0
     for r in 0..<batch {
-      var logw: [Double] = []
-      for i in 0..<k {
-        let row = r * k + i
-        var lw = out.recon[row]
-        for j in 0..<zdim {
-          let m = out.mu[row * zdim + j], lv = out.logvar[row * zdim + j], e = eps[row * zdim + j]
-          let z = m + exp(0.5 * lv) * e
-          lw += -0.5 * (log(2 * Double.pi) + z * z)  // log N(z; 0, 1)
-          lw -= -0.5 * (log(2 * Double.pi) + lv + (z - m) * (z - m) / exp(lv))  // log N(z; μ, σ²)
-        }
-        logw.append(lw)
-      }
-      let top = logw.max()!
-      loss -= top + log(logw.reduce(0) { $0 + exp($1 - top) }) - log(Double(k))
+      let row = fixed.logw[(r * k)..<((r + 1) * k)], top = row.max()!
+      let total = row.reduce(0) { $0 + exp($1 - top) }
+      for i in 0..<k { loss -= pow(exp(row[row.startIndex + i] - top) / total, power) * lw[r * k + i] }
     }
     return loss
   }

@@ -7,7 +7,7 @@ import XCTest
 /// The objectives' gradients against PyTorch's autograd on the same weights, images and noise
 /// (python/vae_dist/torch_objectives.py on the shared fixture's VAE, autograd in float64): β = 0.5
 /// (also what KL warm-up mid-way is), free bits with half the dimensions below λ, and IWAE with
-/// k = 5, each to 1e-4 (norm of the difference over the norm of PyTorch's, per tensor).
+/// k = 5 (standard and DReG), each to 1e-4 (norm of the difference over the norm of PyTorch's, per tensor).
 ///
 /// The IWAE's log w are near −542 nats per sample, and w̃ = softmax(log w) scales every sample's
 /// share of the gradient, so an error δ in a log w is a relative error δ in its share. Summing a
@@ -49,7 +49,7 @@ final class TorchObjectiveTests: XCTestCase {
     }
   }
 
-  func testBetaFreeBitsAndIWAEGradientsEqualPyTorchs() throws {
+  func testBetaFreeBitsIWAEAndDReGGradientsEqualPyTorchs() throws {
     let (f, t) = try torchGradients()
     let x = try f.require("input.x").values.map(Float.init), eps = try f.require("input.eps").values.map(Float.init)
     let xb = Buffer(x.count), eb = Buffer(eps.count)
@@ -86,5 +86,12 @@ final class TorchObjectiveTests: XCTestCase {
     XCTAssertEqual(-terms.negativeELBO, bound, accuracy: 1e-5 * abs(bound), "Σ of the bound")
     iw.backward()
     try assertGradients(iw, t, "iwae")
+    // DReG on the same noise.
+    var dregObjective = TrainingObjective(kind: .iwae, samples: k)
+    dregObjective.gradient = .dreg
+    let dreg = try model(f, objective: dregObjective)
+    dreg.loss(x: xb.ptr, eps: ek.ptr, batch: batch)
+    dreg.backward()
+    try assertGradients(dreg, t, "iwae_dreg")
   }
 }

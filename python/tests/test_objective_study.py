@@ -79,7 +79,7 @@ def test_torch_plan_pairs_vae_dist_and_pytorch_per_seed_with_seed_1_the_iwae_par
 
 def test_torch_table_has_a_row_per_run_and_a_mean_per_framework():
     base = {"epochs": 10, "iw_samples": 5000, "iw_limit": 500, "train_seconds": 100.0, "samples_per_sec": 6000.0,
-            "part": "torch", "test_elbo": -111.0, "active_units": 48, "zdim": 50}
+            "part": "torch", "test_elbo": -111.0, "active_units": 48, "zdim": 50, "samples": 5}
     rs = [dict(base, framework=fw, seed=s, iw_bound=b) for fw, s, b in
           (("vae-dist", 1, -102.0), ("pytorch", 2, -103.0), ("pytorch", 1, -102.5), ("vae-dist", 2, -102.5))]
     lines = st.markdown(rs, "torch").splitlines()
@@ -103,3 +103,39 @@ def test_torch_jsonl_holds_the_pytorch_runs_lines_in_order(tmp_path):
             {"framework": "pytorch", "name": "pytorch-iwae-k5-seed1"}]
     st.write_torch_jsonl(str(tmp_path), rows, str(tmp_path / "out.jsonl"))
     assert (tmp_path / "out.jsonl").read_text() == '{"seed": 2}\n{"seed": 1}\n'
+
+
+def test_dreg_plan_pairs_each_seeds_standard_run_with_its_dreg_run_and_k50_with_seed_1():
+    p = st.dreg_plan(3, [1, 2])
+    assert [(r[1], r[5], r[8], r[9]) for r in p] == [
+        ("iwae-k5", 5, "standard", 1), ("iwae-k5-dreg", 5, "dreg", 1), ("iwae-k5-seed2", 5, "standard", 2),
+        ("iwae-k5-dreg-seed2", 5, "dreg", 2), ("iwae-k50", 50, "standard", 1), ("iwae-k50-dreg", 50, "dreg", 1)]
+    assert p[0][3] == st.plan(3)[1][3] and p[4][3] == st.plan(3)[2][3]  # the IWAE part's runs, not retrained
+    assert p[2][3] == st.torch_plan(3, [2])[0][3]  # the torch part's vae-dist seed 2
+    assert p[3][3] == p[2][3] + ["--iwae-gradient", "dreg"]
+    assert [r[1] for r in st.dreg_plan(3, [2])] == ["iwae-k5-seed2", "iwae-k5-dreg-seed2"]
+
+
+def test_dreg_table_groups_by_k_and_gradient_with_a_mean_per_group():
+    base = {"epochs": 10, "iw_samples": 5000, "iw_limit": 500, "train_seconds": 100.0, "samples_per_sec": 6000.0,
+            "part": "dreg", "test_elbo": -111.0, "active_units": 48, "zdim": 50}
+    rs = [dict(base, gradient=g, seed=s, samples=k, iw_bound=b) for g, s, k, b in
+          (("standard", 1, 50, -100.0), ("dreg", 2, 5, -102.0), ("standard", 1, 5, -103.0), ("dreg", 1, 5, -101.0),
+           ("dreg", 1, 50, -99.0))]
+    lines = st.markdown(rs, "dreg").splitlines()
+    assert lines[0].startswith("| IWAE k, gradient | seed |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| 5, DReG", "| 5, DReG", "| 5, standard", "| 50, DReG", "| 50, standard", "| 5, DReG, mean ± sd of 2"]
+    assert lines[7].startswith("| 5, DReG, mean ± sd of 2 | | | −101.50 ± 0.71 |")
+
+
+def test_a_run_shared_by_parts_is_measured_once_and_tagged_per_part(tmp_path):
+    (tmp_path / "iwae-k5").mkdir()
+    (tmp_path / "iwae-k5" / "row.json").write_text('{"part": "iwae", "name": "iwae-k5", "iw_bound": -102.0}')
+
+    class A:
+        out = str(tmp_path)
+    row = st.measure(A, "dreg", "iwae-k5", "configs/iwae-mnist.yaml", [], "iwae", 5, 1.0, 50, "standard", 1)
+    assert (row["part"], row["gradient"], row["seed"], row["iw_bound"]) == ("dreg", "standard", 1, -102.0)
+    row = st.measure(A, "iwae", "iwae-k5", "configs/iwae-mnist.yaml", [], "iwae", 5, 1.0, 50)
+    assert row["part"] == "iwae" and "gradient" not in row

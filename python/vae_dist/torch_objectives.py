@@ -9,7 +9,10 @@ each objective summed over the batch, as the engine's backward does:
   batch (Kingma et al. 2016), λ halfway between the 4th and 5th smallest K̄_j so that half the
   dimensions sit below it;
 - ``iwae``: −Σ_r log (1/k) Σ_i w_ri with k samples per row, their noise drawn here (seeded) and
-  written out with the gradients.
+  written out with the gradients;
+- ``iwae_dreg``: DReG's estimator of that gradient (Tucker et al. 2019) on the same noise, as
+  their surrogate: the encoder's from −Σ sg(w̃)²·log w with q's parameters detached inside
+  log q(z|x) (z keeps its path to them), the decoder's from −Σ sg(w̃)·log w.
 
 Writes ``grad.<objective>.<parameter>`` (F64), ``input.eps_iwae`` [16, k·8], ``free_bits.lambda``
 and ``free_bits.mean_kl`` [8] to a safetensors file. Exit status 3 when PyTorch is missing.
@@ -68,9 +71,33 @@ def objectives(t, beta, samples, seed):
     log_w = log_px + log_pz - log_qz
     bound = torch.logsumexp(log_w, dim=1) - np.log(samples)
     out["iwae"] = grads(-bound.sum())
+    out["iwae_dreg"] = dreg_gradients(model, x, eps_k)
     extra = {"input.eps_iwae": eps_k.reshape(batch, samples * 8).numpy(), "free_bits.lambda": np.array([lam]),
              "free_bits.mean_kl": mean_kl.detach().numpy(), "iwae.bound_sum": np.array([float(bound.sum().detach())])}
     return out, extra
+
+
+def dreg_gradients(model, x, eps_k):
+    """DReG's gradient on noise eps_k [B, k, zdim]: {parameter: ndarray}."""
+    import numpy as np
+    import torch
+
+    batch, samples, zdim = eps_k.shape
+    mu, logvar = model.encode(x)
+    z = mu[:, None, :] + torch.exp(0.5 * logvar)[:, None, :] * eps_k
+    log_px = model.log_likelihood(x[:, None, :].expand(batch, samples, x.shape[1]), model.decode(z))
+    log_pz = (-0.5 * (z * z + np.log(2 * np.pi))).sum(-1)
+    m, lv = mu.detach()[:, None, :], logvar.detach()[:, None, :]
+    log_qz = (-0.5 * ((z - m) ** 2 / torch.exp(lv) + lv + np.log(2 * np.pi))).sum(-1)
+    log_w = log_px + log_pz - log_qz
+    w = torch.softmax(log_w, dim=1).detach()
+    named = list(model.named_parameters())
+    encoder = [p for n, p in named if n.startswith("encoder.")]
+    decoder = [p for n, p in named if not n.startswith("encoder.")]
+    g_enc = torch.autograd.grad(-(w * w * log_w).sum(), encoder, retain_graph=True)
+    g_dec = torch.autograd.grad(-(w * log_w).sum(), decoder)
+    got = dict(zip((id(p) for p in encoder + decoder), g_enc + g_dec))
+    return {n: got[id(p)].numpy().copy() for n, p in named}
 
 
 def main(argv=None):
