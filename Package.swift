@@ -80,7 +80,7 @@ let package = Package(
       dependencies: [
         "TensorBoard", "Formats", "TestSupport", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ]),
-    .testTarget(name: "CLITests", dependencies: ["vae-dist", "VAEDist", "TestSupport"]),
+    .testTarget(name: "CLITests", dependencies: ["vae-dist", "VAEDist", "VAE", "TestSupport"]),
     .testTarget(
       name: "MPITests",
       dependencies: ["vae-dist", "vae-dist-fault-injection", "VAEDist", "VAE", "Formats", "TestSupport"]),

@@ -52,7 +52,7 @@ public enum BLASInfo {
     guard hasAVX2FMA, fallbackKernels.contains(coreName.lowercased()) else { return nil }
     let fix = best.map { $0 == "Haswell" ? "OPENBLAS_CORETYPE=Haswell" : "OPENBLAS_CORETYPE=\($0) (or Haswell)" }
       ?? "OPENBLAS_CORETYPE=Haswell"
-    return "warning: OpenBLAS chose its \(coreName) fallback kernel on a CPU with AVX2 and FMA "
+    return "OpenBLAS chose its \(coreName) fallback kernel on a CPU with AVX2 and FMA "
       + "(2-3× slower GEMMs); set \(fix)"
   }
 }

@@ -70,7 +70,7 @@ public enum CheckpointError: Error, CustomStringConvertible {
     case .notACheckpoint(let file, let format):
       "\(file): not a vae-dist checkpoint (metadata 'format' is \(format.map { "'\($0)'" } ?? "absent"), expected '\(Checkpoint.format)')"
     case .corruptTensor(let file, let tensor, let stored, let computed):
-      "\(file): tensor \(tensor) is corrupt: data checksum \(String(format: "%08x", computed)), expected \(String(format: "%08x", stored))"
+      "\(file): tensor \(tensor) is corrupt: data checksum \(hexCRC(computed)), expected \(hexCRC(stored))"
     case .badMetadata(let file, let field, let expected):
       "\(file): metadata field '\(field)': expected \(expected)"
     case .mismatch(let file, let field, let checkpoint, let run):
@@ -193,7 +193,7 @@ public enum Checkpoint {
       var crc: UInt32 = 0
       for t in file.tensors { crc = CRC32.checksum(t.bytes, continuing: crc) }
       guard whole == crc else {
-        throw SafeTensorsError.checksumMismatch(file: file.file, expected: stored, actual: String(crc))
+        throw SafeTensorsError.checksumMismatch(file: file.file, expected: hexCRC(whole), actual: hexCRC(crc))
       }
       return
     }
@@ -311,3 +311,7 @@ public enum Checkpoint {
       .appendingPathComponent(name)
   }
 }
+
+/// A CRC-32 as every message shows one: eight hex digits. (Checkpoint metadata stores them in
+/// decimal, as written since the first format.)
+func hexCRC(_ crc: UInt32) -> String { String(format: "%08x", crc) }

@@ -59,6 +59,25 @@ public enum ConfigLoader {
     if let problem = c.model.problem { throw ConfigError("\(path): \(problem)") }
   }
 
+  /// libyaml's reason for rejecting a text, on one line: where, what, and while doing what
+  /// ("line 3, column 1: found character that cannot start any token (while scanning for the
+  /// next token at line 3, column 1)").
+  static func yamlProblem(_ error: Error) -> String {
+    func say(_ problem: String, _ mark: Mark, _ context: YamlError.Context?) -> String {
+      "line \(mark.line), column \(mark.column): \(problem)"
+        + (context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? "")
+    }
+    switch error as? YamlError {
+    case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+      .composer(let context, let problem, let mark, _):
+      return say(problem, mark, context)
+    case .reader(let problem, let offset, _, _):
+      return problem + (offset.map { " at byte \($0)" } ?? "")
+    default:
+      return "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
+    }
+  }
+
   /// Parses config text; `file` names it in errors, `defaultName` is the run name unless it
   /// sets `name`.
   public static func parse(_ text: String, file: String, defaultName: String) throws -> RunConfig {
@@ -73,8 +92,7 @@ public enum ConfigLoader {
     do {
       node = try Yams.compose(yaml: text, .default, constructor)
     } catch {
-      let detail = "\(error)".split(separator: "\n").first.map(String.init) ?? "invalid YAML"
-      throw ConfigError("\(file): not valid YAML: \(detail)")
+      throw ConfigError("\(file): not valid YAML: \(yamlProblem(error))")
     }
     // Before Yams builds values: it traps on a mapping key that is a list or a mapping
     // (`{[1]: 2}`), and it expands every alias (`*a`), so a few lines can stand for billions.

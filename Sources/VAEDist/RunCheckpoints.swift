@@ -183,7 +183,7 @@ extension TrainingRun {
     }
     try check("seed", String(c.state.seed), String(config.seed))
     try check("global batch", String(c.state.globalBatch), String(config.batch))
-    try check("data checksum", String(c.state.dataChecksum), String(dataChecksum))
+    try check("data checksum", hexCRC(c.state.dataChecksum), hexCRC(dataChecksum))
   }
 
   /// What differs from the run the checkpoint was written by and still allows continuing it:

@@ -158,7 +158,8 @@ final class RunDirectory {
         let c = try Checkpoint.load(bytes: b, path: p)
         if best == nil || c.state.step > best!.step { best = (c.state.step, p, b) }
       } catch {
-        warn("warning: skipping \(p): \(error)")
+        let why = "\(error)"
+        warn("skipping an unreadable checkpoint: " + (why.hasPrefix(p) ? why : "\(p): \(why)"))
       }
     }
     return best.map { ($0.path, $0.bytes) }

@@ -148,7 +148,7 @@ public final class TrainingRun {
     if comm.isRoot {
       let stale = try files.create()
       if stale > 0 {
-        options.events(.warning("removed \(stale) temporary file(s) an interrupted checkpoint write left in \(runDirectory)"))
+        options.events(.info("removed \(stale) temporary file(s) an interrupted checkpoint write left in \(runDirectory)"))
       }
       try files.writeConfig(configFileText)
       try files.openMetrics()

@@ -184,7 +184,7 @@ struct BLAS: ParsableCommand {
       Console.out("OpenBLAS threads: \(BLASInfo.threads)")
       Console.out("OpenBLAS config: \(BLASInfo.config)")
       Console.out("CPU has AVX2+FMA: \(BLASInfo.cpuHasAVX2FMA ? "yes" : "no"); fastest usable kernel: \(BLASInfo.bestKernelForCPU ?? "none")")
-      if let w = BLASInfo.fallbackWarning() { Console.out(w) }
+      if let w = BLASInfo.fallbackWarning() { Console.out("warning: " + w) }
     }
     if checkFallback && BLASInfo.isFallback { throw ExitCode(3) }
   }

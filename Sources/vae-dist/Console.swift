@@ -18,5 +18,7 @@ public enum Console {
     let s = line + "\n"
     s.withCString { vae_write_stderr($0, strlen($0)) }
   }
+  /// "vae-dist: warning: <text>" on stderr: every warning of the tool looks the same.
+  public static func warning(_ text: String) { error("vae-dist: warning: " + text) }
   public static var isTerminal: Bool { vae_stdout_isatty() != 0 }
 }

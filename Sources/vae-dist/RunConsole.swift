@@ -32,9 +32,9 @@ final class RunConsole {
     case .waiting(let what): StartupWatchdog.waiting(for: what)
     case .started:
       StartupWatchdog.disarm()
-      for w in warningsAtStart { Console.error(w) }
+      for w in warningsAtStart { Console.warning(w) }
     case .info(let text): line(text)
-    case .warning(let text): Console.error((text.hasPrefix("warning: ") ? "" : "note: ") + text)
+    case .warning(let text): Console.warning(text)
     case .progress(let p): progress(p)
     case .evaluation(let step, let elbo, let recon, let kl):
       guard !style.quiet else { return }
@@ -114,7 +114,7 @@ enum MappedFileGuard {
       let bytes = f.mappedBytes
       let ok = line.withCString { vae_mapped_file_guard_register(bytes.baseAddress, bytes.count, $0) }
       if ok != 0 {
-        Console.error("vae-dist: warning: \(rankPrefix)more than \(VAE_MAPPED_FILE_GUARD_SLOTS) mapped data files: \(oneLine(f.path)) changing would crash instead of a one-line error")
+        Console.warning("\(rankPrefix)more than \(VAE_MAPPED_FILE_GUARD_SLOTS) mapped data files: \(oneLine(f.path)) changing would crash instead of a one-line error")
       }
     }
   }

@@ -1,4 +1,5 @@
 import Foundation
+import VAE
 import VAEDist
 import TestSupport
 import XCTest
@@ -281,6 +282,22 @@ final class CLITests: XCTestCase {
     }
     let file = try writeFile("complex-key.yaml", "{{}}\n")
     try assertFails(["train", "--config", file], mentions: ["complex-key.yaml", "mapping key"])
+  }
+
+  /// Text that is not YAML: libyaml's reason and where, on one line.
+  func testInvalidYAMLSaysWhyAndWhere() throws {
+    let cases = [
+      ("name: x\nmodel:\n\tzdim: 3\n", "line 3, column 1: found character that cannot start any token"),
+      ("name: x\nmodel: {zdim: 3\n", "did not find expected ',' or '}' (while parsing a flow mapping at line 2, column 8)"),
+      ("a: 'open\n", "found unexpected end of stream (while scanning a quoted scalar at line 1, column 4)"),
+    ]
+    for (text, mention) in cases {
+      XCTAssertThrowsError(try ConfigLoader.parse(text, file: "bad.yaml", defaultName: "b"), text) { error in
+        XCTAssertEqual("\(error)".split(separator: "\n").count, 1, "\(error)")
+        XCTAssertTrue("\(error)".hasPrefix("bad.yaml: not valid YAML: line ") && "\(error)".contains(mention), "\(error)")
+      }
+    }
+    try assertFails(["train", "--config", try writeFile("tab.yaml", cases[0].0)], mentions: ["tab.yaml", "cannot start any token"])
   }
 
   /// Errors quote unknown keys and bad values, which may hold line breaks (a quoted `"a\nb"`,
@@ -846,6 +863,39 @@ final class CLITests: XCTestCase {
     let errors = r.stderrLines.filter { $0.hasPrefix("vae-dist: error:") }
     XCTAssertEqual(errors.count, 1, r.stderr)
     XCTAssertTrue(errors.first?.contains("\(run)/metrics.jsonl: I/O error: appending a line failed: File too large") ?? false, r.stderr)
+  }
+
+  /// Every warning reads "vae-dist: warning: …", on stderr, and the run goes on: a corrupt newest
+  /// checkpoint is skipped (named once, with why) and the run resumes from the one before; a
+  /// changed setting and a KL warm-up longer than the run are said at start.
+  func testWarningsHaveOnePrefixAndTheRunGoesOn() throws {
+    let binary = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
+    let run = tmp + "/warned"
+    let args = [binary, "train", "--config", smokeConfig, "--out", run, "--checkpoint-every", "10", "--eval-every", "0",
+                "--no-tensorboard", "--progress", "none"]
+    XCTAssertEqual(try Subprocess.run(args + ["--steps", "20"], environment: ["OPENBLAS_NUM_THREADS": "1"]).status, 0)
+    let newest = run + "/checkpoints/step-00000020.safetensors"
+    try Data("not a checkpoint".utf8).write(to: URL(fileURLWithPath: newest))
+    try FileManager.default.removeItem(atPath: run + "/final.safetensors")
+    let r = try Subprocess.run(args + ["--steps", "30", "--resume", "auto", "--kl-warmup", "100"],
+                               environment: ["OPENBLAS_NUM_THREADS": "1"])
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let warnings = r.stderrLines.filter { $0.contains("warning") || $0.hasPrefix("note") }
+    XCTAssertEqual(warnings.count, 3, r.stderr)
+    XCTAssertTrue(warnings.allSatisfy { $0.hasPrefix("vae-dist: warning: ") }, r.stderr)
+    let skip = "vae-dist: warning: skipping an unreadable checkpoint: \(newest): not a safetensors file, or truncated"
+    XCTAssertTrue(warnings.contains { $0.hasPrefix(skip) }, r.stderr)
+    XCTAssertTrue(warnings.contains { $0.contains("resuming with changed settings (train.kl_warmup") }, r.stderr)
+    XCTAssertTrue(warnings.contains { $0.contains("train.kl_warmup (100 steps) is longer than the run (30 steps)") }, r.stderr)
+    XCTAssertTrue(r.stdout.contains("step-00000010.safetensors at step 10"), r.stdout)
+    // OpenBLAS's slow fallback kernel on a CPU with AVX2 and FMA: the same prefix.
+    guard BLASInfo.cpuHasAVX2FMA else { return }
+    let slow = try Subprocess.run(
+      [binary, "train", "--config", smokeConfig, "--out", tmp + "/prescott", "--steps", "1", "--progress", "none"],
+      environment: ["OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Prescott"])
+    XCTAssertEqual(slow.status, 0, slow.stderr)
+    XCTAssertEqual(slow.stderrLines.filter { $0.hasPrefix("vae-dist: warning: OpenBLAS chose its Prescott fallback kernel") }.count, 1,
+                   slow.stderr)
   }
 
   /// A resume whose rewrite of metrics.jsonl fails (here the file-size limit) stops at once with

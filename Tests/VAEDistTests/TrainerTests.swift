@@ -359,8 +359,10 @@ final class TrainerTests: XCTestCase {
     var c = TT.tinyConfig(steps: 10, checkpointEvery: 5)
     c.trainLimit = 300
     XCTAssertThrowsError(try TT.trainer(c, dir: a, data: otherData, resume: .auto).run()) { e in
-      guard case CheckpointError.mismatch(_, let f, _, _) = e else { return XCTFail("got \(e)") }
+      guard case CheckpointError.mismatch(_, let f, let saved, let now) = e else { return XCTFail("got \(e)") }
       XCTAssertEqual(f, "data checksum")
+      // Shown as the start-up handshake shows a checksum: eight hex digits.
+      XCTAssertTrue([saved, now].allSatisfy { $0.count == 8 && $0.allSatisfy(\.isHexDigit) } && saved != now, "\(e)")
     }
     XCTAssertEqual(try TT.snapshot(a), before, "a refused resume modified the run")
   }
