@@ -49,8 +49,10 @@ extension TrainingRun {
         "allreduce_ms": .number((exchangeMs * 1000).rounded() / 1000), "time_s": milliseconds(clock.elapsed),
         "wall_time": milliseconds(wall),
       ])
-      try files.appendMetrics(fields)
-      try tensorboardScalars(fields, prefix: "train", wallTime: wall)
+      try writingLogs {
+        try files.appendMetrics(fields)
+        try tensorboardScalars(fields, prefix: "train", wallTime: wall)
+      }
       options.events(
         .progress(
           TrainingProgress(
@@ -65,14 +67,26 @@ extension TrainingRun {
   func logEvaluation(_ e: (elbo: Double, recon: Double, kl: Double), epoch: Int, elapsed: Double) throws {
     guard comm.isRoot else { return }
     let wall = Date().timeIntervalSince1970
-    try files.appendMetrics([
-      "step": .int(completedSteps), "epoch": .int(epoch), "test_elbo": .number(e.elbo),
-      "test_recon": .number(e.recon), "test_kl": .number(e.kl), "time_s": milliseconds(elapsed),
-      "wall_time": milliseconds(wall),
-    ])
-    try tensorboardScalars(["elbo": .number(e.elbo), "recon": .number(e.recon), "kl": .number(e.kl)], prefix: "test", wallTime: wall)
-    try tensorboardImages(wallTime: wall)
+    try writingLogs {
+      try files.appendMetrics([
+        "step": .int(completedSteps), "epoch": .int(epoch), "test_elbo": .number(e.elbo),
+        "test_recon": .number(e.recon), "test_kl": .number(e.kl), "time_s": milliseconds(elapsed),
+        "wall_time": milliseconds(wall),
+      ])
+      try tensorboardScalars(["elbo": .number(e.elbo), "recon": .number(e.recon), "kl": .number(e.kl)], prefix: "test", wallTime: wall)
+      try tensorboardImages(wallTime: wall)
+    }
     options.events(.evaluation(step: completedSteps, elbo: e.elbo, recon: e.recon, kl: e.kl))
+  }
+
+  /// Writes to metrics.jsonl or the TensorBoard file mid-run; a failure (a full disk, a file-size
+  /// limit) stops the run with the file's error and what is safe: the step and the newest checkpoint.
+  func writingLogs(_ body: () throws -> Void) throws {
+    do {
+      try body()
+    } catch {
+      throw TrainError.io("\(error); stopped at step \(completedSteps), \(newestCheckpointNote)")
+    }
   }
 
   /// The metrics line of an agreed stop.

@@ -863,6 +863,9 @@ final class CLITests: XCTestCase {
     let errors = r.stderrLines.filter { $0.hasPrefix("vae-dist: error:") }
     XCTAssertEqual(errors.count, 1, r.stderr)
     XCTAssertTrue(errors.first?.contains("\(run)/metrics.jsonl: I/O error: appending a line failed: File too large") ?? false, r.stderr)
+    // And what is safe: the step it stopped at and the newest checkpoint (none: no checkpoint fits the limit).
+    XCTAssertTrue(errors.first?.contains("; stopped at step ") ?? false, r.stderr)
+    XCTAssertTrue(errors.first?.hasSuffix(", and no checkpoint of this run was written yet") ?? false, r.stderr)
   }
 
   /// Every warning reads "vae-dist: warning: …", on stderr, and the run goes on: a corrupt newest
