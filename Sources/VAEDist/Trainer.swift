@@ -36,6 +36,9 @@ public final class Trainer {
   let eps: Buffer
   let indices: UnsafeMutablePointer<Int>
   let noiseRNG: CounterRNG
+  /// The (step, rows) whose pixels and noise `x` and `eps` hold: free bits' encoder pass leaves
+  /// the step's first micro-batch loaded, and the step does not load it again.
+  var loaded: (step: Int, rows: Range<Int>)?
   /// The micro-batch being backpropagated, Σg² so far this step, and the first error the
   /// exchange threw while backward handed it gradients.
   var micro = 0
@@ -104,7 +107,7 @@ public final class Trainer {
     try applyFreeBits(observer: observer)
     var terms = LossTerms()
     for (j, rows) in microShards.enumerated() {
-      try observer.measure(.batch) { loadBatch(rows) }
+      if loaded?.step != completedSteps || loaded?.rows != rows { try observer.measure(.batch) { loadBatch(rows) } }
       terms = terms + (try observer.measure(.forward) { forward(rows: rows.count) })
       try observer.measure(.backward) { try backward(micro: j) }
     }
@@ -125,12 +128,14 @@ public final class Trainer {
   /// Free bits (Kingma et al. 2016): an encoder pass over this rank's micro-batches sums each
   /// latent dimension's KL; the sums of every (rank, micro-batch) are added in the global batch's
   /// row order (so np K and K micro-batches agree bit for bit), and dimension j keeps its KL
-  /// gradient only while its mean over the global batch is above λ.
+  /// gradient only while its mean over the global batch is above λ. The micro-batches go last to
+  /// first, so that the first stays loaded for the step (each slot is its own: the order changes
+  /// no bit).
   func applyFreeBits(observer: StepObserver) throws {
     guard let slots = klSlots, let mask = klMask else { return }
     let d = config.model.latentSize, k = microShards.count
     slots.update(repeating: 0)
-    for (j, rows) in microShards.enumerated() {
+    for (j, rows) in microShards.enumerated().reversed() {
       try observer.measure(.batch) { loadBatch(rows) }
       model.encode(UnsafePointer(x.ptr), batch: rows.count)
       model.addKLPerDimension(batch: rows.count, into: slots.baseAddress! + (comm.rank * k + j) * d)
@@ -152,6 +157,7 @@ public final class Trainer {
     noiseRNG.fillNormal(eps.ptr, rows: rows.count, dim: noiseWidth(config), purpose: .noise, epoch: UInt64(epoch)) {
       UInt64(indices[$0])
     }
+    loaded = (completedSteps, rows)
   }
 
   func forward(rows: Int) -> LossTerms {

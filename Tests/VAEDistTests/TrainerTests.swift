@@ -554,4 +554,25 @@ final class TrainerTests: XCTestCase {
       XCTAssertTrue(s.contains("past"), s)
     }
   }
+
+  /// Free bits' encoder pass loads each micro-batch once and leaves the step's first loaded: a
+  /// step loads K micro-batches (plain) or 2K − 1 (free bits), not 2K. (The tensors did not
+  /// change with it; MPITests hold free bits' np K ≡ K micro-batches.)
+  func testFreeBitsLoadsEachMicroBatchOnce() throws {
+    final class CountLoads: StepObserver {
+      var loads = 0
+      override func measure<T>(_ phase: StepPhase, _ body: () throws -> T) throws -> T {
+        if phase == .batch { loads += 1 }
+        return try body()
+      }
+    }
+    for (freeBits, k, perStep) in [(Float(0), 1, 1), (0, 2, 2), (0.5, 1, 1), (0.5, 2, 3)] {
+      var c = TT.tinyConfig(steps: 5)
+      c.objective.freeBits = freeBits
+      let t = try Trainer(config: c, train: TT.synthetic.train, comm: LocalCommunicator(), parallel: ParallelOptions(microBatches: k))
+      let count = CountLoads()
+      for _ in 0..<3 { try t.step(observer: count) }
+      XCTAssertEqual(count.loads, 3 * perStep, "free bits \(freeBits), \(k) micro-batch(es)")
+    }
+  }
 }
