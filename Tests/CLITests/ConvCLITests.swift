@@ -5,21 +5,7 @@ import XCTest
 /// Convolutional configs through the binary: the layer table (`config --model`, `info`), every
 /// shape error as one line with exit 1 and nothing written, and a trained conv checkpoint
 /// through eval, sample, reconstruct, encode, decode and export.
-final class ConvCLITests: XCTestCase {
-  var dir = ""
-
-  override func setUpWithError() throws {
-    dir = NSTemporaryDirectory() + "vae-conv-cli-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
-
-  func run(_ args: [String]) throws -> Subprocess.Result {
-    let bin = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
-    return try Subprocess.run([bin] + args, environment: ["OPENBLAS_NUM_THREADS": "1"], cwd: dir)
-  }
-
+final class ConvCLITests: BinaryTestCase {
   func write(_ name: String, _ model: String) throws -> String {
     let path = dir + "/" + name
     let text = "name: \(name)\nmodel:\n\(model)\ndata:\n  dataset: synthetic\n  train_limit: 200\ntrain:\n  batch: 20\n  steps: 5\n"

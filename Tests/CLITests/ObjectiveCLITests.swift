@@ -5,21 +5,7 @@ import XCTest
 
 /// Objectives and schedules from the command line: a run resumed mid-warm-up and mid-schedule
 /// ends on the uninterrupted run's tensors; bad values are one line.
-final class ObjectiveCLITests: XCTestCase {
-  var dir = ""
-
-  override func setUpWithError() throws {
-    dir = NSTemporaryDirectory() + "vae-objective-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-  }
-
-  override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
-
-  func run(_ args: [String]) throws -> Subprocess.Result {
-    let bin = try XCTUnwrap(VAEDistBinary.path, VAEDistBinary.notFoundMessage)
-    return try Subprocess.run([bin] + args, environment: ["OPENBLAS_NUM_THREADS": "1"], cwd: dir)
-  }
-
+final class ObjectiveCLITests: BinaryTestCase {
   let schedules = ["--beta", "2", "--kl-warmup", "50", "--lr-schedule", "cosine", "--lr-warmup", "10"]
 
   func testResumeMidWarmupAndMidScheduleEqualsTheUninterruptedRun() throws {
