@@ -49,3 +49,16 @@ def mnist_dir():
     if path is None:
         pytest.skip("no MNIST: set VAE_DIST_DATA or run scripts/get-data")
     return path
+
+
+@pytest.fixture(scope="session")
+def torch_step_fixture():
+    """The shared PyTorch fixture (784-64-32-8 ReLU VAE, its weights, 16 images and their noise:
+    ../shared/fixtures/torch-vae-step.safetensors, or $VAE_DIST_FIXTURES), as a dict of arrays."""
+    path = os.environ.get("VAE_DIST_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures"))
+    if os.path.isdir(path):
+        path = os.path.join(path, "torch-vae-step.safetensors")
+    if not os.path.exists(path):
+        pytest.skip(f"no PyTorch fixture at {path}")
+    from safetensors.numpy import load_file
+    return load_file(path)

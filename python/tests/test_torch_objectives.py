@@ -2,7 +2,6 @@
 gradient is the shared fixture's mean-loss gradient times the batch; free bits' λ splits the
 dimensions in half; the IWAE noise and bound have their shapes."""
 
-import os
 
 import numpy as np
 import pytest
@@ -10,17 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from vae_dist import torch_objectives as to  # noqa: E402
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures", "torch-vae-step.safetensors")
-
-
 @pytest.fixture(scope="module")
-def fixture():
-    path = os.environ.get("VAE_DIST_FIXTURES", FIXTURE)
-    if os.path.isdir(path):
-        path = os.path.join(path, "torch-vae-step.safetensors")
-    if not os.path.exists(path):
-        pytest.skip(f"no PyTorch fixture at {path}")
-    return to.load(path)
+def fixture(torch_step_fixture):
+    return torch_step_fixture
 
 
 def test_beta_one_is_the_fixtures_gradient_times_the_batch(fixture):

@@ -124,30 +124,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, mnist_dir):
 
 # --- configs/iwae-mnist.yaml trained as an IWAE (--model iwae-mnist --objective iwae) ---
 
-FIXTURE = os.path.join(PYTHON_DIR, "..", "..", "shared", "fixtures", "torch-vae-step.safetensors")
-
-
-@pytest.fixture(scope="module")
-def step_fixture():
-    """The shared PyTorch fixture (784-64-32-8 ReLU VAE, 16 images), as test_torch_objectives finds it."""
-    path = os.environ.get("VAE_DIST_FIXTURES", FIXTURE)
-    if os.path.isdir(path):
-        path = os.path.join(path, "torch-vae-step.safetensors")
-    if not os.path.exists(path):
-        pytest.skip(f"no PyTorch fixture at {path}")
-    from vae_dist import torch_objectives
-    return torch_objectives.load(path)
-
-
-def test_the_iwae_loss_is_torch_objectives_bound_and_gradient(step_fixture):
+def test_the_iwae_loss_is_torch_objectives_bound_and_gradient(torch_step_fixture):
     """torch_objectives' IWAE bound and gradient are the reference vae-dist's own is checked
     against (TorchObjectiveTests, 1e-4); torch_train's loss, written apart, must give the same
     numbers on the same weights, images and noise, times 1/B (its loss is a mean over rows)."""
     from vae_dist import torch_objectives
-    grads, extra = torch_objectives.objectives(step_fixture, 1.0, 5, 7)
+    grads, extra = torch_objectives.objectives(torch_step_fixture, 1.0, 5, 7)
     model = vt.VAE(784, [64, 32], [32, 64], 8).double()
-    model.load_state_dict({n: torch.from_numpy(step_fixture[n].astype(np.float64)) for n, _ in model.named_parameters()})
-    x = torch.from_numpy(step_fixture["input.x"].astype(np.float64))
+    model.load_state_dict({n: torch.from_numpy(torch_step_fixture[n].astype(np.float64)) for n, _ in model.named_parameters()})
+    x = torch.from_numpy(torch_step_fixture["input.x"].astype(np.float64))
     eps = torch.from_numpy(extra["input.eps_iwae"]).reshape(16, 5, 8)
     loss = torch_train.iwae_loss(model, x, eps)
     assert float(loss.detach()) * 16 == pytest.approx(-extra["iwae.bound_sum"][0], rel=1e-12)
