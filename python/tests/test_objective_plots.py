@@ -28,6 +28,11 @@ def test_iwae_points_take_the_vae_k50_and_every_k5_seed_in_model_order():
     assert op.iwae_points(objective, torch_rows) == [
         ("VAE", "vae-dist", -106.4), ("IWAE k = 5", "pytorch", -102.9), ("IWAE k = 5", "vae-dist", -102.2),
         ("IWAE k = 50", "vae-dist", -100.3)]
+    dreg = [{"gradient": "dreg", "samples": "50", "iw_bound": "-99.5"}, {"gradient": "standard", "samples": "5", "iw_bound": "-102"},
+            {"gradient": "dreg", "samples": "5", "iw_bound": "-101.2"}]
+    points = op.iwae_points(objective, torch_rows, dreg)
+    assert ("IWAE k = 50", "vae-dist, DReG", -99.5) in points and ("IWAE k = 5", "vae-dist, DReG", -101.2) in points
+    assert len(points) == 6 and points.index(("IWAE k = 5", "vae-dist, DReG", -101.2)) < points.index(("IWAE k = 50", "vae-dist", -100.3))
 
 
 def test_main_draws_both_figures_from_the_committed_csvs(tmp_path):

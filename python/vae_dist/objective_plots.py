@@ -4,8 +4,9 @@
                                        for the plain config, KL warm-up and free bits, one panel
                                        per budget (zdim-study.csv, warmup.csv, freebits.csv)
   docs/results/objectives/iwae.png     the test log-likelihood (IW-5000 bound) of the VAE, IWAE
-                                       k = 5 (every seed, vae-dist and PyTorch) and IWAE k = 50
-                                       (objective-study.csv, objective-torch.csv)
+                                       k = 5 (every seed, vae-dist and PyTorch) and IWAE k = 50,
+                                       and IWAE trained with DReG's gradient where measured
+                                       (objective-study.csv, objective-torch.csv, objective-dreg.csv)
 
 Run: python -m vae_dist.objective_plots --root REPO (scripts/figures runs it).
 """
@@ -35,15 +36,18 @@ def degraded_end_series(rows_by_config, budget):
     return series
 
 
-def iwae_points(objective_rows, torch_rows):
-    """[(model, trained by, iw bound)]: the iwae part's VAE and k = 50 runs, and every IWAE k = 5
-    seed of the torch comparison (both frameworks)."""
+def iwae_points(objective_rows, torch_rows, dreg_rows=()):
+    """[(model, trained by, iw bound)]: the iwae part's VAE and k = 50 runs, every IWAE k = 5
+    seed of the torch comparison (both frameworks), and the dreg part's DReG runs."""
     points = []
     for r in objective_rows:
         if r["part"] == "iwae" and r["name"] in ("vae", "iwae-k50"):
             points.append(("VAE" if r["name"] == "vae" else "IWAE k = 50", "vae-dist", float(r["iw_bound"])))
     for r in torch_rows:
         points.append(("IWAE k = 5", r["framework"], float(r["iw_bound"])))
+    for r in dreg_rows:
+        if r["gradient"] == "dreg":
+            points.append((f"IWAE k = {r['samples']}", "vae-dist, DReG", float(r["iw_bound"])))
     order = {"VAE": 0, "IWAE k = 5": 1, "IWAE k = 50": 2}
     return sorted(points, key=lambda p: (order[p[0]], p[1], p[2]))
 
@@ -78,9 +82,10 @@ def draw_iwae(points, png):
     import matplotlib.pyplot as plt
     models = ["VAE", "IWAE k = 5", "IWAE k = 50"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for who, marker, shift in (("vae-dist", "o", -0.08), ("pytorch", "^", 0.08)):
+    for who, marker, shift in (("vae-dist", "o", -0.12), ("pytorch", "^", 0), ("vae-dist, DReG", "s", 0.12)):
         mine = [p for p in points if p[1] == who]
-        ax.scatter([models.index(p[0]) + shift for p in mine], [p[2] for p in mine], marker=marker, label=who)
+        if mine:
+            ax.scatter([models.index(p[0]) + shift for p in mine], [p[2] for p in mine], marker=marker, label=who)
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("test log-likelihood, IW-5000 bound (nats)")
     ax.set_title("Burda et al.'s network, 10 epochs (each point a seed)")
@@ -100,6 +105,8 @@ def main(argv=None):
         by_config = {name: read_rows(os.path.join(results, path)) for name, path in CONFIGS}
         objective = read_rows(os.path.join(results, "objectives", "objective-study.csv"))
         torch_rows = read_rows(os.path.join(results, "objectives", "objective-torch.csv"))
+        dreg_path = os.path.join(results, "objectives", "objective-dreg.csv")
+        dreg_rows = read_rows(dreg_path) if os.path.exists(dreg_path) else []
     except (OSError, KeyError) as e:
         print(f"objective_plots: error: cannot read the results CSVs: {e}", file=sys.stderr)
         return 1
@@ -107,7 +114,7 @@ def main(argv=None):
     budgets = sorted({int(r["budget"]) for name, rows in by_config.items() if name != "plain" for r in rows})
     draw_degraded_end({b: degraded_end_series(by_config, b) for b in budgets},
                       os.path.join(results, "zdim", "degraded-end.png"))
-    draw_iwae(iwae_points(objective, torch_rows), os.path.join(results, "objectives", "iwae.png"))
+    draw_iwae(iwae_points(objective, torch_rows, dreg_rows), os.path.join(results, "objectives", "iwae.png"))
     print("objective_plots: wrote docs/results/zdim/degraded-end.png and docs/results/objectives/iwae.png")
     return 0
 
