@@ -167,4 +167,39 @@ final class ConvLayerTests: XCTestCase {
       }
     }
   }
+
+  /// im2col and col2im against their definition, element by element, over every geometry of a
+  /// grid that puts the kernel partly, wholly or never over the padding (k 1…5, stride 1…3,
+  /// padding 0…3, images 1…6 wide and 1…3 high, 1 or 2 channels, NCHW and NHWC): im2col's
+  /// values exactly, col2im's sums bit for bit (each input element adds its terms in the
+  /// (oh, ow, c, ki, kj) order).
+  func testIm2colAndCol2imEqualTheirDefinitionOnAGridOfGeometries() {
+    var rng = RandomStream(state: 42)
+    var checked = 0
+    for k in 1...5 { for s in 1...3 { for p in 0...3 { for w in 1...6 { for h in 1...3 { for c in 1...2 { for last in [false, true] {
+      guard w + 2 * p >= k, h + 2 * p >= k else { continue }
+      let g = ConvGeometry(channels: c, height: h, width: w, kernel: k, stride: s, padding: p, channelsLast: last)
+      let batch = 2, image = c * h * w, (ho, wo) = (g.outHeight, g.outWidth)
+      let x = (0..<(batch * image)).map { _ in rng.nextFloat(in: -1, 1) }
+      let cols = (0..<(batch * g.columnsPerImage)).map { _ in rng.nextFloat(in: -1, 1) }
+      func at(_ b: Int, _ ch: Int, _ i: Int, _ j: Int) -> Int {
+        b * image + (last ? (i * w + j) * c + ch : (ch * h + i) * w + j)
+      }
+      var wantCol = [Float](repeating: 0, count: cols.count), wantX = [Float](repeating: 0, count: x.count)
+      for b in 0..<batch { for oh in 0..<ho { for ow in 0..<wo { for ch in 0..<c { for ki in 0..<k { for kj in 0..<k {
+        let t = ((b * ho + oh) * wo + ow) * c * k * k + (ch * k + ki) * k + kj
+        let i = oh * s + ki - p, j = ow * s + kj - p
+        guard (0..<h).contains(i) && (0..<w).contains(j) else { continue }
+        wantCol[t] = x[at(b, ch, i, j)]
+        wantX[at(b, ch, i, j)] += cols[t]
+      } } } } } }
+      var gotCol = [Float](repeating: .nan, count: cols.count), gotX = [Float](repeating: .nan, count: x.count)
+      x.withUnsafeBufferPointer { xp in gotCol.withUnsafeMutableBufferPointer { g.im2col(xp.baseAddress!, $0.baseAddress!, batch: batch) } }
+      cols.withUnsafeBufferPointer { cp in gotX.withUnsafeMutableBufferPointer { g.col2im(cp.baseAddress!, $0.baseAddress!, batch: batch) } }
+      XCTAssertEqual(gotCol, wantCol, "im2col \(g)")
+      XCTAssertEqual(gotX.map(\.bitPattern), wantX.map(\.bitPattern), "col2im \(g)")
+      checked += 1
+    } } } } } } }
+    XCTAssertGreaterThan(checked, 2000)
+  }
 }
