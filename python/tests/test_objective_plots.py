@@ -22,8 +22,11 @@ def test_degraded_end_series_keeps_the_budget_and_the_three_sizes_in_z_order():
 
 
 def test_iwae_points_take_the_vae_k50_and_every_k5_seed_in_model_order():
-    objective = [{"part": "iwae", "name": "iwae-k50", "iw_bound": "-100.3"}, {"part": "iwae", "name": "vae", "iw_bound": "-106.4"},
-                 {"part": "iwae", "name": "iwae-k5", "iw_bound": "-102.1"}, {"part": "beta", "name": "vae", "iw_bound": "-93"}]
+    objective = [{"part": "iwae", "name": "iwae-k50", "iw_bound": "-100.3", "epochs": "10"},
+                 {"part": "iwae", "name": "vae", "iw_bound": "-106.4", "epochs": "10"},
+                 {"part": "iwae", "name": "vae", "iw_bound": "-93.1", "epochs": "50"},
+                 {"part": "iwae", "name": "iwae-k5", "iw_bound": "-102.1", "epochs": "10"},
+                 {"part": "beta", "name": "vae", "iw_bound": "-93", "epochs": "10"}]
     torch_rows = [{"framework": "pytorch", "iw_bound": "-102.9"}, {"framework": "vae-dist", "iw_bound": "-102.2"}]
     assert op.iwae_points(objective, torch_rows) == [
         ("VAE", "vae-dist", -106.4), ("IWAE k = 5", "pytorch", -102.9), ("IWAE k = 5", "vae-dist", -102.2),

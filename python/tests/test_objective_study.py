@@ -139,3 +139,22 @@ def test_a_run_shared_by_parts_is_measured_once_and_tagged_per_part(tmp_path):
     assert (row["part"], row["gradient"], row["seed"], row["iw_bound"]) == ("dreg", "standard", 1, -102.0)
     row = st.measure(A, "iwae", "iwae-k5", "configs/iwae-mnist.yaml", [], "iwae", 5, 1.0, 50)
     assert row["part"] == "iwae" and "gradient" not in row
+
+
+def test_docs_rows_accumulate_budgets_and_a_rerun_replaces_its_own():
+    ten = rows()
+    fifty = [dict(r, epochs=50, iw_bound=r["iw_bound"] + 5) for r in ten if r["part"] == "iwae"]
+    merged = st.merge_rows(ten, fifty)
+    assert [(r["part"], r["name"], r["epochs"]) for r in merged] == [
+        ("iwae", "vae", 10), ("iwae", "iwae-k5", 10), ("iwae", "vae", 50), ("iwae", "iwae-k5", 50),
+        ("beta", "beta-0.25", 10), ("beta", "beta-4", 10)]
+    again = st.merge_rows(merged, [dict(fifty[0], iw_bound=-1.0)])
+    assert len(again) == 6 and [r["iw_bound"] for r in again if r["epochs"] == 50 and r["name"] == "vae"] == [-1.0]
+    table = st.markdown(merged, "iwae").splitlines()
+    assert table[2].startswith("| VAE (ELBO) | 10 |") and table[4].startswith("| VAE (ELBO) | 50 | −85.25")
+
+
+def test_docs_merge_reads_the_committed_csv_as_text(tmp_path):
+    st.write_csv(rows(), tmp_path / "s.csv")
+    merged = st.merge_rows(st.read_csv(tmp_path / "s.csv"), [dict(rows()[0], epochs=50)])
+    assert [(r["name"], int(r["epochs"])) for r in merged][:3] == [("vae", 10), ("iwae-k5", 10), ("vae", 50)]

@@ -36,12 +36,13 @@ def degraded_end_series(rows_by_config, budget):
     return series
 
 
-def iwae_points(objective_rows, torch_rows, dreg_rows=()):
-    """[(model, trained by, iw bound)]: the iwae part's VAE and k = 50 runs, every IWAE k = 5
-    seed of the torch comparison (both frameworks), and the dreg part's DReG runs."""
+def iwae_points(objective_rows, torch_rows, dreg_rows=(), epochs=10):
+    """[(model, trained by, iw bound)]: the iwae part's VAE and k = 50 runs at `epochs` (the
+    budget of the seeds' comparisons), every IWAE k = 5 seed of the torch comparison (both
+    frameworks), and the dreg part's DReG runs."""
     points = []
     for r in objective_rows:
-        if r["part"] == "iwae" and r["name"] in ("vae", "iwae-k50"):
+        if r["part"] == "iwae" and r["name"] in ("vae", "iwae-k50") and int(r["epochs"]) == epochs:
             points.append(("VAE" if r["name"] == "vae" else "IWAE k = 50", "vae-dist", float(r["iw_bound"])))
     for r in torch_rows:
         points.append(("IWAE k = 5", r["framework"], float(r["iw_bound"])))

@@ -13,9 +13,11 @@ DReG part: IWAE k = 5 trained with the standard gradient and with DReG (``--iwae
 Tucker et al. 2019) for each of --seeds, and k = 50 with each (seed 1).
 
 Incremental: a run whose final checkpoint exists is not retrained, a measured row is not
-remeasured (rows are JSON files next to each run). Rows go to objective-study.csv; --docs copies
-the CSV and plot to docs/results/objectives/ and rewrites the tables in docs/results.md (the torch
-and dreg parts' rows go to objective-torch.csv and objective-dreg.csv).
+remeasured (rows are JSON files next to each run). Rows go to objective-study.csv; --docs merges
+them into docs/results/objectives/objective-study.csv (a row replaces the one of the same part,
+run and epochs, so another --epochs adds its rows beside the others), copies the plot and
+rewrites the tables in docs/results.md (the torch and dreg parts' rows go to objective-torch.csv
+and objective-dreg.csv).
 """
 
 import argparse
@@ -188,6 +190,17 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def merge_rows(old, new):
+    """The docs CSV's rows after a run of the study: `new` replaces the rows of the same (part,
+    name, epochs) and adds the others, so budgets accumulate (10 epochs, then 50); sorted by part
+    (iwae, beta), epochs and k or β."""
+    key = lambda r: (r["part"], r["name"], int(r["epochs"]))  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in new})
+    order = {"iwae": 0, "beta": 1}
+    return sorted(merged.values(), key=lambda r: (order.get(r["part"], 2), int(r["epochs"]), int(r["samples"]), float(r["beta"])))
+
+
 def minus(v):
     return f"{float(v):.2f}".replace("-", "−")
 
@@ -326,7 +339,11 @@ def to_docs(a, parts, rows, extra, plotted):
     target = os.path.join(a.root, "docs", "results", "objectives")
     os.makedirs(target, exist_ok=True)
     if parts & {"iwae", "beta"}:
-        shutil.copyfile(os.path.join(a.out, "objective-study.csv"), os.path.join(target, "objective-study.csv"))
+        path = os.path.join(target, "objective-study.csv")
+        mine = [r for r in rows if r["part"] in ("iwae", "beta")]
+        merged = merge_rows(read_csv(path) if os.path.exists(path) else [], mine)
+        write_csv(merged, path)
+        rows = merged + [r for r in rows if r["part"] not in ("iwae", "beta")]
     for part in ("torch", "dreg"):
         if extra[part]:
             shutil.copyfile(os.path.join(a.out, f"objective-{part}.csv"), os.path.join(target, f"objective-{part}.csv"))
