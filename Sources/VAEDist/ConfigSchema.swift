@@ -161,7 +161,7 @@ public enum ConfigSchema {
         { $0.objective.samples == 1 ? nil : .int($0.objective.samples) },
         { c, v in if case .int(let i) = v { c.objective.samples = i } }),
     key("train", "iwae_gradient", .choice(TrainingObjective.Gradient.allCases.map(\.rawValue)),
-        "iwae: the gradient estimator. standard: Burda et al.'s; dreg: doubly reparameterised (Tucker et al. 2019), the encoder's gradient through z alone with squared weights, lower variance at large samples; same expectation, same held-out metrics.",
+        "iwae: how the bound's gradient is estimated. standard: Burda et al.'s; dreg: doubly reparameterised (Tucker et al. 2019), the encoder's gradient through z alone with squared weights: the same expectation with less noise, the more so the more train.samples, at the same cost. The loss and the held-out metrics are the same.",
         default: "standard",
         { $0.objective.gradient == .standard ? nil : .string($0.objective.gradient.rawValue) },
         { c, v in if case .string(let s) = v, let g = TrainingObjective.Gradient(rawValue: s) { c.objective.gradient = g } }),
