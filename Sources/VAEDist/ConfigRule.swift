@@ -8,8 +8,8 @@ public enum ConfigValue: Sendable, Equatable {
   case float(Float)
   case string(String)
   case ints([Int])
-  /// A layer list, each entry in `LayerDecl`'s canonical text.
-  case strings([String])
+  /// A layer list, parsed once (written out in `LayerDecl`'s canonical text).
+  case layers([LayerDecl])
 
   /// YAML text (`config.yaml`): lists as `[500, 500]`.
   var yaml: String {
@@ -18,7 +18,7 @@ public enum ConfigValue: Sendable, Equatable {
     case .float(let f): "\(f)"
     case .string(let s): s
     case .ints(let a): "[" + a.map(String.init).joined(separator: ", ") + "]"
-    case .strings(let a): "[" + a.joined(separator: ", ") + "]"
+    case .layers(let a): "[" + a.map(\.description).joined(separator: ", ") + "]"
     }
   }
 
@@ -29,7 +29,7 @@ public enum ConfigValue: Sendable, Equatable {
     case .float(let f): "\(f)"
     case .string(let s): "\"\(s)\""
     case .ints(let a): "[" + a.map(String.init).joined(separator: ",") + "]"
-    case .strings(let a): "[" + a.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+    case .layers(let a): "[" + a.map { "\"\($0.description)\"" }.joined(separator: ",") + "]"
     }
   }
 }
@@ -150,12 +150,12 @@ public enum ConfigRule: Sendable {
       return .ints(out)
     case .layerList:
       guard let a = v as? [Any], !a.isEmpty, a.count <= 1000 else { return nil }
-      var out: [String] = []
+      var out: [LayerDecl] = []
       for e in a {
         guard let s = e as? String, let d = try? LayerDecl(parsing: s) else { return nil }
-        out.append(d.description)
+        out.append(d)
       }
-      return .strings(out)
+      return .layers(out)
     }
   }
 
