@@ -235,7 +235,18 @@ slurm_start() {  # dir [nodes]
         { SLURM_SKIP_REASON="slurmd of vd-node$n did not start (see $dir/slurmd-vd-node$n.log)"; return 1; }
     done
   fi
-  slurm_wait_for "the nodes did not become idle (see $dir/slurmd-*.log)" 30 slurm_nodes_idle || return 1
+  # Registration takes about a second; the margin is for a machine busy with other jobs.
+  slurm_wait_for "the nodes did not become idle" 60 slurm_nodes_idle ||
+    { SLURM_SKIP_REASON+=" ($(slurm_nodes_diagnosis "$dir"))"; return 1; }
+}
+
+# Why nodes are not idle, on one line: each node's state and reason, and the newest error line
+# of the daemons' logs.
+slurm_nodes_diagnosis() {  # dir
+  local states err
+  states=$(sinfo -h -N -p local -o '%N %t %E' 2>&1 | tr '\n' ';')
+  err=$(grep -h -i "error" "$1"/slurmd*.log "$1"/slurmctld.log 2>/dev/null | grep -v "Trying backup state save" | tail -1)
+  echo "sinfo: ${states:-nothing}; last log error: ${err:-none}; logs in $1/slurmd-*.log"
 }
 
 # Sends SIGTERM to the PID in FILE and waits for it to go (SIGKILL after 15 s).
