@@ -155,7 +155,11 @@ public enum NPY {
       s = s.dropFirst()
     }
     guard let kind = s.first else { return "not a dtype" }
-    let size = Int(s.dropFirst())
+    // Bytes per item, when that is a number whose bits fit an Int (a header may say '|O9223372036854775807').
+    let size = Int(s.dropFirst()).flatMap { n -> Int? in
+      let (b, overflow) = n.multipliedReportingOverflow(by: 8)
+      return overflow ? nil : b / 8
+    }
     let bits = size.map { String($0 * 8) } ?? ""
     switch kind {
     case "f": return order + (size == nil ? "floating point" : "float" + bits)

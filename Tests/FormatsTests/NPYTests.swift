@@ -221,6 +221,16 @@ final class NPYTests: XCTestCase {
     }
   }
 
+  /// A dtype's item size too large for its bits to fit an Int (scripts/fuzz found
+  /// '|O9223372036854775807', which trapped): named without a bit count.
+  func testDescribeSurvivesHugeItemSizes() {
+    XCTAssertEqual(NPY.describe(descr: "<f9223372036854775807"), "floating point")
+    XCTAssertEqual(NPY.describe(descr: "<i9223372036854775807"), "int")
+    XCTAssertEqual(NPY.describe(descr: "|O9223372036854775807"), "Python objects")
+    XCTAssertEqual(NPY.describe(descr: "<f1152921504606846975"), "float9223372036854775800")
+    XCTAssertEqual(NPY.describe(descr: ">f8"), "big-endian float64")
+  }
+
   // MARK: Damaged and lying files
 
   func testTruncatedAndLyingFiles() throws {
