@@ -157,7 +157,7 @@ slurm_node_down() {  # dir n
   ns=$(slurm_node_netns "$dir" "$n")
   [ -n "$ns" ] || { echo "slurm: no node $n in $dir" >&2; return 2; }
   ip link set "$(slurm_node_link "$dir" "$n")" down
-  for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null; done
+  for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done  # one may have exited since
   rm -f "$dir/slurmd-vd-node$n.pid"
 }
 
@@ -172,12 +172,14 @@ slurm_node_up() {  # dir n
 slurm_net_down() {  # dir
   local dir=$1 ns p link
   [ -f "$dir/net" ] || return 0
+  # A process may exit between `ip netns pids` and the kill, a link go with its namespace: each
+  # step may find its work done, which must not end the caller's `set -e` script half-way.
   for ns in $(slurm_net_field "$dir" netns); do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
   done
   for link in $(slurm_net_field "$dir" link); do
-    ip link show "$link" >/dev/null 2>&1 && ip link del "$link" 2>/dev/null
+    if ip link show "$link" >/dev/null 2>&1; then ip link del "$link" 2>/dev/null || true; fi
   done
   rm -f "$dir/net"
 }
