@@ -155,14 +155,14 @@ public enum NPY {
       s = s.dropFirst()
     }
     guard let kind = s.first else { return "not a dtype" }
-    // Bytes per item, when that is a number whose bits fit an Int (a header may say '|O9223372036854775807').
-    let size = Int(s.dropFirst()).flatMap { n -> Int? in
+    // Bits per item, when the item size is a number whose bits fit an Int (a header may say '|O9223372036854775807').
+    let itemBits = Int(s.dropFirst()).flatMap { n -> Int? in
       let (b, overflow) = n.multipliedReportingOverflow(by: 8)
-      return overflow ? nil : b / 8
+      return overflow ? nil : b
     }
-    let bits = size.map { String($0 * 8) } ?? ""
+    let bits = itemBits.map(String.init) ?? ""
     switch kind {
-    case "f": return order + (size == nil ? "floating point" : "float" + bits)
+    case "f": return order + (itemBits == nil ? "floating point" : "float" + bits)
     case "i": return order + "int" + bits
     case "u": return order + "uint" + bits
     case "c": return order + "complex" + bits

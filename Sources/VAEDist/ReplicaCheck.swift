@@ -35,7 +35,7 @@ struct ReplicaCheck {
       let there = i < b.count ? String(b[i]).trimmingCharacters(in: .whitespaces) : "(nothing)"
       throw TrainError.handshake("config differs from rank 0's: '\(here)' here, '\(there)' on rank 0")
     }
-    try agree("data checksum", UInt64(dataChecksum)) { hexCRC(UInt32($0)) }
+    try agree("data checksum", UInt64(dataChecksum)) { hexCRC(UInt32(truncatingIfNeeded: $0)) }
     try agree("parameter count", UInt64(parameterCount))
   }
 
